@@ -1,0 +1,150 @@
+"""Everything golive raises on purpose, in one place.
+
+    GoLiveError
+    ├── PlanError                 the plan cannot run; lists every problem with its YAML path
+    ├── PreflightError            a host, artifact or disk is not ready; nothing was changed
+    ├── StageError                a step failed after the run began changing things -> rollback
+    │   ├── HostCommandError      a command on a host failed: host, command, exit code, output tail
+    │   ├── DeployError           a release could not be put on a host
+    │   ├── WaveFailed            one or more hosts of a wave failed; keeps every host's outcome
+    │   ├── SmokeCheckFailed      a smoke check did not get the answer it expects
+    │   ├── GateRejected          an approver rejected the gate
+    │   ├── GateTimedOut          nobody decided before the gate's timeout
+    │   └── SoakFailed            error rate or latency went over the soak thresholds
+    ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
+    └── RunNotFound               no run record with that id
+
+Every message says what happened, to what, and where to look next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class GoLiveError(Exception):
+    """Base class of every error golive raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a plan: where (YAML path), what was found, what is accepted."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class PlanError(GoLiveError):
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{source}: {count} {noun}, nothing was run:\n{lines}")
+
+
+class PreflightError(GoLiveError):
+    def __init__(self, failures: Sequence[str]) -> None:
+        self.failures = list(failures)
+        lines = "\n".join(f"  - {f}" for f in self.failures)
+        super().__init__(f"preflight failed, nothing was changed:\n{lines}")
+
+
+class StageError(GoLiveError):
+    """A failure after the run began changing hosts: the run rolls back what it changed."""
+
+
+class HostCommandError(StageError):
+    def __init__(
+        self, host: str, command: str, exit_code: int | None, output: str, reason: str = ""
+    ) -> None:
+        self.host = host
+        self.command = command
+        self.exit_code = exit_code
+        self.output_tail = tail(output)
+        status = reason or f"exited with code {exit_code}"
+        shown = "\n".join(f"    | {line}" for line in self.output_tail) or "    | (no output)"
+        super().__init__(
+            f"on host {host!r}, command {command!r} {status}. Last lines of output:\n{shown}"
+        )
+
+
+class DeployError(StageError):
+    def __init__(self, host: str, step: str, reason: str) -> None:
+        self.host = host
+        self.step = step
+        super().__init__(f"could not {step} on host {host!r}: {reason}")
+
+
+class WaveFailed(StageError):
+    def __init__(self, wave: str, failures: dict[str, BaseException], succeeded: Sequence[str]):
+        self.wave = wave
+        self.failures = failures
+        self.succeeded = list(succeeded)
+        detail = "\n".join(f"  - {host}: {error}" for host, error in failures.items())
+        ok = ", ".join(self.succeeded) or "none"
+        super().__init__(
+            f"wave {wave!r}: {len(failures)} host(s) failed (succeeded: {ok}):\n{detail}"
+        )
+
+
+class SmokeCheckFailed(StageError):
+    def __init__(self, host: str, check: str, url: str, reason: str, attempts: int) -> None:
+        self.host = host
+        self.check = check
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"smoke check {check!r} failed on host {host!r} after {attempts} attempt(s): "
+            f"GET {url} {reason}"
+        )
+
+
+class GateRejected(StageError):
+    def __init__(self, gate: str, approver: str, comment: str) -> None:
+        self.gate = gate
+        self.approver = approver
+        said = f": {comment!r}" if comment else ""
+        super().__init__(f"gate {gate!r} was rejected by {approver}{said}")
+
+
+class GateTimedOut(StageError):
+    def __init__(self, gate: str, timeout_seconds: float, approvals: Sequence[str]) -> None:
+        self.gate = gate
+        got = ", ".join(approvals) or "none"
+        super().__init__(
+            f"gate {gate!r} timed out after {timeout_seconds:g}s without enough approvals "
+            f"(approved by: {got}); its default outcome is reject"
+        )
+
+
+class SoakFailed(StageError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"soak failed: {reason}")
+
+
+class RollbackIncomplete(GoLiveError):
+    def __init__(self, failures: dict[str, str], record: str) -> None:
+        self.failures = failures
+        detail = "\n".join(f"  - {host}: {why}" for host, why in failures.items())
+        super().__init__(
+            f"rollback could not restore {len(failures)} host(s); they need a person:\n{detail}\n"
+            f"What each host had before is in the run record: {record}"
+        )
+
+
+class RunNotFound(GoLiveError):
+    def __init__(self, run_id: str, runs_dir: str) -> None:
+        super().__init__(
+            f"no run {run_id!r} in {runs_dir}; `golive status` with no argument lists the runs"
+        )
+
+
+def tail(output: str, lines: int = 10) -> list[str]:
+    """The last lines of a command's output: what a person needs to see first."""
+    return output.rstrip().splitlines()[-lines:] if output.strip() else []

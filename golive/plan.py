@@ -1,0 +1,195 @@
+"""The go-live plan: what is released, where, in which waves, behind which checks and gates.
+
+Plain pydantic, no Prefect: `golive validate` must answer in well under a second.
+Loading a plan file (and reporting every problem in it at once) lives in `planfile.py`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '10m', '1h30m', '250ms' or a number of seconds -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value and _DURATION.sub("", value.replace(" ", "")) == "":
+        pairs = _DURATION.findall(value.replace(" ", ""))
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in pairs)
+    else:
+        raise ValueError(
+            f"{value!r} is not a duration; accepted: a number of seconds or text like "
+            "'250ms', '30s', '10m', '4h', '1h30m'"
+        )
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return seconds
+
+
+def parse_fraction(value: Any) -> float:
+    """'1%' or 0.01 -> 0.01."""
+    text = str(value).strip()
+    try:
+        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate; accepted: a percentage like '1%'") from None
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"{value!r} is outside 0%..100%")
+    return fraction
+
+
+def _safe_name(value: str) -> str:
+    if not _SAFE_NAME.match(value):
+        raise ValueError(
+            f"{value!r} cannot be used as a name on disk; accepted: letters, digits, '.', '_', '-'"
+        )
+    return value
+
+
+def placeholders(template: str) -> set[str]:
+    """The {names} a URL or command template needs."""
+    try:
+        return {field for _, field, _, _ in string.Formatter().parse(template) if field}
+    except ValueError:
+        return {"<unbalanced braces>"}
+
+
+def _wave_size(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str | list):
+        raise ValueError(
+            f"{value!r} is not a wave size; accepted: a count (1), a share of the fleet ('50%') "
+            "or a list of host names"
+        )
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Fraction = Annotated[float, BeforeValidator(parse_fraction)]
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Release(Section):
+    name: SafeName = Field(description="What is released, e.g. 'shop-web'.")
+    version: SafeName = Field(description="The version this run puts live.")
+    artifact: Path = Field(description="The release tarball; relative paths are to the plan file.")
+    owner: str | None = Field(None, description="Who answers for this release.")
+
+
+class Host(Section):
+    name: SafeName = Field(description="The host's name in waves, records and reports.")
+    address: str = Field("127.0.0.1", description="Where smoke checks reach the host.")
+    vars: dict[str, str | int] = Field(
+        default_factory=dict, description="Values for {placeholders} in URLs and commands."
+    )
+
+    def fill(self, template: str) -> str:
+        """A URL or command with this host's {placeholders} filled in."""
+        return template.format(**self.template_values())
+
+    def template_values(self) -> dict[str, str]:
+        return {"name": self.name, "address": self.address} | {
+            k: str(v) for k, v in self.vars.items()
+        }
+
+
+def _as_host(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Targets(Section):
+    transport: Literal["local"] = Field(
+        "local", description="How hosts are reached. 'local': each host is a directory here."
+    )
+    hosts: list[Annotated[Host, BeforeValidator(_as_host)]] = Field(min_length=1)
+    path: Path = Field(
+        description="Where releases live. Local transport: each host is path/<host name>."
+    )
+    restart: str = Field(description="Command run on a host after its `current` link switches.")
+    keep_releases: int = Field(5, ge=2, description="Releases kept on each host after success.")
+    command_timeout: Seconds = Field(120, description="Longest a host command may run.")
+
+
+class Wave(Section):
+    name: SafeName
+    hosts: Annotated[int | str | list[str], BeforeValidator(_wave_size)] = Field(
+        description="A count, a percentage of the fleet covered by the end of this wave, or names."
+    )
+    gate: str | None = Field(None, description="A gate (from `gates`) to pass after this wave.")
+    soak: Seconds | None = Field(None, description="Watch this wave alone for so long first.")
+
+
+class SmokeCheck(Section):
+    name: SafeName
+    url: str = Field(description="Templated per host: {name}, {address} and the host's vars.")
+    expect_status: int = Field(200, ge=100, le=599)
+    expect_body: str | None = Field(None, description="Text the response body must contain.")
+    max_latency_ms: float | None = Field(None, gt=0)
+    retries: int = Field(3, ge=0, description="Extra attempts before the check fails.")
+    retry_delay: Seconds = 1.0
+    timeout: Seconds = 5.0
+
+
+class Gate(Section):
+    approvers: list[str] = Field(min_length=1, description="Who may decide this gate.")
+    quorum: int = Field(1, ge=1, description="Distinct approvals needed to pass.")
+    timeout: Seconds = Field(4 * 3600, description="How long the gate stays open.")
+    on_timeout: Literal["reject"] = Field("reject", description="What an undecided gate means.")
+    owner: str | None = None
+
+
+class Soak(Section):
+    duration: Seconds
+    interval: Seconds = 5.0
+    max_error_rate: Fraction = 0.0
+    max_p95_ms: float | None = Field(None, gt=0)
+
+
+class FilesBackup(Section):
+    kind: Literal["files"]
+    paths: list[str] = Field(min_length=1, description="Paths under each host's directory.")
+
+
+class Freeze(Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    starts: date = Field(alias="from")
+    ends: date = Field(alias="to")
+    reason: str
+
+
+class Webhook(Section):
+    webhook: str = Field(description="Name of a webhook block to post run events to.")
+
+
+class RollbackPolicy(Section):
+    automatic: bool = Field(True, description="Roll back every changed host on any failure.")
+
+
+class Plan(Section):
+    release: Release
+    environment: SafeName
+    targets: Targets
+    waves: list[Wave] = Field(min_length=1)
+    smoke: list[SmokeCheck] = Field(default_factory=list)
+    gates: dict[str, Gate] = Field(default_factory=dict)
+    soak: Soak | None = None
+    backups: list[FilesBackup] = Field(default_factory=list)
+    freeze: list[Freeze] = Field(default_factory=list)
+    notify: list[Webhook] = Field(default_factory=list)
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.targets.hosts if h.name == name)

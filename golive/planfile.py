@@ -1,0 +1,213 @@
+"""Reading a plan file and finding every problem in it at once.
+
+Each top-level section is validated on its own, so one bad section does not hide the problems
+of another; checks that span sections (waves against hosts, gates named by waves, URL
+placeholders against host vars) run over every section that parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from golive.errors import PlanError, Problem
+from golive.plan import Gate, Plan, SmokeCheck, Targets, Wave, placeholders
+from golive.waves import ResolvedWave, resolve_waves
+
+
+@dataclass(frozen=True)
+class PlanFile:
+    """A valid plan, where it came from, and the sha256 of exactly what was read."""
+
+    plan: Plan
+    path: Path
+    digest: str
+    waves: tuple[ResolvedWave, ...]
+
+
+def load_plan(path: str | Path) -> PlanFile:
+    """Read and check a plan file; raise PlanError listing every problem."""
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        raise PlanError(str(source), [Problem("", f"cannot read the plan: {error.strerror}")]) from None
+    raw = _parse_yaml(source, data)
+    sections, problems = _validate_sections(raw)
+    problems += _cross_check(sections)
+    if problems:
+        raise PlanError(str(source), problems)
+    plan = _resolve_paths(Plan.model_validate(raw), source.parent.resolve())
+    waves, _ = resolve_waves(plan.waves, [h.name for h in plan.targets.hosts])
+    return PlanFile(plan, source.resolve(), hashlib.sha256(data).hexdigest(), tuple(waves))
+
+
+def _parse_yaml(source: Path, data: bytes) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(data)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PlanError(str(source), [Problem(where, f"not valid YAML: {error}")]) from None
+    if not isinstance(raw, dict):
+        raise PlanError(str(source), [Problem("", "a plan is a YAML mapping of sections; "
+                                                  f"accepted sections: {', '.join(Plan.model_fields)}")])
+    return raw
+
+
+def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    sections: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key in raw:
+        if key not in Plan.model_fields:
+            problems.append(Problem(str(key), f"unknown section; accepted: {', '.join(Plan.model_fields)}"))
+    for name, field in Plan.model_fields.items():
+        if name not in raw:
+            if field.is_required():
+                problems.append(Problem(name, "required section is missing"))
+            else:
+                sections[name] = field.get_default(call_default_factory=True)
+            continue
+        try:
+            sections[name] = TypeAdapter(field.annotation).validate_python(raw[name])
+        except ValidationError as error:
+            problems += [_problem(field.annotation, name, e) for e in error.errors()]
+    return sections, problems
+
+
+def _problem(annotation: Any, section: str, error: Any) -> Problem:
+    loc = (section, *error["loc"])
+    path = _yaml_path(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        accepted = ", ".join(_fields_at(annotation, error["loc"][:-1]))
+        return Problem(path, f"unknown field; accepted: {accepted}")
+    if kind == "missing":
+        return Problem(path, "required field is missing")
+    if kind == "literal_error":
+        return Problem(path, f"{error['input']!r} is not accepted; accepted: {error['ctx']['expected']}")
+    message = error["msg"].removeprefix("Value error, ")
+    found = error.get("input")
+    shown = "" if isinstance(found, dict | list) or repr(found) in message else f" (found {found!r})"
+    return Problem(path, f"{message}{shown}")
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _fields_at(annotation: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The field names a model accepts at a location inside a section's type."""
+    current = annotation
+    for part in loc:
+        current = _unwrap(current, part)
+    model = _model_in(current)
+    return [f.alias or n for n, f in model.model_fields.items()] if model else []
+
+
+def _unwrap(annotation: Any, part: Any) -> Any:
+    model = _model_in(annotation)
+    if model is not None and isinstance(part, str) and part in model.model_fields:
+        return model.model_fields[part].annotation
+    for arg in _type_args(annotation):
+        if _model_in(arg) is not None or typing.get_origin(arg) in (list, dict):
+            return arg if _model_in(arg) else typing.get_args(arg)[-1]
+    return annotation
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *_type_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _type_args(annotation: Any) -> Iterator[Any]:
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            arg = typing.get_args(arg)[0]
+        yield arg
+        if isinstance(arg, types.UnionType):
+            yield from typing.get_args(arg)
+
+
+# Checks that span sections. Each names the sections it needs and runs only when they parsed.
+
+CrossCheck = Callable[..., list[Problem]]
+
+
+def _cross_check(sections: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for check, needs in _CROSS_CHECKS:
+        if all(name in sections for name in needs):
+            problems += check(*(sections[name] for name in needs))
+    return problems
+
+
+def _unique_hosts(targets: Targets) -> list[Problem]:
+    seen: dict[str, int] = {}
+    problems = []
+    for index, host in enumerate(targets.hosts):
+        if host.name in seen:
+            problems.append(Problem(f"targets.hosts[{index}].name",
+                                    f"{host.name!r} is already targets.hosts[{seen[host.name]}]"))
+        seen.setdefault(host.name, index)
+    return problems
+
+
+def _waves_cover_hosts(targets: Targets, waves: list[Wave]) -> list[Problem]:
+    return resolve_waves(waves, [h.name for h in targets.hosts])[1]
+
+
+def _wave_gates_exist(waves: list[Wave], gates: dict[str, Gate]) -> list[Problem]:
+    accepted = ", ".join(gates) or "none defined: add a `gates:` section"
+    return [Problem(f"waves[{i}].gate", f"{w.gate!r} is not a gate; accepted: {accepted}")
+            for i, w in enumerate(waves) if w.gate is not None and w.gate not in gates]
+
+
+def _gates_reachable(gates: dict[str, Gate]) -> list[Problem]:
+    return [Problem(f"gates.{name}.quorum", f"{gate.quorum} approvals needed, but only "
+                                            f"{len(set(gate.approvers))} approver(s) listed")
+            for name, gate in gates.items() if gate.quorum > len(set(gate.approvers))]
+
+
+def _placeholders_known(targets: Targets, smoke: list[SmokeCheck]) -> list[Problem]:
+    templates = [(f"smoke[{i}].url", check.url) for i, check in enumerate(smoke)]
+    templates.append(("targets.restart", targets.restart))
+    problems = []
+    for path, template in templates:
+        for host in targets.hosts:
+            known = host.template_values()
+            missing = sorted(placeholders(template) - set(known))
+            if missing:
+                problems.append(Problem(path, f"{{{missing[0]}}} has no value on host {host.name!r};"
+                                              f" accepted: {', '.join('{' + k + '}' for k in known)}"))
+                break
+    return problems
+
+
+_CROSS_CHECKS: list[tuple[CrossCheck, tuple[str, ...]]] = [
+    (_unique_hosts, ("targets",)),
+    (_waves_cover_hosts, ("targets", "waves")),
+    (_wave_gates_exist, ("waves", "gates")),
+    (_gates_reachable, ("gates",)),
+    (_placeholders_known, ("targets", "smoke")),
+]
+
+
+def _resolve_paths(plan: Plan, base: Path) -> Plan:
+    """Relative paths in a plan are relative to the plan file, as in docker compose."""
+    release = plan.release.model_copy(update={"artifact": base / plan.release.artifact})
+    targets = plan.targets.model_copy(update={"path": base / plan.targets.path})
+    return plan.model_copy(update={"release": release, "targets": targets})
