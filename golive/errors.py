@@ -3,6 +3,7 @@
     GoLiveError
     ├── PlanError                 the plan cannot run; lists every problem with its YAML path
     ├── PreflightError            a host, artifact or disk is not ready; nothing was changed
+    ├── BackupError               a backup could not be taken or verified; nothing was changed
     ├── StageError                a step failed after the run began changing things -> rollback
     │   ├── HostCommandError      a command on a host failed: host, command, exit code, output tail
     │   ├── DeployError           a release could not be put on a host
@@ -11,6 +12,7 @@
     │   ├── GateRejected          an approver rejected the gate
     │   ├── GateTimedOut          nobody decided before the gate's timeout
     │   └── SoakFailed            error rate or latency went over the soak thresholds
+    ├── RunFailed                 the run stopped: why, and what rollback did about it
     ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
     └── RunNotFound               no run record with that id
 
@@ -53,6 +55,12 @@ class PreflightError(GoLiveError):
         self.failures = list(failures)
         lines = "\n".join(f"  - {f}" for f in self.failures)
         super().__init__(f"preflight failed, nothing was changed:\n{lines}")
+
+
+class BackupError(GoLiveError):
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        super().__init__(f"backup of host {host!r} failed, nothing was deployed: {reason}")
 
 
 class StageError(GoLiveError):
@@ -126,6 +134,12 @@ class GateTimedOut(StageError):
 class SoakFailed(StageError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"soak failed: {reason}")
+
+
+class RunFailed(GoLiveError):
+    def __init__(self, what: str, cause: BaseException, undone: str, record: str) -> None:
+        self.cause = cause
+        super().__init__(f"{what} failed: {cause}\n{undone}\nRun record: {record}")
 
 
 class RollbackIncomplete(GoLiveError):

@@ -64,6 +64,14 @@ def placeholders(template: str) -> set[str]:
         return {"<unbalanced braces>"}
 
 
+def _gate_name(value: str) -> str:
+    # Prefect pause keys, which carry the gate's name, accept only these characters.
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", value):
+        raise ValueError(f"{value!r} is not a gate name; accepted: lowercase letters, digits "
+                         "and single dashes, like 'prod-approval'")
+    return value
+
+
 def _wave_size(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | str | list):
         raise ValueError(
@@ -76,6 +84,7 @@ def _wave_size(value: Any) -> Any:
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Fraction = Annotated[float, BeforeValidator(parse_fraction)]
 SafeName = Annotated[str, AfterValidator(_safe_name)]
+GateName = Annotated[str, AfterValidator(_gate_name)]
 
 
 class Section(BaseModel):
@@ -184,7 +193,7 @@ class Plan(Section):
     targets: Targets
     waves: list[Wave] = Field(min_length=1)
     smoke: list[SmokeCheck] = Field(default_factory=list)
-    gates: dict[str, Gate] = Field(default_factory=dict)
+    gates: dict[GateName, Gate] = Field(default_factory=dict)
     soak: Soak | None = None
     backups: list[FilesBackup] = Field(default_factory=list)
     freeze: list[Freeze] = Field(default_factory=list)

@@ -1,0 +1,48 @@
+"""Rollback: put every host the run switched back on the release it had, last wave first.
+
+What to undo comes from the run's journal, never from memory, so the same flow serves a
+failing run and, later, an operator rolling back a run whose process died.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from golive.errors import RollbackIncomplete
+from golive.journal import RunJournal
+from golive.planfile import load_plan
+from golive.plan import Plan
+from golive.record import hosts_to_restore
+from tasks.hosts import on_every_host, restore_host
+from tasks.smoke import smoke_check_host
+
+
+@flow(name="rollback", flow_run_name="rollback {run_id}")
+def rollback(plan_path: str, run_id: str, reason: str) -> dict[str, str | None]:
+    plan = load_plan(plan_path).plan
+    journal = RunJournal.find(run_id)
+    changed = hosts_to_restore(journal.entries())
+    journal.write("rollback.started", reason=reason, hosts=[host for _, host, _ in changed])
+    failures: dict[str, str] = {}
+    for wave in sorted({wave for wave, _, _ in changed}, reverse=True):
+        releases = {host: before for w, host, before in changed if w == wave}
+        failures |= restore_wave(plan, releases, journal)
+    journal.write("rollback.finished", complete=not failures, failed=sorted(failures))
+    if failures:
+        raise RollbackIncomplete(failures, str(journal.path))
+    return {host: before for _, host, before in changed}
+
+
+def restore_wave(plan: Plan, releases: dict[str, str | None], journal: RunJournal) -> dict[str, str]:
+    """Restore a wave's hosts at once, then smoke-check the ones that have a release again."""
+    failures = {}
+    restored, errors = on_every_host(restore_host, plan, list(releases), releases=releases,
+                                     journal=journal)
+    failures |= {host: str(error) for host, error in errors.items()}
+    answering = [host for host in restored if releases[host] is not None]
+    _, errors = on_every_host(smoke_check_host, plan, answering, journal=journal)
+    failures |= {host: f"restored, but {error}" for host, error in errors.items()}
+    for host, release in releases.items():
+        journal.write("rollback.host", host=host, to=release, ok=host not in failures,
+                      error=failures.get(host))
+    return failures

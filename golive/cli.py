@@ -1,0 +1,165 @@
+"""The `golive` command.
+
+Prefect is imported only by the commands that run or resume flows: `golive validate` and
+`golive status` answer without it, in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from golive.errors import GoLiveError, PlanError
+from golive.home import runs_dir
+from golive.journal import RunJournal
+from golive.planfile import PlanFile, load_plan
+from golive.record import summarize
+from golive.report import render_summary
+
+console = Console()
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+@click.group()
+def main() -> None:
+    """Go-live orchestrator: verified backups, waves, smoke checks, gates, automatic rollback."""
+
+
+@main.command()
+@click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
+def validate(plan: Path) -> None:
+    """Check a plan and report every problem at once (exit 2 if there are any)."""
+    plan_file = _load(plan)
+    p = plan_file.plan
+    waves = " → ".join(f"{w.name} [{', '.join(w.hosts)}]" for w in plan_file.waves)
+    console.print(f"[green]✓ {plan}[/]: {p.release.name} {p.release.version} → {p.environment}, "
+                  f"{len(p.targets.hosts)} hosts in {len(plan_file.waves)} waves: {waves}")
+
+
+@main.command()
+@click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--as", "triggered_by", default="", help="Who triggers the run (default: user@host).")
+def run(plan: Path, triggered_by: str) -> None:
+    """Carry out a plan; exit 0 only if the release went live."""
+    _load(plan)
+    ok = _run_go_live(plan, triggered_by)
+    sys.exit(0 if ok else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--as", "approver", required=True, help="Your name, as the gate lists it.")
+@click.option("--gate", help="The gate to approve (default: the one the run waits at).")
+@click.option("--comment", default="", help="Why: kept in the run record and report.")
+def approve(run_id: str, approver: str, gate: str | None, comment: str) -> None:
+    """Approve the gate a paused run waits at."""
+    _decide(run_id, "approve", approver, gate, comment)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--as", "approver", required=True, help="Your name, as the gate lists it.")
+@click.option("--gate", help="The gate to reject (default: the one the run waits at).")
+@click.option("--comment", required=True, help="Why it must not go on.")
+def reject(run_id: str, approver: str, gate: str | None, comment: str) -> None:
+    """Reject the gate a paused run waits at: the run stops and rolls back."""
+    _decide(run_id, "reject", approver, gate, comment)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN", required=False)
+def status(run_id: str | None) -> None:
+    """Where a run is and what it has done; with no RUN, the recent runs."""
+    if run_id is None:
+        _list_runs()
+        return
+    journal = _find(run_id)
+    record = summarize(journal.entries())
+    console.print(Markdown(render_summary(record, journal.run_dir / "record.json")))
+
+
+@main.command()
+def demo() -> None:
+    """Two go-lives on local demo hosts: a good release, then a broken one rolled back."""
+    _quiet_prefect_console()
+    from golive.demo.story import run_demo
+
+    sys.exit(0 if run_demo(console) else EXIT_FAILED)
+
+
+def _run_go_live(plan: Path, triggered_by: str) -> bool:
+    _quiet_prefect_console()
+    from prefect.settings import PREFECT_UI_URL
+
+    from flows.golive import go_live
+    from golive.progress import LiveProgress
+
+    with LiveProgress(console, PREFECT_UI_URL.value()):
+        try:
+            go_live(plan_path=str(plan.resolve()), triggered_by=triggered_by)
+        except GoLiveError as failure:
+            console.print(f"[red]{failure}[/]", highlight=False)
+            return False
+    return True
+
+
+def _decide(run_id: str, decision: str, approver: str, gate: str | None, comment: str) -> None:
+    journal = _find(run_id)
+    started = next(journal.of_kind("run.started"), {})
+    gates = [w["gate"] for w in started.get("waves", []) if w.get("gate")]
+    if gate is not None and gate not in gates:
+        _bad_input(f"run {journal.run_id} has no gate {gate!r}; its gates: {', '.join(gates) or 'none'}")
+    if not os.environ.get("PREFECT_API_URL") and started.get("api_url"):
+        # A run on the embedded default serves its API from a temporary local server.
+        os.environ["PREFECT_API_URL"] = started["api_url"]
+    _quiet_prefect_console()
+    from tasks.approvals import GateDecision, submit_decision
+
+    choice = GateDecision(decision=decision, approver=approver, comment=comment)  # type: ignore[arg-type]
+    try:
+        decided = submit_decision(journal.run_id, choice, gate=gate)
+    except GoLiveError as refused:
+        _bad_input(str(refused))
+    console.print(f"{decision}d gate {decided!r} of run {journal.run_id} as {approver}; "
+                  f"the run takes it up within a second. `golive status {journal.run_id}` to follow.")
+
+
+def _list_runs() -> None:
+    table = Table("run", "release", "environment", "state", "started")
+    journals = sorted(runs_dir().glob("*/journal.jsonl"), key=lambda p: p.stat().st_mtime)
+    for path in journals[-20:]:
+        r: dict[str, Any] = summarize(RunJournal(path.parent).entries())
+        table.add_row(path.parent.name, f"{r.get('release')} {r.get('version')}",
+                      r.get("environment"), r["state"], str(r.get("started_at", ""))[:19])
+    console.print(table if journals else f"no runs yet in {runs_dir()}")
+
+
+def _load(plan: Path) -> PlanFile:
+    try:
+        return load_plan(plan)
+    except PlanError as error:
+        _bad_input(str(error))
+
+
+def _find(run_id: str) -> RunJournal:
+    try:
+        return RunJournal.find(run_id)
+    except GoLiveError as error:
+        _bad_input(str(error))
+
+
+def _bad_input(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]{message}[/]", highlight=False)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _quiet_prefect_console() -> None:
+    # golive draws its own progress; Prefect's logs still reach its API and UI.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

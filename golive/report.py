@@ -1,0 +1,16 @@
+"""The go-live summary a person reads: Markdown rendered from the run record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChainableUndefined, Environment, PackageLoader
+
+# A record of a run that stopped early lacks later fields; they read as empty, not as errors.
+_env = Environment(loader=PackageLoader("golive", "templates"), undefined=ChainableUndefined,
+                   autoescape=False, keep_trailing_newline=True)
+
+
+def render_summary(record: dict[str, Any], record_path: Path) -> str:
+    return _env.get_template("summary.md.j2").render(r=record, record_path=record_path)

@@ -1,0 +1,73 @@
+"""Changing hosts: deploy a release, put a host back, tidy old releases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from golive.journal import RunJournal
+from golive.plan import Host, Plan
+from golive.transport import connect
+
+
+@task(name="deploy", task_run_name="deploy {host.name}", cache_policy=NO_CACHE)
+def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[str, Any]:
+    """Unpack the release, switch `current` to it, restart. Journals the switch around it."""
+    version = plan.release.version
+    transport = connect(plan, host)
+    with journal.step("deploy", host=host.name, wave=wave) as result:
+        started = time.monotonic()
+        before = transport.current_release()
+        result |= {"before": before, "after": version}
+        if before == version:
+            result["changed"] = False
+            return result
+        sent = transport.put_release(plan.release.artifact, version)
+        journal.write("host.switching", host=host.name, wave=wave, **{"from": before, "to": version})
+        transport.switch(version)
+        journal.write("host.switched", host=host.name, wave=wave, **{"from": before, "to": version})
+        transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
+        result |= {"changed": True, "bytes_sent": sent,
+                   "seconds": round(time.monotonic() - started, 3)}
+    return result
+
+
+@task(name="restore", task_run_name="restore {host.name}", cache_policy=NO_CACHE)
+def restore_host(
+    plan: Plan, host: Host, releases: dict[str, str | None], journal: RunJournal
+) -> str | None:
+    """Point `current` back at the release the host had before the run, and restart it."""
+    release = releases[host.name]
+    transport = connect(plan, host)
+    with journal.step("restore", host=host.name) as result:
+        transport.switch(release)
+        if release is not None:
+            transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
+        result["release"] = release
+    return release
+
+
+@task(name="prune", task_run_name="prune {host.name}", cache_policy=NO_CACHE)
+def prune_host(plan: Plan, host: Host, journal: RunJournal) -> list[str]:
+    with journal.step("prune", host=host.name) as result:
+        result["removed"] = connect(plan, host).prune(plan.targets.keep_releases)
+    return list(result["removed"])
+
+
+def on_every_host(
+    work: Callable[..., Any], plan: Plan, hosts: Sequence[str], **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """Run a host task on each host at once; return every host's result or error."""
+    futures = {name: work.submit(plan, plan.host(name), **kwargs) for name in hosts}  # type: ignore[attr-defined]
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    for name, future in futures.items():
+        try:
+            results[name] = future.result()
+        except Exception as error:
+            errors[name] = error
+    return results, errors
