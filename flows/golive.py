@@ -1,8 +1,8 @@
 """The go-live, as the runbook reads:
 
-    preflight ─► backups (verified) ─► for each wave: deploy ─► smoke ─► [soak] ─► [gate]
-              ─► soak ─► close-out
-    any failure ─► rollback of every host the run switched ─► close-out ─► Failed
+preflight ─► backups (verified) ─► for each wave: deploy ─► smoke ─► [soak] ─► [gate]
+          ─► soak ─► close-out
+any failure ─► rollback of every host the run switched ─► close-out ─► Failed
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import socket
 from typing import Any, NoReturn
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
@@ -27,7 +26,7 @@ from tasks.approvals import wait_for_gate
 from tasks.backups import back_up_host
 from tasks.hosts import deploy_host, on_every_host, prune_host
 from tasks.preflight import preflight
-from tasks.reports import publish_record
+from tasks.reports import progress_bar, publish_record
 from tasks.smoke import smoke_check_host
 from tasks.soak import soak
 
@@ -49,18 +48,28 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
     try:
         preflight(plan, journal)
         take_backups(plan, journal)
-        progress = create_progress_artifact(0.0, description="hosts on the new release")
+        progress = progress_bar("hosts on the new release")
         for wave in plan_file.waves:
             deploy_wave(plan, wave, journal)
-            update_progress_artifact(progress, _share_deployed(plan_file, wave))
+            progress(_share_deployed(plan_file, wave))
             if wave.wave.soak:
-                soak(plan, _hosts_up_to(plan_file, wave), _limits(plan, wave.wave.soak),
-                     label=wave.name, journal=journal)
+                soak(
+                    plan,
+                    _hosts_up_to(plan_file, wave),
+                    _limits(plan, wave.wave.soak),
+                    label=wave.name,
+                    journal=journal,
+                )
             if wave.wave.gate:
                 wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], journal)
         if plan.soak:
-            soak(plan, [h.name for h in plan.targets.hosts], plan.soak, label="all hosts",
-                 journal=journal)
+            soak(
+                plan,
+                [h.name for h in plan.targets.hosts],
+                plan.soak,
+                label="all hosts",
+                journal=journal,
+            )
         on_every_host(prune_host, plan, [h.name for h in plan.targets.hosts], journal=journal)
     except Exception as failure:
         fail(plan_file, journal, failure)
@@ -73,12 +82,20 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
     context = FlowRunContext.get()
     journal = RunJournal.create(str(flow_run.id))
     journal.write(
-        "run.started", run_id=journal.run_id, flow_run_name=flow_run.name,
-        triggered_by=triggered_by, plan_path=str(plan_file.path), plan_sha256=plan_file.digest,
-        release=plan.release.name, version=plan.release.version, owner=plan.release.owner,
-        environment=plan.environment, fleet=[h.name for h in plan.targets.hosts],
-        waves=[{"name": w.name, "hosts": list(w.hosts), "gate": w.wave.gate}
-               for w in plan_file.waves],
+        "run.started",
+        run_id=journal.run_id,
+        flow_run_name=flow_run.name,
+        triggered_by=triggered_by,
+        plan_path=str(plan_file.path),
+        plan_sha256=plan_file.digest,
+        release=plan.release.name,
+        version=plan.release.version,
+        owner=plan.release.owner,
+        environment=plan.environment,
+        fleet=[h.name for h in plan.targets.hosts],
+        waves=[
+            {"name": w.name, "hosts": list(w.hosts), "gate": w.wave.gate} for w in plan_file.waves
+        ],
         api_url=str(context.client.api_url) if context else None,
     )
     return journal
@@ -86,8 +103,9 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
 
 def take_backups(plan: Plan, journal: RunJournal) -> None:
     """Every host backed up and verified, or nothing is deployed."""
-    _, errors = on_every_host(back_up_host, plan, [h.name for h in plan.targets.hosts],
-                              journal=journal)
+    _, errors = on_every_host(
+        back_up_host, plan, [h.name for h in plan.targets.hosts], journal=journal
+    )
     if errors:
         raise next(iter(errors.values()))
 
@@ -95,8 +113,9 @@ def take_backups(plan: Plan, journal: RunJournal) -> None:
 def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> None:
     """Deploy to the wave's hosts at once, then smoke-check them; any failure fails the wave."""
     journal.write("wave.started", wave=wave.name, hosts=list(wave.hosts))
-    deployed, errors = on_every_host(deploy_host, plan, wave.hosts, wave=wave.index,
-                                     journal=journal)
+    deployed, errors = on_every_host(
+        deploy_host, plan, wave.hosts, wave=wave.index, journal=journal
+    )
     if not errors:
         deployed, errors = on_every_host(smoke_check_host, plan, wave.hosts, journal=journal)
     if errors:
@@ -106,12 +125,16 @@ def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> None:
 
 def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoReturn:
     """Undo what the journal says changed, record how the run ended, and fail the run."""
-    changed = [host for _, host, _ in hosts_to_restore(journal.entries())]
+    fleet = [h.name for h in plan_file.plan.targets.hosts]
+    last_wave_first = sorted(
+        hosts_to_restore(journal.entries()), key=lambda change: (-change[0], fleet.index(change[1]))
+    )
+    changed = [host for _, host, _ in last_wave_first]
     what = f"{plan_file.plan.release.name} {plan_file.plan.release.version}"
     try:
         if changed and plan_file.plan.rollback.automatic:
             rollback(str(plan_file.path), journal.run_id, reason=str(failure))
-            undone = f"Rolled back, last wave first: {', '.join(reversed(changed))}."
+            undone = f"Rolled back, last wave first: {', '.join(changed)}."
         elif changed:
             undone = f"Automatic rollback is off: {', '.join(changed)} stay as they are."
         else:

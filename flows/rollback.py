@@ -10,8 +10,8 @@ from prefect import flow
 
 from golive.errors import RollbackIncomplete
 from golive.journal import RunJournal
-from golive.planfile import load_plan
 from golive.plan import Plan
+from golive.planfile import load_plan
 from golive.record import hosts_to_restore
 from tasks.hosts import on_every_host, restore_host
 from tasks.smoke import smoke_check_host
@@ -33,16 +33,24 @@ def rollback(plan_path: str, run_id: str, reason: str) -> dict[str, str | None]:
     return {host: before for _, host, before in changed}
 
 
-def restore_wave(plan: Plan, releases: dict[str, str | None], journal: RunJournal) -> dict[str, str]:
+def restore_wave(
+    plan: Plan, releases: dict[str, str | None], journal: RunJournal
+) -> dict[str, str]:
     """Restore a wave's hosts at once, then smoke-check the ones that have a release again."""
-    failures = {}
-    restored, errors = on_every_host(restore_host, plan, list(releases), releases=releases,
-                                     journal=journal)
+    failures: dict[str, str] = {}
+    restored, errors = on_every_host(
+        restore_host, plan, list(releases), releases=releases, journal=journal
+    )
     failures |= {host: str(error) for host, error in errors.items()}
     answering = [host for host in restored if releases[host] is not None]
     _, errors = on_every_host(smoke_check_host, plan, answering, journal=journal)
     failures |= {host: f"restored, but {error}" for host, error in errors.items()}
     for host, release in releases.items():
-        journal.write("rollback.host", host=host, to=release, ok=host not in failures,
-                      error=failures.get(host))
+        journal.write(
+            "rollback.host",
+            host=host,
+            to=release,
+            ok=host not in failures,
+            error=failures.get(host),
+        )
     return failures

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from golive.errors import GoLiveError, PlanError
@@ -39,8 +40,12 @@ def validate(plan: Path) -> None:
     plan_file = _load(plan)
     p = plan_file.plan
     waves = " → ".join(f"{w.name} [{', '.join(w.hosts)}]" for w in plan_file.waves)
-    console.print(f"[green]✓ {plan}[/]: {p.release.name} {p.release.version} → {p.environment}, "
-                  f"{len(p.targets.hosts)} hosts in {len(plan_file.waves)} waves: {waves}")
+    console.print(
+        f"[green]✓ {escape(str(plan))}[/]: {p.release.name} {p.release.version} → "
+        f"{p.environment}, {len(p.targets.hosts)} hosts in {len(plan_file.waves)} "
+        f"waves: {escape(waves)}",
+        highlight=False,
+    )
 
 
 @main.command()
@@ -105,7 +110,7 @@ def _run_go_live(plan: Path, triggered_by: str) -> bool:
         try:
             go_live(plan_path=str(plan.resolve()), triggered_by=triggered_by)
         except GoLiveError as failure:
-            console.print(f"[red]{failure}[/]", highlight=False)
+            console.print(f"[red]{escape(str(failure))}[/]", highlight=False)
             return False
     return True
 
@@ -115,20 +120,24 @@ def _decide(run_id: str, decision: str, approver: str, gate: str | None, comment
     started = next(journal.of_kind("run.started"), {})
     gates = [w["gate"] for w in started.get("waves", []) if w.get("gate")]
     if gate is not None and gate not in gates:
-        _bad_input(f"run {journal.run_id} has no gate {gate!r}; its gates: {', '.join(gates) or 'none'}")
+        _bad_input(
+            f"run {journal.run_id} has no gate {gate!r}; its gates: {', '.join(gates) or 'none'}"
+        )
     if not os.environ.get("PREFECT_API_URL") and started.get("api_url"):
         # A run on the embedded default serves its API from a temporary local server.
         os.environ["PREFECT_API_URL"] = started["api_url"]
     _quiet_prefect_console()
     from tasks.approvals import GateDecision, submit_decision
 
-    choice = GateDecision(decision=decision, approver=approver, comment=comment)  # type: ignore[arg-type]
+    choice = GateDecision(decision=decision, approver=approver, comment=comment)
     try:
         decided = submit_decision(journal.run_id, choice, gate=gate)
     except GoLiveError as refused:
         _bad_input(str(refused))
-    console.print(f"{decision}d gate {decided!r} of run {journal.run_id} as {approver}; "
-                  f"the run takes it up within a second. `golive status {journal.run_id}` to follow.")
+    console.print(
+        f"{decision}d gate {decided!r} of run {journal.run_id} as {escape(approver)}; "
+        f"the run takes it up within a second. `golive status {journal.run_id}` to follow."
+    )
 
 
 def _list_runs() -> None:
@@ -136,8 +145,13 @@ def _list_runs() -> None:
     journals = sorted(runs_dir().glob("*/journal.jsonl"), key=lambda p: p.stat().st_mtime)
     for path in journals[-20:]:
         r: dict[str, Any] = summarize(RunJournal(path.parent).entries())
-        table.add_row(path.parent.name, f"{r.get('release')} {r.get('version')}",
-                      r.get("environment"), r["state"], str(r.get("started_at", ""))[:19])
+        table.add_row(
+            path.parent.name,
+            f"{r.get('release')} {r.get('version')}",
+            r.get("environment"),
+            r["state"],
+            str(r.get("started_at", ""))[:19],
+        )
     console.print(table if journals else f"no runs yet in {runs_dir()}")
 
 
@@ -156,7 +170,7 @@ def _find(run_id: str) -> RunJournal:
 
 
 def _bad_input(message: str) -> NoReturn:
-    Console(stderr=True).print(f"[red]{message}[/]", highlight=False)
+    Console(stderr=True).print(f"[red]{escape(message)}[/]", highlight=False)
     sys.exit(EXIT_BAD_INPUT)
 
 

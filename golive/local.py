@@ -29,8 +29,9 @@ class LocalTransport:
             problems.append(f"host directory {self.directory} is not writable")
         free = shutil.disk_usage(self.directory).free
         if free < needed_bytes:
-            problems.append(f"{free // 2**20} MiB free in {self.directory}, "
-                            f"{needed_bytes // 2**20} MiB needed")
+            problems.append(
+                f"{free // 2**20} MiB free in {self.directory}, {needed_bytes // 2**20} MiB needed"
+            )
         return HostCheck(self.host.name, problems, free)
 
     def current_release(self) -> str | None:
@@ -71,13 +72,20 @@ class LocalTransport:
         env = os.environ | {"GOLIVE_HOST": self.host.name, "GOLIVE_DEPLOY_DIR": str(self.directory)}
         try:
             done = subprocess.run(
-                command, shell=True, cwd=self.directory, env=env, timeout=timeout,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                command,
+                shell=True,
+                cwd=self.directory,
+                env=env,
+                timeout=timeout,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         except subprocess.TimeoutExpired as expired:
             output = expired.output if isinstance(expired.output, str) else ""
-            raise HostCommandError(self.host.name, command, None, output,
-                                   reason=f"did not finish within {timeout:g}s") from None
+            raise HostCommandError(
+                self.host.name, command, None, output, reason=f"did not finish within {timeout:g}s"
+            ) from None
         if done.returncode != 0:
             raise HostCommandError(self.host.name, command, done.returncode, done.stdout)
         return done.stdout
@@ -93,8 +101,11 @@ class LocalTransport:
 
     def prune(self, keep: int) -> list[str]:
         current = self.current_release()
-        releases = sorted((p for p in self.releases.iterdir() if not p.name.startswith(".")),
-                          key=lambda p: p.stat().st_mtime, reverse=True)
+        releases = sorted(
+            (p for p in self.releases.iterdir() if not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
         doomed = [p for p in releases[keep:] if p.name != current]
         for path in doomed:
             shutil.rmtree(path)

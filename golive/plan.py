@@ -67,8 +67,10 @@ def placeholders(template: str) -> set[str]:
 def _gate_name(value: str) -> str:
     # Prefect pause keys, which carry the gate's name, accept only these characters.
     if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", value):
-        raise ValueError(f"{value!r} is not a gate name; accepted: lowercase letters, digits "
-                         "and single dashes, like 'prod-approval'")
+        raise ValueError(
+            f"{value!r} is not a gate name; accepted: lowercase letters, digits "
+            "and single dashes, like 'prod-approval'"
+        )
     return value
 
 

@@ -38,8 +38,12 @@ def load_plan(path: str | Path) -> PlanFile:
     source = Path(path)
     try:
         data = source.read_bytes()
+    except FileNotFoundError:
+        raise PlanError(str(source), [Problem("", "the plan file does not exist")]) from None
     except OSError as error:
-        raise PlanError(str(source), [Problem("", f"cannot read the plan: {error.strerror}")]) from None
+        raise PlanError(
+            str(source), [Problem("", f"cannot read the plan: {error.strerror}")]
+        ) from None
     raw = _parse_yaml(source, data)
     sections, problems = _validate_sections(raw)
     problems += _cross_check(sections)
@@ -58,8 +62,16 @@ def _parse_yaml(source: Path, data: bytes) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise PlanError(str(source), [Problem(where, f"not valid YAML: {error}")]) from None
     if not isinstance(raw, dict):
-        raise PlanError(str(source), [Problem("", "a plan is a YAML mapping of sections; "
-                                                  f"accepted sections: {', '.join(Plan.model_fields)}")])
+        raise PlanError(
+            str(source),
+            [
+                Problem(
+                    "",
+                    "a plan is a YAML mapping of sections; "
+                    f"accepted sections: {', '.join(Plan.model_fields)}",
+                )
+            ],
+        )
     return raw
 
 
@@ -68,7 +80,9 @@ def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Proble
     problems: list[Problem] = []
     for key in raw:
         if key not in Plan.model_fields:
-            problems.append(Problem(str(key), f"unknown section; accepted: {', '.join(Plan.model_fields)}"))
+            problems.append(
+                Problem(str(key), f"unknown section; accepted: {', '.join(Plan.model_fields)}")
+            )
     for name, field in Plan.model_fields.items():
         if name not in raw:
             if field.is_required():
@@ -76,6 +90,7 @@ def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Proble
             else:
                 sections[name] = field.get_default(call_default_factory=True)
             continue
+        assert field.annotation is not None  # every Plan field is annotated
         try:
             sections[name] = TypeAdapter(field.annotation).validate_python(raw[name])
         except ValidationError as error:
@@ -93,16 +108,22 @@ def _problem(annotation: Any, section: str, error: Any) -> Problem:
     if kind == "missing":
         return Problem(path, "required field is missing")
     if kind == "literal_error":
-        return Problem(path, f"{error['input']!r} is not accepted; accepted: {error['ctx']['expected']}")
+        return Problem(
+            path, f"{error['input']!r} is not accepted; accepted: {error['ctx']['expected']}"
+        )
     message = error["msg"].removeprefix("Value error, ")
     found = error.get("input")
-    shown = "" if isinstance(found, dict | list) or repr(found) in message else f" (found {found!r})"
+    shown = (
+        "" if isinstance(found, dict | list) or repr(found) in message else f" (found {found!r})"
+    )
     return Problem(path, f"{message}{shown}")
 
 
 def _yaml_path(loc: tuple[Any, ...]) -> str:
     path = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for "the key itself", already named by the path
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 
@@ -160,8 +181,12 @@ def _unique_hosts(targets: Targets) -> list[Problem]:
     problems = []
     for index, host in enumerate(targets.hosts):
         if host.name in seen:
-            problems.append(Problem(f"targets.hosts[{index}].name",
-                                    f"{host.name!r} is already targets.hosts[{seen[host.name]}]"))
+            problems.append(
+                Problem(
+                    f"targets.hosts[{index}].name",
+                    f"{host.name!r} is already targets.hosts[{seen[host.name]}]",
+                )
+            )
         seen.setdefault(host.name, index)
     return problems
 
@@ -172,14 +197,23 @@ def _waves_cover_hosts(targets: Targets, waves: list[Wave]) -> list[Problem]:
 
 def _wave_gates_exist(waves: list[Wave], gates: dict[str, Gate]) -> list[Problem]:
     accepted = ", ".join(gates) or "none defined: add a `gates:` section"
-    return [Problem(f"waves[{i}].gate", f"{w.gate!r} is not a gate; accepted: {accepted}")
-            for i, w in enumerate(waves) if w.gate is not None and w.gate not in gates]
+    return [
+        Problem(f"waves[{i}].gate", f"{w.gate!r} is not a gate; accepted: {accepted}")
+        for i, w in enumerate(waves)
+        if w.gate is not None and w.gate not in gates
+    ]
 
 
 def _gates_reachable(gates: dict[str, Gate]) -> list[Problem]:
-    return [Problem(f"gates.{name}.quorum", f"{gate.quorum} approvals needed, but only "
-                                            f"{len(set(gate.approvers))} approver(s) listed")
-            for name, gate in gates.items() if gate.quorum > len(set(gate.approvers))]
+    return [
+        Problem(
+            f"gates.{name}.quorum",
+            f"{gate.quorum} approvals needed, but only "
+            f"{len(set(gate.approvers))} approver(s) listed",
+        )
+        for name, gate in gates.items()
+        if gate.quorum > len(set(gate.approvers))
+    ]
 
 
 def _placeholders_known(targets: Targets, smoke: list[SmokeCheck]) -> list[Problem]:
@@ -191,8 +225,13 @@ def _placeholders_known(targets: Targets, smoke: list[SmokeCheck]) -> list[Probl
             known = host.template_values()
             missing = sorted(placeholders(template) - set(known))
             if missing:
-                problems.append(Problem(path, f"{{{missing[0]}}} has no value on host {host.name!r};"
-                                              f" accepted: {', '.join('{' + k + '}' for k in known)}"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"{{{missing[0]}}} has no value on host {host.name!r};"
+                        f" accepted: {', '.join('{' + k + '}' for k in known)}",
+                    )
+                )
                 break
     return problems
 

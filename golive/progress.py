@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -17,8 +18,10 @@ from golive.journal import Entry
 def ui_link(run_id: str, ui_url: str | None) -> str:
     if ui_url:
         return f"{ui_url.rstrip('/')}/runs/flow-run/{run_id}"
-    return (f"`prefect server start`, then http://127.0.0.1:4200/runs/flow-run/{run_id} "
-            "(this run used a temporary Prefect server; its history is kept)")
+    return (
+        f"`prefect server start`, then http://127.0.0.1:4200/runs/flow-run/{run_id} "
+        "(this run used a temporary Prefect server; its history is kept)"
+    )
 
 
 class LiveProgress:
@@ -29,14 +32,19 @@ class LiveProgress:
         self.ui_url = ui_url
         self.status = Status("starting", console=console)
         self.running: dict[tuple[Any, ...], str] = {}
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     def __enter__(self) -> LiveProgress:
         self._unsubscribe = journal.subscribe(self.show)
         self.status.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.status.stop()
         self._unsubscribe()
 
@@ -69,18 +77,28 @@ def _finished(entry: Entry, label: str) -> str:
 
 def _describe(stage: str, result: dict[str, Any]) -> str:
     if stage == "deploy":
-        change = "already there" if result.get("changed") is False else f"in {result.get('seconds')} s"
+        change = (
+            "already there" if result.get("changed") is False else f"in {result.get('seconds')} s"
+        )
         return f"{result.get('before') or 'nothing'} → {result.get('after')} ({change})"
     if stage == "backup":
         return f"{result.get('bytes')} bytes, sha256 {str(result.get('sha256'))[:12]}…, verified"
     if stage == "smoke":
-        return ", ".join(f"{c['check']} {c['status']} in {c['latency_ms']:.0f} ms"
-                         for c in result.get("checks", []))
+        return ", ".join(
+            f"{c['check']} {c['status']} in {c['latency_ms']:.0f} ms"
+            for c in result.get("checks", [])
+        )
     if stage == "soak":
-        return (f"{result.get('probes')} probes, {result.get('errors')} errors, "
-                f"p95 {result.get('p95_ms')} ms")
+        return (
+            f"{result.get('probes')} probes, {result.get('errors')} errors, "
+            f"p95 {result.get('p95_ms')} ms"
+        )
     if stage == "prune":
-        return f"removed {', '.join(result['removed'])}" if result.get("removed") else "nothing to remove"
+        return (
+            f"removed {', '.join(result['removed'])}"
+            if result.get("removed")
+            else "nothing to remove"
+        )
     if stage == "restore":
         return f"back on {result.get('release')}"
     return ""
@@ -88,16 +106,21 @@ def _describe(stage: str, result: dict[str, Any]) -> str:
 
 def _started(e: Entry, ui_url: str | None) -> str:
     waves = " → ".join(f"{w['name']} [{', '.join(w['hosts'])}]" for w in e["waves"])
-    return (f"[bold]▶ {e['release']} {e['version']} → {e['environment']}[/]  run [cyan]{e['run_id']}[/]\n"
-            f"  waves: {escape(waves)}\n"
-            f"  record: {escape(str(runs_dir() / e['run_id']))}\n"
-            f"  Prefect UI: {escape(ui_link(e['run_id'], ui_url))}")
+    return (
+        f"[bold]▶ {e['release']} {e['version']} → {e['environment']}[/]  "
+        f"run [cyan]{e['run_id']}[/]\n"
+        f"  waves: {escape(waves)}\n"
+        f"  record: {escape(str(runs_dir() / e['run_id']))}\n"
+        f"  Prefect UI: {escape(ui_link(e['run_id'], ui_url))}"
+    )
 
 
 def _gate_opened(e: Entry, _: str | None) -> str:
-    return (f"[yellow]⏸ gate {e['gate']}[/] waits for {e['quorum']} approval(s) from "
-            f"{', '.join(e['approvers'])} (open {e['timeout_seconds']:g} s). To decide:\n"
-            f"    {escape(e['approve_command'])}   (or `golive reject …`, or the Prefect UI)")
+    return (
+        f"[yellow]⏸ gate {e['gate']}[/] waits for {e['quorum']} approval(s) from "
+        f"{', '.join(e['approvers'])} (open {e['timeout_seconds']:g} s). To decide:\n"
+        f"    {escape(e['approve_command'])}   (or `golive reject …`, or the Prefect UI)"
+    )
 
 
 def _gate_decision(e: Entry, _: str | None) -> str:
@@ -106,18 +129,27 @@ def _gate_decision(e: Entry, _: str | None) -> str:
     return f"  [{colour}]{e['decision']}d[/] gate {e['gate']} by {escape(e['approver'])}{said}"
 
 
-_LINES = {
+_LINES: dict[str, Callable[[Entry, str | None], str]] = {
     "run.started": _started,
     "wave.started": lambda e, _: f"[bold]── wave {e['wave']}[/]: {', '.join(e['hosts'])}",
     "gate.opened": _gate_opened,
     "gate.decision": _gate_decision,
-    "gate.refused": lambda e, _: (f"  [red]! refused[/] a {e['decision']} claimed by "
-                                  f"{escape(e['claimed'])}: {escape(e['reason'])}"),
+    "gate.refused": lambda e, _: (
+        f"  [red]! refused[/] a {e['decision']} claimed by "
+        f"{escape(e['claimed'])}: {escape(e['reason'])}"
+    ),
     "gate.timed_out": lambda e, _: f"  [red]⏱ gate {e['gate']} timed out[/]",
-    "rollback.started": lambda e, _: (f"[bold red]↩ rolling back[/] "
-                                      f"{', '.join(e['hosts']) or 'nothing (no host was changed)'}"),
-    "rollback.host": lambda e, _: (f"  [green]↩ {e['host']} is back on {e['to']}[/]" if e["ok"] else
-                                   f"  [red]↩ {e['host']} NOT restored[/]: {escape(str(e['error']))}"),
-    "run.finished": lambda e, _: ("[bold green]■ completed[/]" if e["state"] == "completed" else
-                                  f"[bold red]■ failed[/]: {escape(e['reason'].splitlines()[0])}"),
+    "rollback.started": lambda e, _: (
+        f"[bold red]↩ rolling back[/] {', '.join(e['hosts']) or 'nothing (no host was changed)'}"
+    ),
+    "rollback.host": lambda e, _: (
+        f"  [green]↩ {e['host']} is back on {e['to']}[/]"
+        if e["ok"]
+        else f"  [red]↩ {e['host']} NOT restored[/]: {escape(str(e['error']))}"
+    ),
+    "run.finished": lambda e, _: (
+        "[bold green]■ completed[/]"
+        if e["state"] == "completed"
+        else f"[bold red]■ failed[/]: {escape(e['reason'].splitlines()[0])}"
+    ),
 }

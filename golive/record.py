@@ -11,8 +11,13 @@ _STEP_KEYS = ("stage", "host", "wave", "gate")
 
 
 def summarize(entries: Iterable[Entry]) -> dict[str, Any]:
-    record: dict[str, Any] = {"steps": [], "gates": [], "hosts": {}, "rollback": None,
-                              "state": "running"}
+    record: dict[str, Any] = {
+        "steps": [],
+        "gates": [],
+        "hosts": {},
+        "rollback": None,
+        "state": "running",
+    }
     open_steps: dict[tuple[Any, ...], dict[str, Any]] = {}
     for entry in entries:
         kind = entry["kind"]
@@ -30,13 +35,17 @@ def summarize(entries: Iterable[Entry]) -> dict[str, Any]:
         elif kind.startswith("rollback."):
             _fold_rollback(record, entry)
         elif kind == "run.finished":
-            record |= {"state": entry["state"], "reason": entry.get("reason"),
-                       "finished_at": entry["at"]}
+            record |= {
+                "state": entry["state"],
+                "reason": entry.get("reason"),
+                "finished_at": entry["at"],
+            }
     return record
 
 
-def _fold_step(record: dict[str, Any], open_steps: dict[tuple[Any, ...], dict[str, Any]],
-               entry: Entry) -> None:
+def _fold_step(
+    record: dict[str, Any], open_steps: dict[tuple[Any, ...], dict[str, Any]], entry: Entry
+) -> None:
     key = tuple(entry.get(k) for k in _STEP_KEYS)
     if entry["kind"] == "step.started":
         step = {k: entry[k] for k in _STEP_KEYS if entry.get(k) is not None}
@@ -57,9 +66,13 @@ def _fold_rollback(record: dict[str, Any], entry: Entry) -> None:
         record["rollback"] = {"reason": entry["reason"], "hosts": {}, "started_at": entry["at"]}
     elif entry["kind"] == "rollback.host" and record["rollback"] is not None:
         record["rollback"]["hosts"][entry["host"]] = {
-            "to": entry["to"], "ok": entry["ok"], "error": entry.get("error")}
+            "to": entry["to"],
+            "ok": entry["ok"],
+            "error": entry.get("error"),
+        }
         record["hosts"].setdefault(entry["host"], {})["rolled_back_to"] = (
-            entry["to"] if entry["ok"] else None)
+            entry["to"] if entry["ok"] else None
+        )
     elif entry["kind"] == "rollback.finished" and record["rollback"] is not None:
         record["rollback"]["finished_at"] = entry["at"]
         record["rollback"]["complete"] = entry["complete"]

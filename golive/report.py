@@ -8,8 +8,12 @@ from typing import Any
 from jinja2 import ChainableUndefined, Environment, PackageLoader
 
 # A record of a run that stopped early lacks later fields; they read as empty, not as errors.
-_env = Environment(loader=PackageLoader("golive", "templates"), undefined=ChainableUndefined,
-                   autoescape=False, keep_trailing_newline=True)
+_env = Environment(
+    loader=PackageLoader("golive", "templates"),
+    undefined=ChainableUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+)
 
 
 def render_summary(record: dict[str, Any], record_path: Path) -> str:

@@ -46,14 +46,24 @@ def resolve_waves(waves: list[Wave], hosts: list[str]) -> tuple[list[ResolvedWav
             want = _wanted(wave.hosts, covered, len(hosts), path, problems)
             chosen, free = free[:want], free[want:]
             if want > len(chosen):
-                problems.append(Problem(path, f"{wave.hosts!r} asks for {want} more host(s), "
-                                              f"but only {len(chosen)} are left"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"{wave.hosts!r} asks for {want} more host(s), "
+                        f"but only {len(chosen)} are left",
+                    )
+                )
         covered += len(chosen)
         resolved.append(ResolvedWave(index, wave, tuple(chosen)))
     if free:
-        problems.append(Problem("waves", f"cover {len(hosts) - len(free)} of {len(hosts)} hosts; "
-                                         f"in no wave: {', '.join(free)}. End with a wave of "
-                                         "hosts: 100% to take the rest"))
+        problems.append(
+            Problem(
+                "waves",
+                f"cover {len(hosts) - len(free)} of {len(hosts)} hosts; "
+                f"in no wave: {', '.join(free)}. End with a wave of "
+                "hosts: 100% to take the rest",
+            )
+        )
     return resolved, problems
 
 
@@ -65,7 +75,11 @@ def _claim_named_hosts(waves: list[Wave], hosts: list[str], problems: list[Probl
         for position, name in enumerate(wave.hosts):
             path = f"waves[{index}].hosts[{position}]"
             if name not in hosts:
-                problems.append(Problem(path, f"{name!r} is not a host; accepted: {', '.join(dict.fromkeys(hosts))}"))
+                problems.append(
+                    Problem(
+                        path, f"{name!r} is not a host; accepted: {', '.join(dict.fromkeys(hosts))}"
+                    )
+                )
             elif name in claimed:
                 problems.append(Problem(path, f"{name!r} is already in waves[{claimed[name]}]"))
             else:
@@ -91,6 +105,9 @@ def _wanted(size: int | str, covered: int, fleet: int, path: str, problems: list
         return 0
     target = math.ceil(fleet * percent / 100)
     if target <= covered:
-        problems.append(Problem(path, f"{size!r} adds no hosts: earlier waves already cover "
-                                      f"{covered} of {fleet}"))
+        problems.append(
+            Problem(
+                path, f"{size!r} adds no hosts: earlier waves already cover {covered} of {fleet}"
+            )
+        )
     return max(target - covered, 0)

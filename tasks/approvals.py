@@ -37,9 +37,14 @@ def wait_for_gate(name: str, gate: Gate, journal: RunJournal) -> list[str]:
     """Pause until `gate.quorum` distinct allowed approvers approve; return who approved.
     A reject ends the gate at once; a decision from someone not allowed is refused and
     recorded, and the gate keeps waiting for the rest of its time."""
-    journal.write("gate.opened", gate=name, approvers=gate.approvers, quorum=gate.quorum,
-                  timeout_seconds=gate.timeout,
-                  approve_command=f"golive approve {journal.run_id} --gate {name} --as NAME")
+    journal.write(
+        "gate.opened",
+        gate=name,
+        approvers=gate.approvers,
+        quorum=gate.quorum,
+        timeout_seconds=gate.timeout,
+        approve_command=f"golive approve {journal.run_id} --gate {name} --as NAME",
+    )
     deadline = time.monotonic() + gate.timeout
     approvals: list[str] = []
     attempt = 0
@@ -48,11 +53,21 @@ def wait_for_gate(name: str, gate: Gate, journal: RunJournal) -> list[str]:
         decision = _pause(name, attempt, deadline, gate, journal, approvals)
         refusal = _refusal(gate, decision, approvals)
         if refusal:
-            journal.write("gate.refused", gate=name, claimed=decision.approver,
-                          decision=decision.decision, reason=refusal)
+            journal.write(
+                "gate.refused",
+                gate=name,
+                claimed=decision.approver,
+                decision=decision.decision,
+                reason=refusal,
+            )
             continue
-        journal.write("gate.decision", gate=name, approver=decision.approver,
-                      decision=decision.decision, comment=decision.comment)
+        journal.write(
+            "gate.decision",
+            gate=name,
+            approver=decision.approver,
+            decision=decision.decision,
+            comment=decision.comment,
+        )
         if decision.decision == "reject":
             raise GateRejected(name, decision.approver, decision.comment)
         approvals.append(decision.approver)
@@ -60,14 +75,19 @@ def wait_for_gate(name: str, gate: Gate, journal: RunJournal) -> list[str]:
     return approvals
 
 
-def _pause(name: str, attempt: int, deadline: float, gate: Gate, journal: RunJournal,
-           approvals: list[str]) -> GateDecision:
+def _pause(
+    name: str, attempt: int, deadline: float, gate: Gate, journal: RunJournal, approvals: list[str]
+) -> GateDecision:
     remaining = math.ceil(deadline - time.monotonic())
     try:
         if remaining <= 0:
             raise FlowPauseTimeout
-        return pause_flow_run(wait_for_input=GateDecision, timeout=remaining,
-                              poll_interval=POLL_SECONDS, key=f"{name}-{attempt}")
+        return pause_flow_run(
+            wait_for_input=GateDecision,
+            timeout=remaining,
+            poll_interval=POLL_SECONDS,
+            key=f"{name}-{attempt}",
+        )
     except FlowPauseTimeout:
         journal.write("gate.timed_out", gate=name, approvers=approvals, outcome=gate.on_timeout)
         raise GateTimedOut(name, gate.timeout, approvals) from None
@@ -75,7 +95,9 @@ def _pause(name: str, attempt: int, deadline: float, gate: Gate, journal: RunJou
 
 def _refusal(gate: Gate, decision: GateDecision, approvals: list[str]) -> str | None:
     if decision.approver not in gate.approvers:
-        return f"{decision.approver!r} is not an approver of this gate ({', '.join(gate.approvers)})"
+        return (
+            f"{decision.approver!r} is not an approver of this gate ({', '.join(gate.approvers)})"
+        )
     if decision.approver in approvals:
         return f"{decision.approver!r} has already approved; the quorum needs distinct approvers"
     return None
@@ -85,8 +107,9 @@ class DecisionNotSubmitted(GoLiveError):
     pass
 
 
-def submit_decision(run_id: str, decision: GateDecision, gate: str | None = None,
-                    wait_seconds: float = 0) -> str:
+def submit_decision(
+    run_id: str, decision: GateDecision, gate: str | None = None, wait_seconds: float = 0
+) -> str:
     """Resume a run paused at a gate with a decision; return the gate's name.
     Waits up to `wait_seconds` for the run to reach a gate."""
     flow_run_id = UUID(run_id)
@@ -97,8 +120,9 @@ def submit_decision(run_id: str, decision: GateDecision, gate: str | None = None
             break
         time.sleep(0.2)
     if paused_at is None:
-        raise DecisionNotSubmitted(f"run {run_id} is not waiting at a gate; "
-                                   f"`golive status {run_id}` shows where it is")
+        raise DecisionNotSubmitted(
+            f"run {run_id} is not waiting at a gate; `golive status {run_id}` shows where it is"
+        )
     if gate is not None and gate != paused_at:
         raise DecisionNotSubmitted(f"run {run_id} waits at gate {paused_at!r}, not {gate!r}")
     _resume(flow_run_id, decision.model_dump())

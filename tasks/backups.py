@@ -25,8 +25,13 @@ def back_up_host(plan: Plan, host: Host, journal: RunJournal) -> dict[str, objec
         except (OSError, tarfile.TarError) as error:
             raise BackupError(host.name, f"could not write {destination}: {error}") from error
         verify(host.name, archive)
-        result |= {"archive": str(archive.path), "sha256": archive.sha256, "bytes": archive.size,
-                   "paths": paths, "verified": True}
+        result |= {
+            "archive": str(archive.path),
+            "sha256": archive.sha256,
+            "bytes": archive.size,
+            "paths": paths,
+            "verified": True,
+        }
     return result
 
 

@@ -27,12 +27,17 @@ def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[
             result["changed"] = False
             return result
         sent = transport.put_release(plan.release.artifact, version)
-        journal.write("host.switching", host=host.name, wave=wave, **{"from": before, "to": version})
+        journal.write(
+            "host.switching", host=host.name, wave=wave, **{"from": before, "to": version}
+        )
         transport.switch(version)
         journal.write("host.switched", host=host.name, wave=wave, **{"from": before, "to": version})
         transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
-        result |= {"changed": True, "bytes_sent": sent,
-                   "seconds": round(time.monotonic() - started, 3)}
+        result |= {
+            "changed": True,
+            "bytes_sent": sent,
+            "seconds": round(time.monotonic() - started, 3),
+        }
     return result
 
 

@@ -24,7 +24,9 @@ def preflight(plan: Plan, journal: RunJournal) -> dict[str, object]:
         failures = _freeze_problems(plan, date.today())
         unpacked, artifact_problem = _artifact_size(plan)
         failures += [artifact_problem] if artifact_problem else []
-        checks = [connect(plan, host).check(unpacked * DISK_HEADROOM) for host in plan.targets.hosts]
+        checks = [
+            connect(plan, host).check(unpacked * DISK_HEADROOM) for host in plan.targets.hosts
+        ]
         failures += [f"host {c.host!r}: {p}" for c in checks for p in c.problems]
         if failures:
             raise PreflightError(failures)
@@ -44,5 +46,8 @@ def _artifact_size(plan: Plan) -> tuple[int, str | None]:
 
 
 def _freeze_problems(plan: Plan, today: date) -> list[str]:
-    return [f"{today} is inside the change freeze {f.starts}..{f.ends} ({f.reason})"
-            for f in plan.freeze if f.starts <= today <= f.ends]
+    return [
+        f"{today} is inside the change freeze {f.starts}..{f.ends} ({f.reason})"
+        for f in plan.freeze
+        if f.starts <= today <= f.ends
+    ]

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from golive.journal import RunJournal
@@ -27,3 +34,14 @@ def publish_record(journal: RunJournal) -> dict[str, Any]:
     if rows:
         create_table_artifact(rows, key="go-live-hosts", description="Each host, before and after")
     return record
+
+
+def progress_bar(description: str) -> Callable[[float], None]:
+    """A progress artifact in the Prefect UI; returns the function that moves it (0..100)."""
+    # Called from sync code, so these Prefect helpers return plain values, not coroutines.
+    artifact = cast(UUID, create_progress_artifact(0.0, description=description))
+
+    def move_to(percent: float) -> None:
+        update_progress_artifact(artifact, percent)
+
+    return move_to

@@ -68,7 +68,8 @@ def smoke_check_host(plan: Plan, host: Host, journal: RunJournal) -> list[dict[s
             outcome = check_until_passes(client, check, host)
             probes.append(asdict(outcome))
             if outcome.problem is not None:
-                raise SmokeCheckFailed(host.name, check.name, outcome.url, outcome.problem,
-                                       attempts=check.retries + 1)
+                raise SmokeCheckFailed(
+                    host.name, check.name, outcome.url, outcome.problem, attempts=check.retries + 1
+                )
         result["checks"] = probes
     return probes

@@ -8,28 +8,29 @@ from collections.abc import Sequence
 
 import httpx
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from golive.errors import SoakFailed
 from golive.journal import RunJournal
 from golive.plan import Plan, Soak
+from tasks.reports import progress_bar
 from tasks.smoke import Probe, probe
 
 
 @task(name="soak", task_run_name="soak {label}", cache_policy=NO_CACHE)
-def soak(plan: Plan, hosts: Sequence[str], limits: Soak, label: str,
-         journal: RunJournal) -> dict[str, object]:
+def soak(
+    plan: Plan, hosts: Sequence[str], limits: Soak, label: str, journal: RunJournal
+) -> dict[str, object]:
     """Probe every host on an interval for the soak's duration; fail as soon as the error
     budget is spent, or at the end if the p95 latency is over its limit."""
     with journal.step("soak", wave=label) as result, httpx.Client() as client:
-        progress = create_progress_artifact(0.0, description=f"soak {label}")
+        progress = progress_bar(f"soak {label}")
         probes: list[Probe] = []
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < limits.duration:
             probes += [probe(client, c, plan.host(h)) for h in hosts for c in plan.smoke]
             _check_error_budget(probes, limits, expected=_expected_probes(plan, hosts, limits))
-            update_progress_artifact(progress, min(100.0, 100 * elapsed / limits.duration))
+            progress(min(100.0, 100 * elapsed / limits.duration))
             time.sleep(min(limits.interval, max(0.0, limits.duration - elapsed)))
         result |= _judge(probes, limits)
     return result
@@ -44,8 +45,10 @@ def _check_error_budget(probes: list[Probe], limits: Soak, expected: int) -> Non
     failed = [p for p in probes if p.problem]
     if len(failed) > limits.max_error_rate * max(expected, len(probes)):
         last = failed[-1]
-        raise SoakFailed(f"{len(failed)} of {len(probes)} probes failed, over the "
-                         f"{limits.max_error_rate:.1%} allowed; last: {last.url} {last.problem}")
+        raise SoakFailed(
+            f"{len(failed)} of {len(probes)} probes failed, over the "
+            f"{limits.max_error_rate:.1%} allowed; last: {last.url} {last.problem}"
+        )
 
 
 def _judge(probes: list[Probe], limits: Soak) -> dict[str, object]:

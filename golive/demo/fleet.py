@@ -56,12 +56,13 @@ class DemoFleet:
     def transport(self, host: Host) -> LocalTransport:
         return LocalTransport(host, self.host_dir(host.name))
 
-    def set_up(self, version: str = "1.0.0") -> None:
-        """Fresh hosts, every one serving `version`; the first host has the payments setting."""
+    def set_up(self, version: str = "1.0.0", configured: int = 1) -> None:
+        """Fresh hosts, every one serving `version`; the first `configured` hosts have the
+        payments setting that 3.0.0 needs."""
         self.stop()
         shutil.rmtree(self.root / "hosts", ignore_errors=True)
         for index, host in enumerate(self.hosts):
-            settings = {"payments_url": "https://payments.internal"} if index == 0 else {}
+            settings = {"payments_url": "https://payments.internal"} if index < configured else {}
             (self.host_dir(host.name) / "shared").mkdir(parents=True)
             (self.host_dir(host.name) / "shared" / "settings.json").write_text(json.dumps(settings))
             self.install(host, version)
@@ -77,7 +78,9 @@ class DemoFleet:
         build_artifact(self.root / "artifacts", version)
         plan = self.template | changes
         plan["release"] = plan["release"] | {
-            "version": version, "artifact": f"artifacts/shop-web-{version}.tar.gz"}
+            "version": version,
+            "artifact": f"artifacts/shop-web-{version}.tar.gz",
+        }
         path = self.root / f"plan-{version}.yaml"
         path.write_text(yaml.safe_dump(plan, sort_keys=False))
         return path

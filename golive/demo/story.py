@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from dataclasses import dataclass
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from golive import journal
@@ -41,10 +43,14 @@ def run_demo(console: Console) -> bool:
 
     started = time.monotonic()
     fleet = DemoFleet(golive_home() / "demo")
-    stories = [Story("a good release, through an approval gate", "2.0.0", expect_success=True),
-               Story("a broken release, rolled back", BROKEN_VERSION, expect_success=False)]
-    console.print(f"[bold]golive demo[/]: 3 local hosts under {fleet.root / 'hosts'}, "
-                  "each serving shop-web 1.0.0 on a loopback port")
+    stories = [
+        Story("a good release, through an approval gate", "2.0.0", expect_success=True),
+        Story("a broken release, rolled back", BROKEN_VERSION, expect_success=False),
+    ]
+    console.print(
+        f"[bold]golive demo[/]: 3 local hosts under {fleet.root / 'hosts'}, "
+        "each serving shop-web 1.0.0 on a loopback port"
+    )
     try:
         fleet.set_up("1.0.0")
         with LiveProgress(console, PREFECT_UI_URL.value()):
@@ -55,12 +61,14 @@ def run_demo(console: Console) -> bool:
             unsubscribe()
         hosts_now = _versions_answering(fleet)
     except GoLiveError as error:
-        console.print(f"[red]The demo could not run: {error}[/]", highlight=False)
+        console.print(f"[red]The demo could not run: {escape(str(error))}[/]", highlight=False)
         return False
     finally:
         fleet.stop()
     _summarize(console, stories, hosts_now, time.monotonic() - started)
-    console.print(f"See a run in the Prefect UI: {ui_link(stories[0].run_id, PREFECT_UI_URL.value())}")
+    console.print(
+        f"See a run in the Prefect UI: {ui_link(stories[0].run_id, PREFECT_UI_URL.value())}"
+    )
     console.print(f"Try the plans yourself: golive validate {fleet.root / 'plan-3.0.0.yaml'}")
     expected = all(s.succeeded == s.expect_success for s in stories)
     return expected and set(hosts_now.values()) == {"2.0.0"}
@@ -91,12 +99,23 @@ def _approve_as_demo(entry: Entry, console: Console) -> None:
         return
     from tasks.approvals import GateDecision, submit_decision
 
-    console.print(f"  [magenta]demo: approving gate {entry['gate']} as {APPROVER}, the canary is "
-                  "healthy. In a real run a person does this with the command above.[/]")
-    decision = GateDecision(decision="approve", approver=APPROVER,
-                            comment="canary healthy; approved by golive demo itself")
-    threading.Thread(target=submit_decision, args=(entry["run_id"], decision),
-                     kwargs={"gate": entry["gate"], "wait_seconds": 60}, daemon=True).start()
+    console.print(
+        f"  [magenta]demo: approving gate {entry['gate']} as {APPROVER}, the canary is "
+        "healthy. In a real run a person does this with the command above.[/]"
+    )
+    decision = GateDecision(
+        decision="approve",
+        approver=APPROVER,
+        comment="canary healthy; approved by golive demo itself",
+    )
+    # The copied context carries Prefect's settings (which API) into the approver's thread.
+    context = contextvars.copy_context()
+    threading.Thread(
+        target=context.run,
+        args=(submit_decision, entry["run_id"], decision),
+        kwargs={"gate": entry["gate"], "wait_seconds": 60},
+        daemon=True,
+    ).start()
 
 
 def _versions_answering(fleet: DemoFleet) -> dict[str, str]:
@@ -104,25 +123,33 @@ def _versions_answering(fleet: DemoFleet) -> dict[str, str]:
     versions = {}
     for host in fleet.hosts:
         try:
-            versions[host.name] = httpx.get(host.fill("http://{address}:{http_port}/"),
-                                            timeout=5).json()["version"]
+            versions[host.name] = httpx.get(
+                host.fill("http://{address}:{http_port}/"), timeout=5
+            ).json()["version"]
         except (httpx.HTTPError, ValueError, KeyError):
             versions[host.name] = "not answering"
     return versions
 
 
-def _summarize(console: Console, stories: list[Story], hosts_now: dict[str, str],
-               seconds: float) -> None:
+def _summarize(
+    console: Console, stories: list[Story], hosts_now: dict[str, str], seconds: float
+) -> None:
     table = Table(title=f"golive demo: done in {seconds:.0f} s", title_justify="left")
     for column in ("run", "release", "what happened"):
         table.add_column(column)
     for story in stories:
-        outcome = ("[green]went live[/]" if story.succeeded else
-                   "[yellow]failed in wave 2, rolled back automatically[/]")
+        outcome = (
+            "[green]went live[/]"
+            if story.succeeded
+            else "[yellow]failed in wave 2, rolled back automatically[/]"
+        )
         table.add_row(story.run_id[:8], f"shop-web {story.version}", outcome)
     console.print(table)
     for story in stories:
-        console.print(f"Report of {story.run_id[:8]}: {runs_dir() / story.run_id / 'report.md'}"
-                      f"  (or `golive status {story.run_id[:8]}`)", highlight=False)
+        console.print(
+            f"Report of {story.run_id[:8]}: {runs_dir() / story.run_id / 'report.md'}"
+            f"  (or `golive status {story.run_id[:8]}`)",
+            highlight=False,
+        )
     now = ", ".join(f"{host} {version}" for host, version in hosts_now.items())
     console.print(f"Hosts now serve: {now}")

@@ -35,8 +35,11 @@ def health() -> tuple[int, dict[str, object]]:
     settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
     missing = [name for name in RELEASE.get("requires", []) if name not in settings]
     if missing:
-        return 500, {"status": "error", "version": RELEASE["version"],
-                     "error": f"setting(s) missing from shared/settings.json: {', '.join(missing)}"}
+        return 500, {
+            "status": "error",
+            "version": RELEASE["version"],
+            "error": f"setting(s) missing from shared/settings.json: {', '.join(missing)}",
+        }
     return 200, {"status": "ok", "version": RELEASE["version"]}
 
 
@@ -103,23 +106,31 @@ def port_in_use(port: int) -> bool:
 def restart(port: int) -> None:
     stop()
     if port_in_use(port):
-        sys.exit(f"port {port} on 127.0.0.1 is in use by another program, not shop-web; "
-                 "stop it or give this host another http_port in the plan")
+        sys.exit(
+            f"port {port} on 127.0.0.1 is in use by another program, not shop-web; "
+            "stop it or give this host another http_port in the plan"
+        )
     SHARED.mkdir(exist_ok=True)
     with (SHARED / "app.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, str(RELEASE_DIR / "app.py"), "serve", "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     PIDFILE.write_text(str(process.pid))
     for _ in range(200):
         if process.poll() is not None:
-            sys.exit(f"shop-web {RELEASE['version']} exited with code {process.returncode} "
-                     f"on start; see {SHARED / 'app.log'}")
+            sys.exit(
+                f"shop-web {RELEASE['version']} exited with code {process.returncode} "
+                f"on start; see {SHARED / 'app.log'}"
+            )
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
-                print(f"shop-web {RELEASE['version']} serving on 127.0.0.1:{port} "
-                      f"(pid {process.pid})")
+                print(
+                    f"shop-web {RELEASE['version']} serving on 127.0.0.1:{port} (pid {process.pid})"
+                )
                 return
         time.sleep(0.05)
     sys.exit(f"shop-web {RELEASE['version']} did not open port {port} within 10s")

@@ -1,0 +1,87 @@
+"""Shared fixtures: a real Prefect API for the session, and a demo fleet of real local hosts
+serving real HTTP for each test that needs one."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# Some task tests run a task on its own, outside any flow run: nothing to send logs to.
+# Prefect reads its settings when first imported, so this comes first.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from golive import journal
+from golive.demo.fleet import DemoFleet
+from golive.journal import Entry
+from tasks.approvals import GateDecision, submit_decision
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def golive_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "golive-home"
+    monkeypatch.setenv("GOLIVE_HOME", str(home))
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
+    """make_fleet(hosts=4, configured=1): hosts web1..webN serving shop-web 1.0.0; the first
+    `configured` hosts have the setting that the broken 3.0.0 needs."""
+    fleets: list[DemoFleet] = []
+
+    def make(hosts: int = 3, configured: int = 1) -> DemoFleet:
+        ports = {f"web{i}": free_port() for i in range(1, hosts + 1)}
+        fleet = DemoFleet(tmp_path / "fleet", ports=ports)
+        fleets.append(fleet)
+        fleet.set_up("1.0.0", configured=configured)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.stop()
+
+
+@pytest.fixture
+def approver() -> Iterator[Callable[..., None]]:
+    """approver(decision, ...): answer every gate the flow opens with these decisions, in turn."""
+    unsubscribers: list[Callable[[], None]] = []
+
+    def decide(*decisions: GateDecision) -> None:
+        queue = list(decisions)
+
+        def on_entry(entry: Entry) -> None:
+            if entry["kind"] in ("gate.opened", "gate.refused") and queue:
+                context = contextvars.copy_context()
+                args = (submit_decision, entry["run_id"], queue.pop(0))
+                threading.Thread(
+                    target=context.run, args=args, kwargs={"wait_seconds": 60}, daemon=True
+                ).start()
+
+        unsubscribers.append(journal.subscribe(on_entry))
+
+    yield decide
+    for unsubscribe in unsubscribers:
+        unsubscribe()
+
+
+def decision(verdict: str, approver: str = "demo-approver", comment: str = "") -> GateDecision:
+    return GateDecision(decision=verdict, approver=approver, comment=comment)  # type: ignore[arg-type]

@@ -1,0 +1,200 @@
+"""The go-live flow against a real Prefect API, real host directories and real HTTP services."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows.golive import go_live
+from golive.demo.fleet import DemoFleet
+from golive.errors import PreflightError, RollbackIncomplete, RunFailed
+from golive.home import runs_dir
+from golive.journal import RunJournal
+from tests.conftest import decision
+
+GATED_WAVES = [
+    {"name": "canary", "hosts": 1, "gate": "go-ahead"},
+    {"name": "rest", "hosts": "100%"},
+]
+THREE_WAVES = [
+    {"name": "canary", "hosts": 1},
+    {"name": "half", "hosts": "50%"},
+    {"name": "rest", "hosts": "100%"},
+]
+NO_SOAK = {"soak": None}
+
+
+def serving(fleet: DemoFleet) -> dict[str, str]:
+    """What each host's `current` link points at, and the version its service answers with."""
+    seen = {}
+    for host in fleet.hosts:
+        linked = (fleet.host_dir(host.name) / "current").resolve().name
+        answered = httpx.get(host.fill("http://{address}:{http_port}/health"), timeout=5).json()
+        seen[host.name] = f"{linked}/{answered['version']}/{answered['status']}"
+    return seen
+
+
+def only_run() -> tuple[RunJournal, dict[str, Any]]:
+    [run_dir] = [p.parent for p in runs_dir().glob("*/journal.jsonl")]
+    return RunJournal(run_dir), json.loads((run_dir / "record.json").read_text())
+
+
+def kinds(journal: RunJournal) -> list[str]:
+    return [e["kind"] for e in journal.entries()]
+
+
+def test_a_clean_go_live_puts_every_host_on_the_new_release(
+    make_fleet: Callable[..., DemoFleet], approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=3)
+    approver(decision("approve", comment="canary looks fine"))
+
+    record = go_live(str(fleet.write_plan("2.0.0")), triggered_by="alice")
+
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
+    assert record["state"] == "completed"
+    assert record["triggered_by"] == "alice"
+    assert record["hosts"]["web2"] == {"before": "1.0.0", "after": "2.0.0"}
+    assert [g["kind"] for g in record["gates"]] == ["gate.opened", "gate.decision", "gate.passed"]
+    assert record["gates"][1]["comment"] == "canary looks fine"
+    journal, on_disk = only_run()
+    assert on_disk == record
+    assert "shop-web 2.0.0 → demo: COMPLETED" in (journal.run_dir / "report.md").read_text()
+    backups = [s for s in record["steps"] if s["stage"] == "backup"]
+    assert len(backups) == 3 and all(s["result"]["verified"] for s in backups)
+
+
+def test_a_smoke_failure_in_the_last_wave_rolls_every_host_back_and_they_answer(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=4, configured=3)  # 3.0.0 fails only on web4, in the last wave
+    plan = fleet.write_plan("3.0.0", waves=THREE_WAVES, gates={}, **NO_SOAK)
+
+    with pytest.raises(RunFailed, match="smoke check 'health' failed on host 'web4'") as failed:
+        go_live(str(plan))
+
+    assert "Rolled back, last wave first: web3, web4, web2, web1" in str(failed.value)
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    journal, record = only_run()
+    restored = [e["host"] for e in journal.of_kind("rollback.host") if e["ok"]]
+    assert set(restored[:2]) == {"web3", "web4"} and restored[2:] == ["web2", "web1"]
+    assert record["state"] == "failed"
+    assert record["rollback"]["complete"] is True
+    assert {h["rolled_back_to"] for h in record["hosts"].values()} == {"1.0.0"}
+
+
+def test_a_rejected_gate_stops_the_run_and_rolls_back_the_canary(
+    make_fleet: Callable[..., DemoFleet], approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=3)
+    approver(decision("reject", comment="error budget is spent this week"))
+
+    with pytest.raises(RunFailed, match="rejected by demo-approver"):
+        go_live(str(fleet.write_plan("2.0.0", **NO_SOAK)))
+
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    journal, record = only_run()
+    assert "wave.started" in kinds(journal)
+    assert [w["wave"] for w in journal.of_kind("wave.started")] == ["canary"]
+    assert record["rollback"]["hosts"] == {"web1": {"to": "1.0.0", "ok": True, "error": None}}
+
+
+def test_a_gate_nobody_decides_times_out_and_rolls_back(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    gates = {"go-ahead": {"approvers": ["bob"], "timeout": "2s"}}
+
+    with pytest.raises(RunFailed, match="gate 'go-ahead' timed out after 2s"):
+        go_live(str(fleet.write_plan("2.0.0", gates=gates, **NO_SOAK)))
+
+    journal, _ = only_run()
+    assert "gate.timed_out" in kinds(journal)
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_a_decision_from_someone_not_allowed_is_refused_and_the_gate_keeps_waiting(
+    make_fleet: Callable[..., DemoFleet], approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    approver(decision("approve", approver="mallory"), decision("approve"))
+
+    go_live(str(fleet.write_plan("2.0.0", **NO_SOAK)))
+
+    journal, record = only_run()
+    [refused] = list(journal.of_kind("gate.refused"))
+    assert refused["claimed"] == "mallory" and "not an approver" in refused["reason"]
+    assert record["state"] == "completed"
+
+
+def test_a_restart_that_fails_during_rollback_is_reported_and_the_other_hosts_are_restored(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=3)
+    restart = fleet.template["targets"]["restart"] + ' && test "{name}" != web3'
+    targets = fleet.template["targets"] | {"restart": restart}
+    plan = fleet.write_plan("2.0.0", targets=targets, waves=THREE_WAVES, gates={}, **NO_SOAK)
+
+    with pytest.raises(RollbackIncomplete, match="web3") as incomplete:
+        go_live(str(plan))
+
+    assert set(incomplete.value.failures) == {"web3"}
+    assert "exited with code 1" in incomplete.value.failures["web3"]
+    assert serving(fleet)["web1"] == serving(fleet)["web2"] == "1.0.0/1.0.0/ok"
+    _, record = only_run()
+    assert record["rollback"]["complete"] is False
+    assert (fleet.host_dir("web3") / "current").resolve().name == "1.0.0"
+
+
+def test_a_missing_artifact_stops_the_run_before_anything_changes(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0")
+    (fleet.root / "artifacts" / "shop-web-2.0.0.tar.gz").unlink()
+
+    with pytest.raises(RunFailed, match=r"shop-web-2\.0\.0\.tar\.gz does not exist") as failed:
+        go_live(str(plan))
+
+    assert isinstance(failed.value.cause, PreflightError)
+    assert "Nothing had been changed" in str(failed.value)
+    journal, _ = only_run()
+    assert "host.switching" not in kinds(journal)
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_a_change_freeze_stops_the_run_at_preflight(make_fleet: Callable[..., DemoFleet]) -> None:
+    fleet = make_fleet(hosts=2)
+    freeze = [{"from": "2000-01-01", "to": "2999-12-31", "reason": "test freeze"}]
+
+    with pytest.raises(RunFailed, match=r"inside the change freeze .* \(test freeze\)"):
+        go_live(str(fleet.write_plan("2.0.0", freeze=freeze)))
+
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_releases_beyond_keep_releases_are_pruned_after_success(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=1)
+    targets = fleet.template["targets"] | {"keep_releases": 2}
+    for version in ("2.0.0", "2.1.0"):
+        go_live(
+            str(
+                fleet.write_plan(
+                    version,
+                    targets=targets,
+                    gates={},
+                    waves=[{"name": "all", "hosts": "100%"}],
+                    **NO_SOAK,
+                )
+            )
+        )
+
+    releases = sorted(p.name for p in (fleet.host_dir("web1") / "releases").iterdir())
+    assert releases == ["2.0.0", "2.1.0"]

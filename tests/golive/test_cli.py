@@ -1,0 +1,191 @@
+"""The `golive` command as users type it: real subprocesses against the session's Prefect API."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect.settings import PREFECT_API_URL
+
+from flows.golive import go_live
+from golive import journal
+from golive.demo.fleet import DemoFleet
+from golive.journal import Entry
+
+GOLIVE = str(Path(sys.executable).parent / "golive")
+DEMO_PLAN = Path(__file__).parents[2] / "configs" / "demo.yaml"
+
+
+def golive(*args: str, api: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = os.environ | env | {"COLUMNS": "200"}
+    if api:
+        environment["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    return subprocess.run(
+        [GOLIVE, *args], capture_output=True, text=True, env=environment, timeout=300
+    )
+
+
+def test_validate_accepts_the_demo_plan_and_shows_its_waves() -> None:
+    done = golive("validate", str(DEMO_PLAN), api=False)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "shop-web 2.0.0 → demo, 3 hosts in 2 waves: canary [web1] → rest [web2, web3]"
+        in done.stdout
+    )
+
+
+def test_validate_prints_every_problem_with_its_path_and_exits_2(tmp_path: Path) -> None:
+    plan = yaml.safe_load(DEMO_PLAN.read_text())
+    plan["waves"][1]["hosts"] = "150%"
+    plan["gates"]["go-ahead"]["timeout"] = "forever"
+    plan["targets"]["transport"] = "carrier-pigeon"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(plan))
+
+    done = golive("validate", str(tmp_path / "bad.yaml"), api=False)
+
+    assert done.returncode == 2
+    assert "2 problems, nothing was run" in done.stderr
+    for path in ("targets.transport:", "gates.go-ahead.timeout:"):
+        assert path in done.stderr
+    assert "waves" not in done.stderr  # waves are checked against hosts once targets parse
+
+
+def test_validate_does_not_load_prefect() -> None:
+    code = (
+        "import sys; from golive.cli import main\n"
+        f"try: main(['validate', {str(DEMO_PLAN)!r}])\n"
+        "except SystemExit: pass\n"
+        "print('prefect loaded' if 'prefect' in sys.modules else 'prefect not loaded')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().endswith("prefect not loaded"), done.stdout + done.stderr
+
+
+def test_validate_names_a_plan_file_that_does_not_exist(tmp_path: Path) -> None:
+    done = golive("validate", str(tmp_path / "nope.yaml"), api=False)
+    assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+def test_run_exits_1_and_says_what_was_rolled_back(make_fleet: Callable[..., DemoFleet]) -> None:
+    fleet = make_fleet(hosts=2)
+    waves = [{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%"}]
+    plan = fleet.write_plan("3.0.0", gates={}, waves=waves, soak=None)
+
+    done = golive("run", str(plan), "--as", "alice", GOLIVE_HOME=os.environ["GOLIVE_HOME"])
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "smoke check 'health' failed on host 'web2'" in done.stdout
+    assert "Rolled back, last wave first: web2, web1." in done.stdout
+    assert "Prefect UI:" in done.stdout and "record:" in done.stdout
+
+
+def test_run_exits_0_when_the_release_goes_live(make_fleet: Callable[..., DemoFleet]) -> None:
+    fleet = make_fleet(hosts=2)
+    done = golive(
+        "run",
+        str(
+            fleet.write_plan("2.0.0", gates={}, waves=[{"name": "all", "hosts": "100%"}], soak=None)
+        ),
+        GOLIVE_HOME=os.environ["GOLIVE_HOME"],
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "■ completed" in done.stdout
+
+
+def test_approve_from_another_process_lets_a_paused_run_go_on(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None)
+    opened = threading.Event()
+    run: dict[str, Any] = {}
+
+    def on_entry(entry: Entry) -> None:
+        if entry["kind"] == "gate.opened":
+            run["id"] = entry["run_id"]
+            opened.set()
+
+    unsubscribe = journal.subscribe(on_entry)
+    context = contextvars.copy_context()
+    flow = threading.Thread(
+        target=lambda: run.update(record=context.run(go_live, str(plan), triggered_by="alice"))
+    )
+    flow.start()
+    try:
+        assert opened.wait(timeout=120)
+        done = golive(
+            "approve",
+            run["id"][:8],
+            "--as",
+            "demo-approver",
+            "--comment",
+            "ship it",
+            api=False,
+            GOLIVE_HOME=os.environ["GOLIVE_HOME"],
+        )
+        flow.join(timeout=120)
+    finally:
+        unsubscribe()
+    assert done.returncode == 0, done.stderr
+    assert f"approved gate 'go-ahead' of run {run['id']} as demo-approver" in done.stdout
+    assert run["record"]["state"] == "completed"
+    decision = next(g for g in run["record"]["gates"] if g["kind"] == "gate.decision")
+    assert (decision["approver"], decision["comment"]) == ("demo-approver", "ship it")
+
+
+def test_approve_names_an_unknown_run_or_gate_and_submits_nothing(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=1)
+    go_live(
+        str(fleet.write_plan("2.0.0", gates={}, waves=[{"name": "all", "hosts": 1}], soak=None))
+    )
+    [run_dir] = list((Path(os.environ["GOLIVE_HOME"]) / "runs").iterdir())
+    home = {"GOLIVE_HOME": os.environ["GOLIVE_HOME"]}
+
+    unknown = golive("approve", "feedface", "--as", "bob", **home)
+    wrong_gate = golive("approve", run_dir.name, "--as", "bob", "--gate", "qa", **home)
+    finished = golive("approve", run_dir.name, "--as", "bob", **home)
+
+    assert unknown.returncode == 2 and "no run 'feedface'" in unknown.stderr
+    assert wrong_gate.returncode == 2
+    assert f"run {run_dir.name} has no gate 'qa'; its gates: none" in wrong_gate.stderr
+    assert finished.returncode == 2 and "is not waiting at a gate" in finished.stderr
+
+
+def test_status_lists_runs_and_shows_one(make_fleet: Callable[..., DemoFleet]) -> None:
+    fleet = make_fleet(hosts=1)
+    go_live(
+        str(fleet.write_plan("2.0.0", gates={}, waves=[{"name": "all", "hosts": 1}], soak=None))
+    )
+    [run_dir] = list((Path(os.environ["GOLIVE_HOME"]) / "runs").iterdir())
+    home = {"GOLIVE_HOME": os.environ["GOLIVE_HOME"]}
+
+    listing = golive("status", api=False, **home)
+    shown = golive("status", run_dir.name[:6], api=False, **home)
+
+    assert run_dir.name in listing.stdout and "completed" in listing.stdout
+    assert "shop-web 2.0.0 → demo: COMPLETED" in shown.stdout
+
+
+def test_the_demo_tells_both_stories_and_leaves_every_host_on_the_good_release(
+    tmp_path: Path,
+) -> None:
+    done = golive(
+        "demo",
+        api=False,
+        GOLIVE_HOME=str(tmp_path / "home"),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "went live" in done.stdout
+    assert "failed in wave 2, rolled back automatically" in done.stdout
+    assert "demo: approving gate go-ahead as demo-approver" in done.stdout
+    assert "Hosts now serve: web1 2.0.0, web2 2.0.0, web3 2.0.0" in done.stdout

@@ -1,0 +1,195 @@
+"""Plan validation: every problem at once, each with its YAML path and what is accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from golive.errors import PlanError
+from golive.planfile import load_plan
+
+GOOD: dict[str, Any] = {
+    "release": {"name": "shop-web", "version": "2.4.0", "artifact": "dist/shop-web.tar.gz"},
+    "environment": "production",
+    "targets": {
+        "path": "hosts",
+        "restart": "app restart --port {http_port}",
+        "hosts": [{"name": f"web{i}", "vars": {"http_port": 8000 + i}} for i in (1, 2, 3, 4)],
+    },
+    "waves": [
+        {"name": "canary", "hosts": 1, "gate": "prod-approval"},
+        {"name": "half", "hosts": "50%"},
+        {"name": "rest", "hosts": "100%"},
+    ],
+    "smoke": [{"name": "health", "url": "http://{address}:{http_port}/health"}],
+    "gates": {"prod-approval": {"approvers": ["bob", "carol"], "quorum": 2, "timeout": "4h"}},
+    "soak": {"duration": "10m", "interval": "30s", "max_error_rate": "1%", "max_p95_ms": 800},
+}
+
+
+def write(tmp_path: Path, plan: Any) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan if isinstance(plan, str) else yaml.safe_dump(plan))
+    return path
+
+
+def problems(tmp_path: Path, plan: Any) -> list[str]:
+    with pytest.raises(PlanError) as error:
+        load_plan(write(tmp_path, plan))
+    return [str(p) for p in error.value.problems]
+
+
+def with_(section: str, value: Any) -> dict[str, Any]:
+    return GOOD | {section: value}
+
+
+def test_a_good_plan_loads_with_its_waves_resolved_and_paths_made_absolute(tmp_path: Path) -> None:
+    plan_file = load_plan(write(tmp_path, GOOD))
+    assert [(w.name, w.hosts) for w in plan_file.waves] == [
+        ("canary", ("web1",)),
+        ("half", ("web2",)),
+        ("rest", ("web3", "web4")),
+    ]
+    assert plan_file.plan.release.artifact == tmp_path / "dist/shop-web.tar.gz"
+    assert plan_file.plan.gates["prod-approval"].timeout == 4 * 3600
+    assert plan_file.plan.soak is not None and plan_file.plan.soak.max_error_rate == 0.01
+    assert len(plan_file.digest) == 64
+
+
+def test_yaml_that_does_not_parse_is_reported_with_its_line(tmp_path: Path) -> None:
+    assert problems(tmp_path, "release: [unclosed\n")[0].startswith("line 2")
+
+
+def test_a_plan_that_is_not_a_mapping_lists_the_sections(tmp_path: Path) -> None:
+    assert "accepted sections: release, environment" in problems(tmp_path, "- just a list\n")[0]
+
+
+def test_unknown_sections_and_fields_list_what_is_accepted(tmp_path: Path) -> None:
+    plan = GOOD | {"migrations": []} | {"targets": GOOD["targets"] | {"colour": "blue"}}
+    found = problems(tmp_path, plan)
+    assert any(p.startswith("migrations: unknown section; accepted: release,") for p in found)
+    assert (
+        "targets.colour: unknown field; accepted: transport, hosts, path, restart, "
+        "keep_releases, command_timeout" in found
+    )
+
+
+def test_missing_required_sections_and_fields_are_named(tmp_path: Path) -> None:
+    plan = {k: v for k, v in GOOD.items() if k != "environment"}
+    plan["release"] = {"name": "shop-web", "version": "1"}
+    assert problems(tmp_path, plan) == [
+        "release.artifact: required field is missing",
+        "environment: required section is missing",
+    ]
+
+
+def test_a_value_outside_its_choices_lists_the_choices(tmp_path: Path) -> None:
+    found = problems(tmp_path, with_("targets", GOOD["targets"] | {"transport": "telnet"}))
+    assert found == ["targets.transport: 'telnet' is not accepted; accepted: 'local'"]
+
+
+def test_bad_durations_rates_and_numbers_say_what_is_accepted(tmp_path: Path) -> None:
+    plan = GOOD | {
+        "soak": {"duration": "ten minutes", "max_error_rate": "lots"},
+        "smoke": [{"name": "health", "url": "http://x/", "expect_status": 700}],
+    }
+    found = problems(tmp_path, plan)
+    assert (
+        "soak.duration: 'ten minutes' is not a duration; accepted: a number of seconds or "
+        "text like '250ms', '30s', '10m', '4h', '1h30m'" in found
+    )
+    assert "soak.max_error_rate: 'lots' is not a rate; accepted: a percentage like '1%'" in found
+    assert "smoke[0].expect_status: Input should be less than or equal to 599 (found 700)" in found
+
+
+def test_names_that_cannot_be_used_on_disk_are_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, with_("release", GOOD["release"] | {"version": "../../etc"}))
+    assert found[0].startswith("release.version: '../../etc' cannot be used as a name on disk")
+
+
+def test_a_gate_name_prefect_cannot_key_a_pause_with_is_refused(tmp_path: Path) -> None:
+    gates = {"Prod Approval": GOOD["gates"]["prod-approval"]}
+    waves = [GOOD["waves"][0] | {"gate": "Prod Approval"}, *GOOD["waves"][1:]]
+    found = problems(tmp_path, GOOD | {"gates": gates, "waves": waves})
+    assert found[0].startswith("gates.Prod Approval: 'Prod Approval' is not a gate name")
+
+
+def test_waves_that_leave_hosts_out_say_which_and_how_to_fix_it(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path, with_("waves", [{"name": "canary", "hosts": 1}, {"name": "half", "hosts": "50%"}])
+    )
+    assert found == [
+        "waves: cover 2 of 4 hosts; in no wave: web3, web4. "
+        "End with a wave of hosts: 100% to take the rest"
+    ]
+
+
+def test_waves_that_name_a_host_twice_or_an_unknown_host_are_refused(tmp_path: Path) -> None:
+    waves = [
+        {"name": "a", "hosts": ["web1", "web9"]},
+        {"name": "b", "hosts": ["web1"]},
+        {"name": "c", "hosts": "100%"},
+    ]
+    found = problems(tmp_path, with_("waves", waves))
+    assert "waves[0].hosts[1]: 'web9' is not a host; accepted: web1, web2, web3, web4" in found
+    assert "waves[1].hosts[0]: 'web1' is already in waves[0]" in found
+
+
+def test_wave_sizes_over_100_percent_or_adding_nothing_are_refused(tmp_path: Path) -> None:
+    waves = [
+        {"name": "a", "hosts": "50%"},
+        {"name": "b", "hosts": "25%"},
+        {"name": "c", "hosts": "150%"},
+        {"name": "d", "hosts": True},
+    ]
+    found = problems(tmp_path, with_("waves", waves))
+    assert found == [
+        "waves[3].hosts: True is not a wave size; accepted: a count (1), a share of "
+        "the fleet ('50%') or a list of host names"
+    ]
+    found = problems(tmp_path, with_("waves", waves[:3]))
+    assert "waves[1].hosts: '25%' adds no hosts: earlier waves already cover 2 of 4" in found
+    assert any(p.startswith("waves[2].hosts: '150%' is over 100%") for p in found)
+
+
+def test_a_count_larger_than_the_hosts_left_is_refused(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path, with_("waves", [{"name": "a", "hosts": 3}, {"name": "b", "hosts": 5}])
+    )
+    assert found == ["waves[1].hosts: 5 asks for 5 more host(s), but only 1 are left"]
+
+
+def test_cross_section_problems_are_all_reported_together(tmp_path: Path) -> None:
+    plan = GOOD | {
+        "targets": GOOD["targets"]
+        | {"hosts": [*GOOD["targets"]["hosts"], {"name": "web1"}], "restart": "app restart {port}"},
+        "waves": [GOOD["waves"][0] | {"gate": "nope"}, *GOOD["waves"][1:]],
+        "gates": {"prod-approval": {"approvers": ["bob"], "quorum": 2}},
+    }
+    found = problems(tmp_path, plan)
+    assert found == [
+        "targets.hosts[4].name: 'web1' is already targets.hosts[0]",
+        "waves[0].gate: 'nope' is not a gate; accepted: prod-approval",
+        "gates.prod-approval.quorum: 2 approvals needed, but only 1 approver(s) listed",
+        "smoke[0].url: {http_port} has no value on host 'web1'; accepted: {name}, {address}",
+        "targets.restart: {port} has no value on host 'web1'; accepted: {name}, {address}, "
+        "{http_port}",
+    ]
+
+
+def test_problems_in_different_sections_are_reported_at_once(tmp_path: Path) -> None:
+    plan = GOOD | {
+        "release": GOOD["release"] | {"name": "shop web"},
+        "gates": {"prod-approval": {"approvers": [], "timeout": "soon"}},
+        "freeze": [{"from": "xmas", "to": "2026-12-27", "reason": "holidays"}],
+    }
+    found = problems(tmp_path, plan)
+    assert [p.split(":")[0] for p in found] == [
+        "release.name",
+        "gates.prod-approval.approvers",
+        "gates.prod-approval.timeout",
+        "freeze[0].from",
+    ]

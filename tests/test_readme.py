@@ -1,0 +1,21 @@
+"""The README's example plan is a plan golive accepts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from golive.planfile import load_plan
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_the_example_plan_in_the_readme_validates(tmp_path: Path) -> None:
+    [example] = [
+        block
+        for block in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+        if block.startswith("release:")
+    ]
+    (tmp_path / "plan.yaml").write_text(example)
+    plan_file = load_plan(tmp_path / "plan.yaml")
+    assert [w.hosts for w in plan_file.waves] == [("web1",), ("web2",), ("web3", "web4")]
