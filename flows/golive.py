@@ -53,24 +53,12 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
             deploy_wave(plan, wave, journal)
             progress(_share_deployed(plan_file, wave))
             if wave.wave.soak:
-                soak(
-                    plan,
-                    _hosts_up_to(plan_file, wave),
-                    _limits(plan, wave.wave.soak),
-                    label=wave.name,
-                    journal=journal,
-                )
+                soak_wave(plan_file, wave, journal)
             if wave.wave.gate:
                 wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], journal)
         if plan.soak:
-            soak(
-                plan,
-                [h.name for h in plan.targets.hosts],
-                plan.soak,
-                label="all hosts",
-                journal=journal,
-            )
-        on_every_host(prune_host, plan, [h.name for h in plan.targets.hosts], journal=journal)
+            soak(plan, plan.host_names(), plan.soak, label="all hosts", journal=journal)
+        on_every_host(prune_host, plan, plan.host_names(), journal=journal)
     except Exception as failure:
         fail(plan_file, journal, failure)
     journal.write("run.finished", state="completed")
@@ -92,7 +80,7 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
         version=plan.release.version,
         owner=plan.release.owner,
         environment=plan.environment,
-        fleet=[h.name for h in plan.targets.hosts],
+        fleet=plan.host_names(),
         waves=[
             {"name": w.name, "hosts": list(w.hosts), "gate": w.wave.gate} for w in plan_file.waves
         ],
@@ -103,9 +91,7 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
 
 def take_backups(plan: Plan, journal: RunJournal) -> None:
     """Every host backed up and verified, or nothing is deployed."""
-    _, errors = on_every_host(
-        back_up_host, plan, [h.name for h in plan.targets.hosts], journal=journal
-    )
+    _, errors = on_every_host(back_up_host, plan, plan.host_names(), journal=journal)
     if errors:
         raise next(iter(errors.values()))
 
@@ -123,9 +109,19 @@ def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> None:
     journal.write("wave.finished", wave=wave.name, hosts=list(wave.hosts))
 
 
+def soak_wave(plan_file: PlanFile, wave: ResolvedWave, journal: RunJournal) -> None:
+    """Watch every host deployed so far for the wave's own soak time (a canary soak)."""
+    assert wave.wave.soak is not None
+    plan = plan_file.plan
+    limits = (plan.soak or Soak(duration=wave.wave.soak)).model_copy(
+        update={"duration": wave.wave.soak}
+    )
+    soak(plan, _hosts_up_to(plan_file, wave), limits, label=wave.name, journal=journal)
+
+
 def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoReturn:
     """Undo what the journal says changed, record how the run ended, and fail the run."""
-    fleet = [h.name for h in plan_file.plan.targets.hosts]
+    fleet = plan_file.plan.host_names()
     last_wave_first = sorted(
         hosts_to_restore(journal.entries()), key=lambda change: (-change[0], fleet.index(change[1]))
     )
@@ -158,8 +154,3 @@ def _hosts_up_to(plan_file: PlanFile, wave: ResolvedWave) -> list[str]:
 
 def _share_deployed(plan_file: PlanFile, wave: ResolvedWave) -> float:
     return 100 * len(_hosts_up_to(plan_file, wave)) / len(plan_file.plan.targets.hosts)
-
-
-def _limits(plan: Plan, duration: float) -> Soak:
-    base = plan.soak or Soak(duration=duration)
-    return base.model_copy(update={"duration": duration})

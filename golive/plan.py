@@ -204,3 +204,6 @@ class Plan(Section):
 
     def host(self, name: str) -> Host:
         return next(h for h in self.targets.hosts if h.name == name)
+
+    def host_names(self) -> list[str]:
+        return [h.name for h in self.targets.hosts]

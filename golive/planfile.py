@@ -50,7 +50,7 @@ def load_plan(path: str | Path) -> PlanFile:
     if problems:
         raise PlanError(str(source), problems)
     plan = _resolve_paths(Plan.model_validate(raw), source.parent.resolve())
-    waves, _ = resolve_waves(plan.waves, [h.name for h in plan.targets.hosts])
+    waves, _ = resolve_waves(plan.waves, plan.host_names())
     return PlanFile(plan, source.resolve(), hashlib.sha256(data).hexdigest(), tuple(waves))
 
 

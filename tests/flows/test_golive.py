@@ -198,3 +198,19 @@ def test_releases_beyond_keep_releases_are_pruned_after_success(
 
     releases = sorted(p.name for p in (fleet.host_dir("web1") / "releases").iterdir())
     assert releases == ["2.0.0", "2.1.0"]
+
+
+def test_a_canary_soak_over_its_latency_limit_rolls_the_canary_back(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    soak = {"duration": "1s", "interval": "0.2s", "max_p95_ms": 0.001}  # no answer is that fast
+    waves = [{"name": "canary", "hosts": 1, "soak": "0.5s"}, {"name": "rest", "hosts": "100%"}]
+
+    with pytest.raises(RunFailed, match=r"soak failed: p95 latency \d+ ms is over the limit"):
+        go_live(str(fleet.write_plan("2.0.0", gates={}, waves=waves, soak=soak)))
+
+    journal, record = only_run()
+    assert [w["wave"] for w in journal.of_kind("wave.started")] == ["canary"]
+    assert list(record["rollback"]["hosts"]) == ["web1"]
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
