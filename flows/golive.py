@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import getpass
 import socket
+import time
 from typing import Any, NoReturn
 
 from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
-from flows.rollback import rollback
+from flows.rollback import restore_wave, rollback
 from golive.errors import GoLiveError, RunFailed, WaveFailed
 from golive.journal import RunJournal
 from golive.plan import Plan, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import hosts_to_restore
+from golive.transport import close_run
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
 from tasks.backups import back_up_host
@@ -45,22 +47,27 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
     plan_file = load_plan(plan_path)
     plan = plan_file.plan
     journal = start_run(plan_file, triggered_by or whoami())
+    live: list[str] = []  # hosts on the new release and still in the rollout
     try:
-        preflight(plan, journal)
+        plan = preflight(plan, journal)
         take_backups(plan, journal)
         progress = progress_bar("hosts on the new release")
         for wave in plan_file.waves:
-            deploy_wave(plan, wave, journal)
-            progress(_share_deployed(plan_file, wave))
+            live += deploy_wave(plan, wave, journal)
+            progress(100 * len(live) / len(plan.targets.hosts))
             if wave.wave.soak:
-                soak_wave(plan_file, wave, journal)
+                soak(plan, live, _limits(plan, wave.wave.soak), label=wave.name, journal=journal)
             if wave.wave.gate:
                 wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], journal)
+            if wave.wave.pause and wave is not plan_file.waves[-1]:
+                pause_between_waves(wave, journal)
         if plan.soak:
-            soak(plan, plan.host_names(), plan.soak, label="all hosts", journal=journal)
-        on_every_host(prune_host, plan, plan.host_names(), journal=journal)
+            soak(plan, live, plan.soak, label="all hosts", journal=journal)
+        on_every_host(prune_host, plan, live, journal=journal)
     except Exception as failure:
         fail(plan_file, journal, failure)
+    finally:
+        close_run(journal.run_id)
     journal.write("run.finished", state="completed")
     return publish_record(journal)
 
@@ -96,27 +103,45 @@ def take_backups(plan: Plan, journal: RunJournal) -> None:
         raise next(iter(errors.values()))
 
 
-def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> None:
-    """Deploy to the wave's hosts at once, then smoke-check them; any failure fails the wave."""
-    journal.write("wave.started", wave=wave.name, hosts=list(wave.hosts))
+def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str]:
+    """Deploy to the wave's hosts (at most `parallel` at once), then smoke-check them. Hosts
+    that fail within the wave's failure budget are put back and taken out of the rollout;
+    one failure more fails the wave. Returns the hosts now live on the new release."""
+    size = len(wave.hosts)
+    budget = wave.wave.failure_budget(size)
+    journal.write("wave.started", wave=wave.name, hosts=list(wave.hosts), max_fail=budget)
     deployed, errors = on_every_host(
-        deploy_host, plan, wave.hosts, wave=wave.index, journal=journal
+        deploy_host,
+        plan,
+        wave.hosts,
+        limit=wave.wave.concurrency(size),
+        stop_after_failures=budget,
+        wave=wave.index,
+        journal=journal,
     )
-    if not errors:
-        deployed, errors = on_every_host(smoke_check_host, plan, wave.hosts, journal=journal)
+    healthy, failed_checks = on_every_host(smoke_check_host, plan, list(deployed), journal=journal)
+    errors |= failed_checks
+    if len(errors) > budget:
+        raise WaveFailed(wave.name, errors, succeeded=list(healthy))
     if errors:
-        raise WaveFailed(wave.name, errors, succeeded=list(deployed))
-    journal.write("wave.finished", wave=wave.name, hosts=list(wave.hosts))
+        take_out(plan, errors, journal)
+    live = [host for host in wave.hosts if host in healthy]
+    journal.write("wave.finished", wave=wave.name, hosts=live, taken_out=sorted(errors))
+    return live
 
 
-def soak_wave(plan_file: PlanFile, wave: ResolvedWave, journal: RunJournal) -> None:
-    """Watch every host deployed so far for the wave's own soak time (a canary soak)."""
-    assert wave.wave.soak is not None
-    plan = plan_file.plan
-    limits = (plan.soak or Soak(duration=wave.wave.soak)).model_copy(
-        update={"duration": wave.wave.soak}
-    )
-    soak(plan, _hosts_up_to(plan_file, wave), limits, label=wave.name, journal=journal)
+def take_out(plan: Plan, errors: dict[str, BaseException], journal: RunJournal) -> None:
+    """Put failed hosts back on the release they had, and leave them out of the rest of the run."""
+    for host, error in errors.items():
+        journal.write("host.taken_out", host=host, reason=str(error))
+    before = {host: release for _, host, release in hosts_to_restore(journal.entries())}
+    restore_wave(plan, {host: before[host] for host in errors if host in before}, journal)
+
+
+def pause_between_waves(wave: ResolvedWave, journal: RunJournal) -> None:
+    assert wave.wave.pause is not None
+    journal.write("wave.pause", wave=wave.name, seconds=wave.wave.pause)
+    time.sleep(wave.wave.pause)
 
 
 def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoReturn:
@@ -148,9 +173,6 @@ def whoami() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _hosts_up_to(plan_file: PlanFile, wave: ResolvedWave) -> list[str]:
-    return [host for w in plan_file.waves[: wave.index + 1] for host in w.hosts]
-
-
-def _share_deployed(plan_file: PlanFile, wave: ResolvedWave) -> float:
-    return 100 * len(_hosts_up_to(plan_file, wave)) / len(plan_file.plan.targets.hosts)
+def _limits(plan: Plan, duration: float) -> Soak:
+    """A wave's own soak: the plan's soak limits, for the wave's duration."""
+    return (plan.soak or Soak(duration=duration)).model_copy(update={"duration": duration})

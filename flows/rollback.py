@@ -13,13 +13,14 @@ from golive.journal import RunJournal
 from golive.plan import Plan
 from golive.planfile import load_plan
 from golive.record import hosts_to_restore
+from golive.transport import resolve_blocks
 from tasks.hosts import on_every_host, restore_host
 from tasks.smoke import smoke_check_host
 
 
 @flow(name="rollback", flow_run_name="rollback {run_id}")
 def rollback(plan_path: str, run_id: str, reason: str) -> dict[str, str | None]:
-    plan = load_plan(plan_path).plan
+    plan, _ = resolve_blocks(load_plan(plan_path).plan)
     journal = RunJournal.find(run_id)
     changed = hosts_to_restore(journal.entries())
     journal.write("rollback.started", reason=reason, hosts=[host for _, host, _ in changed])
@@ -47,7 +48,7 @@ def restore_wave(
     failures |= {host: f"restored, but {error}" for host, error in errors.items()}
     for host, release in releases.items():
         journal.write(
-            "rollback.host",
+            "host.restored",
             host=host,
             to=release,
             ok=host not in failures,

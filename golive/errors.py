@@ -5,6 +5,7 @@
     ├── PreflightError            a host, artifact or disk is not ready; nothing was changed
     ├── BackupError               a backup could not be taken or verified; nothing was changed
     ├── StageError                a step failed after the run began changing things -> rollback
+    │   ├── HostUnreachable       a host refused or did not answer the connection, or its key
     │   ├── HostCommandError      a command on a host failed: host, command, exit code, output tail
     │   ├── DeployError           a release could not be put on a host
     │   ├── WaveFailed            one or more hosts of a wave failed; keeps every host's outcome
@@ -75,10 +76,20 @@ class HostCommandError(StageError):
         self.command = command
         self.exit_code = exit_code
         self.output_tail = tail(output)
+        self.reason = reason
         status = reason or f"exited with code {exit_code}"
         shown = "\n".join(f"    | {line}" for line in self.output_tail) or "    | (no output)"
         super().__init__(
             f"on host {host!r}, command {command!r} {status}. Last lines of output:\n{shown}"
+        )
+
+
+class HostUnreachable(StageError):
+    def __init__(self, host: str, where: str, reason: str, fix: str = "") -> None:
+        self.host = host
+        self.where = where
+        super().__init__(
+            f"cannot reach host {host!r} at {where}: {reason}" + (f"\n  {fix}" if fix else "")
         )
 
 

@@ -6,13 +6,21 @@ Loading a plan file (and reporting every problem in it at once) lives in `planfi
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -74,6 +82,21 @@ def _gate_name(value: str) -> str:
     return value
 
 
+def _share_or_count(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    if re.fullmatch(r"\d+(\.\d+)?%", text) and float(text[:-1]) <= 100:
+        return text
+    raise ValueError(f"{value!r} is not accepted; accepted: a count (2) or a share ('25%')")
+
+
+def share_of(value: int | str, size: int, at_least: int) -> int:
+    """A count, or a share of `size` rounded down (a budget never rounds in your favour)."""
+    count = value if isinstance(value, int) else math.floor(size * float(value[:-1]) / 100)
+    return max(at_least, min(count, size))
+
+
 def _wave_size(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | str | list):
         raise ValueError(
@@ -102,10 +125,20 @@ class Release(Section):
 
 class Host(Section):
     name: SafeName = Field(description="The host's name in waves, records and reports.")
-    address: str = Field("127.0.0.1", description="Where smoke checks reach the host.")
+    address: str = Field("127.0.0.1", description="Where SSH and smoke checks reach the host.")
     vars: dict[str, str | int] = Field(
         default_factory=dict, description="Values for {placeholders} in URLs and commands."
     )
+    path: str | None = Field(None, description="This host's deploy directory, if not targets.path.")
+    block: str | None = Field(None, description="SSH: the golive-ssh-host block holding its key.")
+    port: int = Field(22, ge=1, le=65535, description="SSH: the port sshd listens on.")
+    user: str | None = Field(None, description="SSH: who logs in (default: you).")
+    identity_file: Path | None = Field(None, description="SSH: private key file.")
+    known_hosts: Path = Field(Path("~/.ssh/known_hosts"), description="SSH: known host keys.")
+    host_key_policy: Literal["strict", "accept-new"] = Field(
+        "strict", description="SSH: strict refuses unknown keys; accept-new trusts the first."
+    )
+    connect_timeout: Seconds = Field(10, description="SSH: how long to wait for the host.")
 
     def fill(self, template: str) -> str:
         """A URL or command with this host's {placeholders} filled in."""
@@ -117,21 +150,39 @@ class Host(Section):
         }
 
 
-def _as_host(value: Any) -> Any:
-    return {"name": value} if isinstance(value, str) else value
-
-
 class Targets(Section):
-    transport: Literal["local"] = Field(
-        "local", description="How hosts are reached. 'local': each host is a directory here."
+    transport: Literal["local", "ssh"] = Field(
+        "local",
+        description="How hosts are reached. local: each host is the directory path/<host name>. "
+        "ssh: each host is a machine reached with fabric.",
     )
-    hosts: list[Annotated[Host, BeforeValidator(_as_host)]] = Field(min_length=1)
-    path: Path = Field(
-        description="Where releases live. Local transport: each host is path/<host name>."
-    )
+    hosts: list[Host] = Field(min_length=1)
+    path: Path = Field(description="Where releases live on each host.")
     restart: str = Field(description="Command run on a host after its `current` link switches.")
     keep_releases: int = Field(5, ge=2, description="Releases kept on each host after success.")
     command_timeout: Seconds = Field(120, description="Longest a host command may run.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hosts_by_name(cls, data: Any) -> Any:
+        """A bare name is a host block under ssh, and a local directory otherwise; an inline SSH
+        host without an address is reached by its name."""
+        if not isinstance(data, dict) or not isinstance(data.get("hosts"), list):
+            return data
+        ssh = data.get("transport") == "ssh"
+        hosts = []
+        for host in data["hosts"]:
+            if isinstance(host, str):
+                host = {"name": host, "block": host} if ssh else {"name": host}
+            elif ssh and isinstance(host, dict) and "name" in host and not host.get("block"):
+                host = {"address": host["name"]} | host
+            hosts.append(host)
+        return data | {"hosts": hosts}
+
+    def deploy_dir(self, host: Host) -> str:
+        if host.path:
+            return host.path
+        return str(self.path / host.name) if self.transport == "local" else str(self.path)
 
 
 class Wave(Section):
@@ -139,8 +190,23 @@ class Wave(Section):
     hosts: Annotated[int | str | list[str], BeforeValidator(_wave_size)] = Field(
         description="A count, a percentage of the fleet covered by the end of this wave, or names."
     )
+    parallel: Annotated[int | str, BeforeValidator(_share_or_count)] | None = Field(
+        None, description="Most hosts deploying at once: a count or a share of the wave."
+    )
+    max_fail: Annotated[int | str, BeforeValidator(_share_or_count)] = Field(
+        0,
+        description="Failure budget: hosts that may fail (count or share of the wave) and be "
+        "taken out while the rollout goes on. One more, and everything rolls back.",
+    )
     gate: str | None = Field(None, description="A gate (from `gates`) to pass after this wave.")
     soak: Seconds | None = Field(None, description="Watch this wave alone for so long first.")
+    pause: Seconds | None = Field(None, description="Wait this long before the next wave.")
+
+    def failure_budget(self, size: int) -> int:
+        return share_of(self.max_fail, size, at_least=0)
+
+    def concurrency(self, size: int) -> int:
+        return size if self.parallel is None else share_of(self.parallel, size, at_least=1)
 
 
 class SmokeCheck(Section):

@@ -142,7 +142,7 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
     "rollback.started": lambda e, _: (
         f"[bold red]↩ rolling back[/] {', '.join(e['hosts']) or 'nothing (no host was changed)'}"
     ),
-    "rollback.host": lambda e, _: (
+    "host.restored": lambda e, _: (
         f"  [green]↩ {e['host']} is back on {e['to']}[/]"
         if e["ok"]
         else f"  [red]↩ {e['host']} NOT restored[/]: {escape(str(e['error']))}"

@@ -12,6 +12,7 @@ _STEP_KEYS = ("stage", "host", "wave", "gate")
 
 def summarize(entries: Iterable[Entry]) -> dict[str, Any]:
     record: dict[str, Any] = {
+        "taken_out": {},
         "steps": [],
         "gates": [],
         "hosts": {},
@@ -32,11 +33,16 @@ def summarize(entries: Iterable[Entry]) -> dict[str, Any]:
             host = record["hosts"].setdefault(entry["host"], {})
             host.setdefault("before", entry["from"])
             host["after"] = entry["to"] if kind == "host.switched" else host.get("after")
-        elif kind.startswith("rollback."):
+        elif kind.startswith("rollback.") or kind == "host.restored":
             _fold_rollback(record, entry)
+        elif kind == "host.taken_out":
+            record["taken_out"][entry["host"]] = entry["reason"]
         elif kind == "run.finished":
+            state = entry["state"]
+            if state == "completed" and record["taken_out"]:
+                state = "partial"  # live, but on fewer hosts than planned
             record |= {
-                "state": entry["state"],
+                "state": state,
                 "reason": entry.get("reason"),
                 "finished_at": entry["at"],
             }
@@ -64,12 +70,10 @@ def _fold_step(
 def _fold_rollback(record: dict[str, Any], entry: Entry) -> None:
     if entry["kind"] == "rollback.started":
         record["rollback"] = {"reason": entry["reason"], "hosts": {}, "started_at": entry["at"]}
-    elif entry["kind"] == "rollback.host" and record["rollback"] is not None:
-        record["rollback"]["hosts"][entry["host"]] = {
-            "to": entry["to"],
-            "ok": entry["ok"],
-            "error": entry.get("error"),
-        }
+    elif entry["kind"] == "host.restored":
+        restored = {"to": entry["to"], "ok": entry["ok"], "error": entry.get("error")}
+        if record["rollback"] is not None:
+            record["rollback"]["hosts"][entry["host"]] = restored
         record["hosts"].setdefault(entry["host"], {})["rolled_back_to"] = (
             entry["to"] if entry["ok"] else None
         )
@@ -86,4 +90,6 @@ def hosts_to_restore(entries: Iterable[Entry]) -> list[tuple[int, str, str | Non
     for entry in entries:
         if entry["kind"] == "host.switching" and entry["host"] not in seen:
             seen[entry["host"]] = (entry["wave"], entry["host"], entry["from"])
+        elif entry["kind"] == "host.restored" and entry["ok"]:
+            seen.pop(entry["host"], None)  # already back, e.g. taken out of the rollout
     return list(seen.values())

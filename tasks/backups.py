@@ -9,9 +9,10 @@ from prefect.cache_policies import NO_CACHE
 
 from golive.errors import BackupError
 from golive.journal import RunJournal
-from golive.local import sha256_of
+from golive.manifest import sha256_of
 from golive.plan import Host, Plan
-from golive.transport import Archive, connect
+from golive.releases import Archive
+from golive.transport import connect
 
 
 @task(name="back up host", task_run_name="back up {host.name}", cache_policy=NO_CACHE)
@@ -21,7 +22,7 @@ def back_up_host(plan: Plan, host: Host, journal: RunJournal) -> dict[str, objec
     with journal.step("backup", host=host.name) as result:
         destination = journal.run_dir / "backups" / f"{host.name}.tar.gz"
         try:
-            archive = connect(plan, host).archive(paths, destination)
+            archive = connect(plan, host, journal.run_id).archive(paths, destination)
         except (OSError, tarfile.TarError) as error:
             raise BackupError(host.name, f"could not write {destination}: {error}") from error
         verify(host.name, archive)

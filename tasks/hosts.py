@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 
 from golive.journal import RunJournal
+from golive.manifest import manifest_of
 from golive.plan import Host, Plan
 from golive.transport import connect
 
@@ -18,26 +21,23 @@ from golive.transport import connect
 def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[str, Any]:
     """Unpack the release, switch `current` to it, restart. Journals the switch around it."""
     version = plan.release.version
-    transport = connect(plan, host)
     with journal.step("deploy", host=host.name, wave=wave) as result:
         started = time.monotonic()
+        transport = connect(plan, host, journal.run_id)
         before = transport.current_release()
         result |= {"before": before, "after": version}
         if before == version:
             result["changed"] = False
             return result
-        sent = transport.put_release(plan.release.artifact, version)
+        transfer = transport.put_release(manifest_of(plan.release.artifact), version)
+        result["transfer"] = asdict(transfer)
         journal.write(
             "host.switching", host=host.name, wave=wave, **{"from": before, "to": version}
         )
         transport.switch(version)
         journal.write("host.switched", host=host.name, wave=wave, **{"from": before, "to": version})
         transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
-        result |= {
-            "changed": True,
-            "bytes_sent": sent,
-            "seconds": round(time.monotonic() - started, 3),
-        }
+        result |= {"changed": True, "seconds": round(time.monotonic() - started, 3)}
     return result
 
 
@@ -47,7 +47,7 @@ def restore_host(
 ) -> str | None:
     """Point `current` back at the release the host had before the run, and restart it."""
     release = releases[host.name]
-    transport = connect(plan, host)
+    transport = connect(plan, host, journal.run_id)
     with journal.step("restore", host=host.name) as result:
         transport.switch(release)
         if release is not None:
@@ -59,20 +59,35 @@ def restore_host(
 @task(name="prune", task_run_name="prune {host.name}", cache_policy=NO_CACHE)
 def prune_host(plan: Plan, host: Host, journal: RunJournal) -> list[str]:
     with journal.step("prune", host=host.name) as result:
-        result["removed"] = connect(plan, host).prune(plan.targets.keep_releases)
+        result["removed"] = connect(plan, host, journal.run_id).prune(plan.targets.keep_releases)
     return list(result["removed"])
 
 
 def on_every_host(
-    work: Callable[..., Any], plan: Plan, hosts: Sequence[str], **kwargs: Any
+    work: Callable[..., Any],
+    plan: Plan,
+    hosts: Sequence[str],
+    limit: int | None = None,
+    stop_after_failures: int | None = None,
+    **kwargs: Any,
 ) -> tuple[dict[str, Any], dict[str, BaseException]]:
-    """Run a host task on each host at once; return every host's result or error."""
-    futures = {name: work.submit(plan, plan.host(name), **kwargs) for name in hosts}  # type: ignore[attr-defined]
+    """Run a host task on each host, at most `limit` at once; return every host's result or
+    error. Once more than `stop_after_failures` hosts have failed, no further host is started."""
+    waiting = list(hosts)
+    running: dict[PrefectFuture[Any], str] = {}
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
-    for name, future in futures.items():
+    while waiting or running:
+        over_budget = stop_after_failures is not None and len(errors) > stop_after_failures
+        while waiting and not over_budget and len(running) < (limit or len(hosts)):
+            name = waiting.pop(0)
+            running[work.submit(plan, plan.host(name), **kwargs)] = name  # type: ignore[attr-defined]
+        if not running:
+            break
+        done = next(as_completed(list(running)))
+        name = running.pop(done)
         try:
-            results[name] = future.result()
+            results[name] = done.result()
         except Exception as error:
             errors[name] = error
     return results, errors

@@ -8,39 +8,58 @@ from datetime import date
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from golive.errors import PreflightError
+from golive.errors import HostCommandError, HostUnreachable, PreflightError
 from golive.journal import RunJournal
-from golive.plan import Plan
-from golive.transport import connect
+from golive.manifest import UnsafeArtifact, manifest_of
+from golive.plan import Host, Plan
+from golive.transport import connect, resolve_blocks
+from tasks.hosts import on_every_host
 
 # A release needs room for itself unpacked, plus the backup taken of the one it replaces.
 DISK_HEADROOM = 2
 
 
-@task(name="preflight", cache_policy=NO_CACHE)
-def preflight(plan: Plan, journal: RunJournal) -> dict[str, object]:
-    """Check the artifact, every host and the freeze calendar; change nothing."""
+def preflight(plan: Plan, journal: RunJournal) -> Plan:
+    """Check the freeze calendar, the artifact and every host; change nothing. Returns the plan
+    with hosts named by block filled in from their blocks."""
     with journal.step("preflight") as result:
         failures = _freeze_problems(plan, date.today())
+        plan, unknown = resolve_blocks(plan)
+        failures += unknown
         unpacked, artifact_problem = _artifact_size(plan)
         failures += [artifact_problem] if artifact_problem else []
-        checks = [
-            connect(plan, host).check(unpacked * DISK_HEADROOM) for host in plan.targets.hosts
-        ]
-        failures += [f"host {c.host!r}: {p}" for c in checks for p in c.problems]
+        checks, errors = on_every_host(
+            check_host,
+            plan,
+            plan.host_names(),
+            needed_bytes=unpacked * DISK_HEADROOM,
+            journal=journal,
+        )
+        failures += [str(error) for error in errors.values()]
+        failures += [f"host {name!r}: {problem}" for name, ps in checks.items() for problem in ps]
         if failures:
             raise PreflightError(failures)
         result |= {"hosts": len(checks), "artifact_bytes": unpacked}
-    return result
+    return plan
+
+
+@task(name="check host", task_run_name="check {host.name}", cache_policy=NO_CACHE)
+def check_host(plan: Plan, host: Host, needed_bytes: int, journal: RunJournal) -> list[str]:
+    """Reach the host and look at its deploy directory: exists, writable, room enough."""
+    try:
+        return connect(plan, host, journal.run_id).check(needed_bytes).problems
+    except (HostUnreachable, HostCommandError) as error:
+        return [str(error).removeprefix(f"on host {host.name!r}, ")]
 
 
 def _artifact_size(plan: Plan) -> tuple[int, str | None]:
     artifact = plan.release.artifact
     try:
-        with tarfile.open(artifact) as tar:
-            return sum(member.size for member in tar.getmembers()), None
+        return sum(entry.size for entry in manifest_of(artifact).files.values()), None
     except FileNotFoundError:
         return 0, f"release artifact {artifact} does not exist; build it or fix release.artifact"
+    except UnsafeArtifact as error:
+        return 0, f"release artifact {artifact} is refused: {error}"
     except (OSError, tarfile.TarError) as error:
         return 0, f"release artifact {artifact} is not a readable tarball: {error}"
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
-from golive.local import LocalTransport
+from golive.local import LocalShell
+from golive.manifest import manifest_of
 from golive.plan import Host
+from golive.releases import HostReleases
 
 APP_SOURCE = Path(__file__).parent / "app" / "app.py"
 DEMO_PLAN = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -53,8 +55,8 @@ class DemoFleet:
     def host_dir(self, name: str) -> Path:
         return self.root / "hosts" / name
 
-    def transport(self, host: Host) -> LocalTransport:
-        return LocalTransport(host, self.host_dir(host.name))
+    def transport(self, host: Host) -> HostReleases:
+        return HostReleases(host, LocalShell(host.name), str(self.host_dir(host.name)))
 
     def set_up(self, version: str = "1.0.0", configured: int = 1) -> None:
         """Fresh hosts, every one serving `version`; the first `configured` hosts have the
@@ -69,7 +71,9 @@ class DemoFleet:
 
     def install(self, host: Host, version: str) -> None:
         transport = self.transport(host)
-        transport.put_release(build_artifact(self.root / "artifacts", version), version)
+        transport.put_release(
+            manifest_of(build_artifact(self.root / "artifacts", version)), version
+        )
         transport.switch(version)
         transport.run(host.fill(self.template["targets"]["restart"]), timeout=30)
 

@@ -81,7 +81,7 @@ def test_a_smoke_failure_in_the_last_wave_rolls_every_host_back_and_they_answer(
     assert "Rolled back, last wave first: web3, web4, web2, web1" in str(failed.value)
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
     journal, record = only_run()
-    restored = [e["host"] for e in journal.of_kind("rollback.host") if e["ok"]]
+    restored = [e["host"] for e in journal.of_kind("host.restored") if e["ok"]]
     assert set(restored[:2]) == {"web3", "web4"} and restored[2:] == ["web2", "web1"]
     assert record["state"] == "failed"
     assert record["rollback"]["complete"] is True

@@ -1,0 +1,24 @@
+"""Where a host's commands run and its files land: this machine, or the far end of SSH.
+
+Every transport is a Shell; the release steps (`releases.py`) are shell commands, so local
+hosts and SSH hosts run exactly the same steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class Shell(Protocol):
+    host: str
+
+    def run(self, command: str, timeout: float) -> str:
+        """Run a POSIX shell command; return its output, or raise HostCommandError."""
+        ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def get(self, remote: str, local: Path) -> None: ...
+
+    def close(self) -> None: ...

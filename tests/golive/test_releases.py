@@ -1,0 +1,199 @@
+"""Release steps on a host's deploy directory, through a real shell (local here; the SSH tests
+run the same steps through sshd)."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from golive.demo.fleet import build_artifact
+from golive.errors import DeployError, HostCommandError
+from golive.local import LocalShell
+from golive.manifest import MANIFEST_NAME, UnsafeArtifact, manifest_of
+from golive.plan import Host
+from golive.releases import HostReleases
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> HostReleases:
+    (tmp_path / "web1").mkdir()
+    return HostReleases(Host(name="web1"), LocalShell("web1"), str(tmp_path / "web1"))
+
+
+def artifact(tmp_path: Path, version: str, files: dict[str, bytes]) -> Path:
+    path = tmp_path / f"app-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def files(count: int, changed: int = 0) -> dict[str, bytes]:
+    """`count` files of 4 kB that do not compress, like most of a real artifact; the first
+    `changed` of them differ from the v1 ones."""
+    return {
+        f"lib/module{i}.py": (b"v2 " if i < changed else b"v1 ") + random.Random(i).randbytes(4000)
+        for i in range(count)
+    }
+
+
+def test_a_release_is_unpacked_under_its_version_and_current_points_at_it(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    transfer = host.put_release(manifest_of(build_artifact(tmp_path / "a", "1.0.0")), "1.0.0")
+    host.switch("1.0.0")
+    current = Path(host.directory) / "current"
+    assert os.readlink(current) == "releases/1.0.0"
+    assert (current / "app.py").is_file() and (current / MANIFEST_NAME).is_file()
+    assert host.current_release() == "1.0.0"
+    assert transfer.mode == "full" and transfer.reason == "no release on the host yet"
+
+
+def test_a_second_release_sends_only_changed_files_and_links_the_rest(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    host.put_release(manifest_of(artifact(tmp_path, "1", files(100))), "1")
+    host.switch("1")
+    second = manifest_of(artifact(tmp_path, "2", files(100, changed=5)))
+
+    transfer = host.put_release(second, "2")
+
+    assert transfer.mode == "incremental" and transfer.reason == "5 of 100 files changed"
+    assert transfer.bytes_sent < 0.1 * second.artifact_bytes
+    releases = Path(host.directory) / "releases"
+    unchanged, changed = "lib/module50.py", "lib/module1.py"
+    assert (releases / "2" / unchanged).stat().st_ino == (releases / "1" / unchanged).stat().st_ino
+    assert (releases / "2" / changed).read_bytes().startswith(b"v2 ")
+    assert (releases / "1" / changed).read_bytes().startswith(b"v1 ")  # the old one untouched
+
+
+def test_files_dropped_from_a_release_are_not_carried_over(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    host.put_release(manifest_of(artifact(tmp_path, "1", {"a": b"1", "gone": b"2"})), "1")
+    host.switch("1")
+    host.put_release(manifest_of(artifact(tmp_path, "2", {"a": b"1", "new": b"3"})), "2")
+    assert sorted(p.name for p in (Path(host.directory) / "releases" / "2").iterdir()) == [
+        MANIFEST_NAME,
+        "a",
+        "new",
+    ]
+
+
+def test_a_current_release_that_no_longer_matches_its_manifest_gets_a_full_copy(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    host.put_release(manifest_of(artifact(tmp_path, "1", files(10))), "1")
+    host.switch("1")
+    (Path(host.directory) / "releases" / "1" / "lib" / "module3.py").write_text("tampered")
+
+    transfer = host.put_release(manifest_of(artifact(tmp_path, "2", files(10, changed=1))), "2")
+
+    assert transfer.mode == "full"
+    assert transfer.reason == (
+        "release 1 on the host does not match its manifest (1 file(s) differ, e.g. lib/module3.py)"
+    )
+    assert (Path(host.directory) / "releases/2/lib/module3.py").read_bytes().startswith(b"v1 ")
+
+
+def test_switching_replaces_the_link_without_ever_removing_it(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    for version in ("1.0.0", "2.0.0"):
+        host.put_release(manifest_of(build_artifact(tmp_path / "a", version)), version)
+    host.switch("1.0.0")
+    current = Path(host.directory) / "current"
+    inode_before = os.lstat(current).st_ino
+    host.switch("2.0.0")
+    assert host.current_release() == "2.0.0"
+    assert os.lstat(current).st_ino != inode_before  # a new link renamed over the old one
+    assert [p.name for p in Path(host.directory).iterdir() if ".tmp" in p.name] == []
+
+
+def test_switching_to_a_release_that_is_not_there_changes_nothing(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    host.put_release(manifest_of(build_artifact(tmp_path / "a", "1.0.0")), "1.0.0")
+    host.switch("1.0.0")
+    with pytest.raises(DeployError, match=r"switch to 9\.9\.9 on host 'web1': that release is not"):
+        host.switch("9.9.9")
+    assert host.current_release() == "1.0.0"
+
+
+def test_a_corrupt_artifact_leaves_no_half_written_release(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    good = manifest_of(build_artifact(tmp_path / "a", "1.0.0"))
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(good.artifact.read_bytes()[:200])
+    with pytest.raises(DeployError, match=r"could not unpack release 2\.0\.0 on host 'web1'"):
+        host.put_release(type(good)(broken, good.files, 200), "2.0.0")
+    assert list((Path(host.directory) / "releases").iterdir()) == []
+
+
+def test_an_artifact_escaping_its_directory_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    evil = artifact(tmp_path, "x", {"../../escaped": b"x"})
+    with pytest.raises(UnsafeArtifact, match="would land outside the release directory"):
+        manifest_of(evil)
+
+
+def test_a_failing_command_names_host_command_exit_code_and_last_lines(
+    host: HostReleases,
+) -> None:
+    command = "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3"
+    with pytest.raises(HostCommandError) as failed:
+        host.run(command, timeout=10)
+    error = failed.value
+    assert (error.host, error.command, error.exit_code) == ("web1", command, 3)
+    assert error.output_tail[-2:] == ["line 30", "oops"] and len(error.output_tail) == 10
+    assert "on host 'web1', command" in str(error) and "exited with code 3" in str(error)
+
+
+def test_a_command_past_its_timeout_is_stopped_and_reported(host: HostReleases) -> None:
+    with pytest.raises(HostCommandError, match=r"did not finish within 0.5s"):
+        host.run("echo started; sleep 30", timeout=0.5)
+
+
+def test_commands_run_in_the_deploy_directory_and_know_the_host(host: HostReleases) -> None:
+    assert host.run("pwd; echo $GOLIVE_HOST", timeout=10).split() == [host.directory, "web1"]
+
+
+def test_prune_keeps_the_newest_releases_and_never_the_current_one(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    for version in ("1.0.0", "2.0.0", "3.0.0", "4.0.0"):
+        host.put_release(manifest_of(build_artifact(tmp_path / "a", version)), version)
+    host.switch("1.0.0")
+    assert sorted(host.prune(keep=2)) == ["2.0.0"]
+    releases = sorted(p.name for p in (Path(host.directory) / "releases").iterdir())
+    assert releases == ["1.0.0", "3.0.0", "4.0.0"]
+
+
+def test_an_archive_holds_the_paths_that_exist_and_reads_back(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    (Path(host.directory) / "shared").mkdir()
+    (Path(host.directory) / "shared" / "settings.json").write_text("{}")
+    archive = host.archive(["shared", "current"], tmp_path / "backup.tar.gz")
+    with tarfile.open(archive.path) as tar:
+        assert tar.getnames() == ["shared", "shared/settings.json"]
+    assert len(archive.sha256) == 64
+
+
+def test_a_missing_deploy_directory_is_reported_by_the_check(tmp_path: Path) -> None:
+    check = HostReleases(Host(name="web9"), LocalShell("web9"), str(tmp_path / "nope")).check(1)
+    assert check.problems == [f"deploy directory {tmp_path / 'nope'} does not exist"]
+
+
+def test_the_check_reports_too_little_disk(host: HostReleases) -> None:
+    check = host.check(needed_bytes=2**60)
+    assert len(check.problems) == 1 and "MiB free in" in check.problems[0]
