@@ -25,7 +25,7 @@ from golive.record import summarize
 from golive.report import render_summary
 
 console = Console()
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 1, 2, 3
 
 
 @click.group()
@@ -52,10 +52,10 @@ def validate(plan: Path) -> None:
 @click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as", "triggered_by", default="", help="Who triggers the run (default: user@host).")
 def run(plan: Path, triggered_by: str) -> None:
-    """Carry out a plan; exit 0 only if the release went live."""
+    """Carry out a plan. Exit 0: live on every host; 3: live, but hosts were taken out within
+    a failure budget; 1: failed (and rolled back); 2: the plan is not valid."""
     _load(plan)
-    ok = _run_go_live(plan, triggered_by)
-    sys.exit(0 if ok else EXIT_FAILED)
+    sys.exit(_run_go_live(plan, triggered_by))
 
 
 @main.command()
@@ -99,7 +99,7 @@ def demo() -> None:
     sys.exit(0 if run_demo(console) else EXIT_FAILED)
 
 
-def _run_go_live(plan: Path, triggered_by: str) -> bool:
+def _run_go_live(plan: Path, triggered_by: str) -> int:
     _quiet_prefect_console()
     from prefect.settings import PREFECT_UI_URL
 
@@ -108,11 +108,18 @@ def _run_go_live(plan: Path, triggered_by: str) -> bool:
 
     with LiveProgress(console, PREFECT_UI_URL.value()):
         try:
-            go_live(plan_path=str(plan.resolve()), triggered_by=triggered_by)
+            record = go_live(plan_path=str(plan.resolve()), triggered_by=triggered_by)
         except GoLiveError as failure:
             console.print(f"[red]{escape(str(failure))}[/]", highlight=False)
-            return False
-    return True
+            return EXIT_FAILED
+    if record["taken_out"]:
+        hosts = ", ".join(record["taken_out"])
+        console.print(
+            f"[yellow]Live, but not on {escape(hosts)}: taken out within the failure "
+            "budget and put back on their old release.[/]"
+        )
+        return EXIT_PARTIAL
+    return 0
 
 
 def _decide(run_id: str, decision: str, approver: str, gate: str | None, comment: str) -> None:

@@ -77,10 +77,7 @@ def _finished(entry: Entry, label: str) -> str:
 
 def _describe(stage: str, result: dict[str, Any]) -> str:
     if stage == "deploy":
-        change = (
-            "already there" if result.get("changed") is False else f"in {result.get('seconds')} s"
-        )
-        return f"{result.get('before') or 'nothing'} → {result.get('after')} ({change})"
+        return f"{result.get('before') or 'nothing'} → {result.get('after')} ({_change(result)})"
     if stage == "backup":
         return f"{result.get('bytes')} bytes, sha256 {str(result.get('sha256'))[:12]}…, verified"
     if stage == "smoke":
@@ -102,6 +99,14 @@ def _describe(stage: str, result: dict[str, Any]) -> str:
     if stage == "restore":
         return f"back on {result.get('release')}"
     return ""
+
+
+def _change(deploy: dict[str, Any]) -> str:
+    if deploy.get("changed") is False:
+        return "already there"
+    transfer = deploy.get("transfer") or {}
+    sent, size = transfer.get("bytes_sent", 0) / 1024, transfer.get("artifact_bytes", 0) / 1024
+    return f"{deploy.get('seconds')} s, {transfer.get('mode')}: {sent:.0f} of {size:.0f} kB sent"
 
 
 def _started(e: Entry, ui_url: str | None) -> str:
@@ -132,6 +137,11 @@ def _gate_decision(e: Entry, _: str | None) -> str:
 _LINES: dict[str, Callable[[Entry, str | None], str]] = {
     "run.started": _started,
     "wave.started": lambda e, _: f"[bold]── wave {e['wave']}[/]: {', '.join(e['hosts'])}",
+    "host.taken_out": lambda e, _: (
+        f"  [yellow]! {e['host']} taken out of the rollout[/] "
+        "(within the wave's failure budget); putting it back"
+    ),
+    "wave.pause": lambda e, _: f"  [dim]… pausing {e['seconds']:g} s before the next wave[/]",
     "gate.opened": _gate_opened,
     "gate.decision": _gate_decision,
     "gate.refused": lambda e, _: (

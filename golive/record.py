@@ -2,84 +2,121 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from golive.journal import Entry
 
 _STEP_KEYS = ("stage", "host", "wave", "gate")
+Fold = Callable[[dict[str, Any], Entry], None]
 
 
 def summarize(entries: Iterable[Entry]) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "taken_out": {},
-        "steps": [],
-        "gates": [],
-        "hosts": {},
-        "rollback": None,
         "state": "running",
+        "hosts": {},
+        "taken_out": {},
+        "gates": [],
+        "rollback": None,
+        "steps": [],
+        "_open_steps": {},
     }
-    open_steps: dict[tuple[Any, ...], dict[str, Any]] = {}
     for entry in entries:
         kind = entry["kind"]
-        if kind == "run.started":
-            record |= {k: v for k, v in entry.items() if k != "kind"} | {"started_at": entry["at"]}
-            record["hosts"] = {host: {} for host in entry["fleet"]}
-        elif kind.startswith("step."):
-            _fold_step(record, open_steps, entry)
-        elif kind.startswith("gate."):
-            record["gates"].append(entry)
-        elif kind in ("host.switching", "host.switched"):
-            host = record["hosts"].setdefault(entry["host"], {})
-            host.setdefault("before", entry["from"])
-            host["after"] = entry["to"] if kind == "host.switched" else host.get("after")
-        elif kind.startswith("rollback.") or kind == "host.restored":
-            _fold_rollback(record, entry)
-        elif kind == "host.taken_out":
-            record["taken_out"][entry["host"]] = entry["reason"]
-        elif kind == "run.finished":
-            state = entry["state"]
-            if state == "completed" and record["taken_out"]:
-                state = "partial"  # live, but on fewer hosts than planned
-            record |= {
-                "state": state,
-                "reason": entry.get("reason"),
-                "finished_at": entry["at"],
-            }
+        fold = _FOLDS.get(kind) or _FOLDS.get(kind.split(".")[0] + ".*")
+        if fold is not None:
+            fold(record, entry)
+    del record["_open_steps"]
     return record
 
 
-def _fold_step(
-    record: dict[str, Any], open_steps: dict[tuple[Any, ...], dict[str, Any]], entry: Entry
-) -> None:
+def _started(record: dict[str, Any], entry: Entry) -> None:
+    record |= {k: v for k, v in entry.items() if k != "kind"} | {"started_at": entry["at"]}
+    record["hosts"] = {host: {} for host in entry["fleet"]}
+
+
+def _step_started(record: dict[str, Any], entry: Entry) -> None:
+    step = {k: entry[k] for k in _STEP_KEYS if entry.get(k) is not None}
+    step |= {"started_at": entry["at"], "outcome": "running"}
+    record["_open_steps"][tuple(entry.get(k) for k in _STEP_KEYS)] = step
+    record["steps"].append(step)
+
+
+def _step_ended(record: dict[str, Any], entry: Entry) -> None:
     key = tuple(entry.get(k) for k in _STEP_KEYS)
-    if entry["kind"] == "step.started":
-        step = {k: entry[k] for k in _STEP_KEYS if entry.get(k) is not None}
-        step |= {"started_at": entry["at"], "outcome": "running"}
-        open_steps[key] = step
-        record["steps"].append(step)
-        return
-    step = open_steps.pop(key, {"stage": entry["stage"]})
+    step = record["_open_steps"].pop(key, {"stage": entry["stage"]})
     step["finished_at"] = entry["at"]
     if entry["kind"] == "step.finished":
         step |= {"outcome": "ok", "result": entry.get("result", {})}
     else:
         step |= {"outcome": "failed", "error": entry.get("error")}
+    if entry["stage"] == "deploy":
+        _deployed(record["hosts"].setdefault(entry["host"], {}), step)
 
 
-def _fold_rollback(record: dict[str, Any], entry: Entry) -> None:
-    if entry["kind"] == "rollback.started":
-        record["rollback"] = {"reason": entry["reason"], "hosts": {}, "started_at": entry["at"]}
-    elif entry["kind"] == "host.restored":
-        restored = {"to": entry["to"], "ok": entry["ok"], "error": entry.get("error")}
-        if record["rollback"] is not None:
-            record["rollback"]["hosts"][entry["host"]] = restored
-        record["hosts"].setdefault(entry["host"], {})["rolled_back_to"] = (
-            entry["to"] if entry["ok"] else None
-        )
-    elif entry["kind"] == "rollback.finished" and record["rollback"] is not None:
-        record["rollback"]["finished_at"] = entry["at"]
-        record["rollback"]["complete"] = entry["complete"]
+def _deployed(host: dict[str, Any], step: dict[str, Any]) -> None:
+    """A host's row: how long its deploy took and how much was sent, or why it failed."""
+    if step["outcome"] == "failed":
+        host["error"] = step["error"]
+        return
+    transfer = step["result"].get("transfer") or {}
+    host |= {
+        "seconds": step["result"].get("seconds"),
+        "transfer": transfer.get("mode"),
+        "bytes_sent": transfer.get("bytes_sent"),
+        "artifact_bytes": transfer.get("artifact_bytes"),
+    }
+
+
+def _switch(record: dict[str, Any], entry: Entry) -> None:
+    host = record["hosts"].setdefault(entry["host"], {})
+    host.setdefault("before", entry["from"])
+    if entry["kind"] == "host.switched":
+        host["after"] = entry["to"]
+
+
+def _taken_out(record: dict[str, Any], entry: Entry) -> None:
+    record["taken_out"][entry["host"]] = entry["reason"]
+
+
+def _restored(record: dict[str, Any], entry: Entry) -> None:
+    restored = {"to": entry["to"], "ok": entry["ok"], "error": entry.get("error")}
+    if record["rollback"] is not None:
+        record["rollback"]["hosts"][entry["host"]] = restored
+    host = record["hosts"].setdefault(entry["host"], {})
+    host["rolled_back_to"] = entry["to"] if entry["ok"] else None
+
+
+def _rollback_started(record: dict[str, Any], entry: Entry) -> None:
+    record["rollback"] = {"reason": entry["reason"], "hosts": {}, "started_at": entry["at"]}
+
+
+def _rollback_finished(record: dict[str, Any], entry: Entry) -> None:
+    if record["rollback"] is not None:
+        record["rollback"] |= {"finished_at": entry["at"], "complete": entry["complete"]}
+
+
+def _finished(record: dict[str, Any], entry: Entry) -> None:
+    state = entry["state"]
+    if state == "completed" and record["taken_out"]:
+        state = "partial"  # live, but on fewer hosts than planned
+    record |= {"state": state, "reason": entry.get("reason"), "finished_at": entry["at"]}
+
+
+_FOLDS: dict[str, Fold] = {
+    "run.started": _started,
+    "step.started": _step_started,
+    "step.finished": _step_ended,
+    "step.failed": _step_ended,
+    "gate.*": lambda record, entry: record["gates"].append(entry),
+    "host.switching": _switch,
+    "host.switched": _switch,
+    "host.taken_out": _taken_out,
+    "host.restored": _restored,
+    "rollback.started": _rollback_started,
+    "rollback.finished": _rollback_finished,
+    "run.finished": _finished,
+}
 
 
 def hosts_to_restore(entries: Iterable[Entry]) -> list[tuple[int, str, str | None]]:

@@ -183,9 +183,7 @@ def _load_key(host: str, settings: SshSettings) -> paramiko.PKey:
         if settings.private_key is not None:
             return _key_from_text(settings.private_key.get_secret_value(), passphrase)
         assert settings.key_file is not None
-        return paramiko.PKey.from_path(
-            settings.key_file, passphrase=passphrase.encode() if passphrase else None
-        )
+        return paramiko.PKey.from_path(settings.key_file, password=passphrase)
     except FileNotFoundError:
         reason = f"key file {settings.key_file} does not exist"
     except paramiko.PasswordRequiredException:

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # Some task tests run a task on its own, outside any flow run: nothing to send logs to.
 # Prefect reads its settings when first imported, so this comes first.
@@ -21,6 +22,7 @@ from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
 from tasks.approvals import GateDecision, submit_decision
+from tests.sshd import SshdFleet, require_sshd
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,3 +87,38 @@ def approver() -> Iterator[Callable[..., None]]:
 
 def decision(verdict: str, approver: str = "demo-approver", comment: str = "") -> GateDecision:
     return GateDecision(decision=verdict, approver=approver, comment=comment)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sshd_fleet(tmp_path: Path) -> Iterator[SshdFleet]:
+    require_sshd()
+    fleet = SshdFleet(tmp_path / "ssh")
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture
+def make_ssh_fleet(
+    make_fleet: Callable[..., DemoFleet], sshd_fleet: SshdFleet
+) -> Callable[..., tuple[DemoFleet, dict[str, Any]]]:
+    """make_ssh_fleet(hosts=5): a demo fleet whose hosts are reached through their own sshd;
+    returns the fleet and the plan's `targets` section for it."""
+
+    def make(hosts: int = 5, configured: int = 1) -> tuple[DemoFleet, dict[str, Any]]:
+        fleet = make_fleet(hosts=hosts, configured=configured)
+        inline = []
+        for host in fleet.hosts:
+            sshd_fleet.start(host.name)
+            inline.append(
+                sshd_fleet.inline_host(
+                    host.name, path=str(fleet.host_dir(host.name)), vars=host.vars
+                )
+            )
+        targets = fleet.template["targets"] | {
+            "transport": "ssh",
+            "path": "/srv/unused",
+            "hosts": inline,
+        }
+        return fleet, targets
+
+    return make

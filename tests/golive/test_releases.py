@@ -7,6 +7,7 @@ import io
 import os
 import random
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,31 @@ from golive.local import LocalShell
 from golive.manifest import MANIFEST_NAME, UnsafeArtifact, manifest_of
 from golive.plan import Host
 from golive.releases import HostReleases
+from golive.shell import Shell
+from golive.ssh import SshShell
+from golive.transport import ssh_settings
+from tests.sshd import SshdFleet, require_sshd
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> HostReleases:
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdFleet]:
+    require_sshd()
+    fleet = SshdFleet(tmp_path_factory.mktemp("sshd"))
+    fleet.start("web1")
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture(params=["local", "ssh"])
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HostReleases]:
+    """The same release steps through a local shell and through a real sshd."""
     (tmp_path / "web1").mkdir()
-    return HostReleases(Host(name="web1"), LocalShell("web1"), str(tmp_path / "web1"))
+    shell: Shell = LocalShell("web1")
+    if request.param == "ssh":
+        sshd: SshdFleet = request.getfixturevalue("sshd")
+        shell = SshShell("web1", ssh_settings(Host.model_validate(sshd.inline_host("web1"))))
+    yield HostReleases(Host(name="web1"), shell, str(tmp_path / "web1"))
+    shell.close()
 
 
 def artifact(tmp_path: Path, version: str, files: dict[str, bytes]) -> Path:
