@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The SSH tests start their own sshd processes; they need the openssh-server package.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint
+.PHONY: demo test lint sshd bench
 
 $(BIN)/golive: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,5 +21,13 @@ lint: $(BIN)/golive
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+sshd:
+	@test -x /usr/sbin/sshd || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server; }
+
+test: lint sshd
 	$(BIN)/pytest
+
+bench: $(BIN)/golive sshd
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/rollout.py

@@ -25,8 +25,7 @@ from golive.record import hosts_to_restore
 from golive.transport import close_run
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
-from tasks.backups import back_up_host
-from tasks.hosts import deploy_host, on_every_host, prune_host
+from tasks.hosts import deploy_host, on_every_host
 from tasks.preflight import preflight
 from tasks.reports import progress_bar, publish_record
 from tasks.smoke import smoke_check_host
@@ -49,8 +48,7 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
     journal = start_run(plan_file, triggered_by or whoami())
     live: list[str] = []  # hosts on the new release and still in the rollout
     try:
-        plan = preflight(plan, journal)
-        take_backups(plan, journal)
+        plan = preflight(plan, journal)  # and a verified backup of every host
         progress = progress_bar("hosts on the new release")
         for wave in plan_file.waves:
             live += deploy_wave(plan, wave, journal)
@@ -63,7 +61,6 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
                 pause_between_waves(wave, journal)
         if plan.soak:
             soak(plan, live, plan.soak, label="all hosts", journal=journal)
-        on_every_host(prune_host, plan, live, journal=journal)
     except Exception as failure:
         fail(plan_file, journal, failure)
     finally:
@@ -96,13 +93,6 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
     return journal
 
 
-def take_backups(plan: Plan, journal: RunJournal) -> None:
-    """Every host backed up and verified, or nothing is deployed."""
-    _, errors = on_every_host(back_up_host, plan, plan.host_names(), journal=journal)
-    if errors:
-        raise next(iter(errors.values()))
-
-
 def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str]:
     """Deploy to the wave's hosts (at most `parallel` at once), then smoke-check them. Hosts
     that fail within the wave's failure budget are put back and taken out of the rollout;
@@ -119,7 +109,11 @@ def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str
         wave=wave.index,
         journal=journal,
     )
-    healthy, failed_checks = on_every_host(smoke_check_host, plan, list(deployed), journal=journal)
+    healthy, failed_checks = deployed, dict[str, BaseException]()
+    if plan.smoke:
+        healthy, failed_checks = on_every_host(
+            smoke_check_host, plan, list(deployed), journal=journal
+        )
     errors |= failed_checks
     if len(errors) > budget:
         raise WaveFailed(wave.name, errors, succeeded=list(healthy))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,6 +38,15 @@ class LocalShell:
 
     def get(self, remote: str, local: Path) -> None:
         shutil.copyfile(remote, local)
+
+    def readlink(self, remote: str) -> str | None:
+        try:
+            return os.readlink(remote)
+        except OSError:  # no such file, or not a link
+            return None
+
+    def remove(self, remote: str) -> None:
+        Path(remote).unlink(missing_ok=True)
 
     def close(self) -> None:
         pass

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import tarfile
-from collections.abc import Iterable
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -39,6 +40,11 @@ class Manifest:
     def changed_from(self, on_host: dict[str, str]) -> list[str]:
         """Files whose content on the host (path -> sha256) differs from this release's."""
         return [path for path, entry in self.files.items() if on_host.get(path) != entry.sha256]
+
+    def worth_sending_whole(self, changed: list[str]) -> bool:
+        """When most of the content changed, the artifact as built is the cheaper thing to send."""
+        changed_bytes = sum(self.files[path].size for path in changed)
+        return changed_bytes > 0.5 * sum(entry.size for entry in self.files.values())
 
 
 def manifest_of(artifact: Path) -> Manifest:
@@ -93,11 +99,32 @@ def parse_sums(output: str) -> dict[str, str]:
     return sums
 
 
-def write_changes(manifest: Manifest, changed: Iterable[str], destination: Path) -> None:
-    """A tarball of the changed files, plus every directory and link (they cost nothing)."""
-    wanted = set(changed)
-    with tarfile.open(manifest.artifact) as source, tarfile.open(destination, "w:gz") as out:
+def changes_tarball(manifest: Manifest, changed: list[str]) -> Path:
+    """A tarball of the changed files, plus every directory and link (they cost nothing).
+    Hosts on the same release lack the same files, so each distinct set is built once."""
+    key = hashlib.sha256("\0".join([str(manifest.artifact), *sorted(changed)]).encode())
+    destination = Path(tempfile.gettempdir()) / f"golive-changes-{key.hexdigest()[:24]}.tar.gz"
+    with _building:
+        if (
+            not destination.exists()
+            or destination.stat().st_mtime < manifest.artifact.stat().st_mtime
+        ):
+            _write_changes(manifest, set(changed), destination)
+    return destination
+
+
+_building = threading.Lock()
+
+
+def _write_changes(manifest: Manifest, wanted: set[str], destination: Path) -> None:
+    partial = destination.with_suffix(".partial")
+    # Level 1: most of an artifact is compressed already, and hosts wait for this.
+    with (
+        tarfile.open(manifest.artifact) as source,
+        tarfile.open(partial, "w:gz", compresslevel=1) as out,
+    ):
         for member in source:
             if member.isfile() and member_path(member) not in wanted:
                 continue
             out.addfile(member, source.extractfile(member) if member.isfile() else None)
+    partial.rename(destination)

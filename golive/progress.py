@@ -90,12 +90,6 @@ def _describe(stage: str, result: dict[str, Any]) -> str:
             f"{result.get('probes')} probes, {result.get('errors')} errors, "
             f"p95 {result.get('p95_ms')} ms"
         )
-    if stage == "prune":
-        return (
-            f"removed {', '.join(result['removed'])}"
-            if result.get("removed")
-            else "nothing to remove"
-        )
     if stage == "restore":
         return f"back on {result.get('release')}"
     return ""

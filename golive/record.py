@@ -129,4 +129,6 @@ def hosts_to_restore(entries: Iterable[Entry]) -> list[tuple[int, str, str | Non
             seen[entry["host"]] = (entry["wave"], entry["host"], entry["from"])
         elif entry["kind"] == "host.restored" and entry["ok"]:
             seen.pop(entry["host"], None)  # already back, e.g. taken out of the rollout
+        elif entry["kind"] == "host.switch_abandoned":
+            seen.pop(entry["host"], None)  # failed before its `current` moved
     return list(seen.values())

@@ -3,9 +3,12 @@
     <deploy dir>/releases/<version>/   one directory per release, with its manifest
     <deploy dir>/current               symlink to releases/<version>
 
-A release is assembled in releases/.<version>.partial and renamed into place, and `current`
-is replaced by rename(2) (`mv -T`), so neither is ever seen half-written. The host needs a
-POSIX shell, GNU coreutils and tar.
+A release is assembled in releases/.<version>.partial, checked file by file against the
+artifact on the host, and renamed into place; `current` is replaced by rename(2) (`mv -T`).
+Neither is ever seen half-written. The host needs a POSIX shell, GNU coreutils and tar.
+
+Each command run on an SSH host costs a session (about 0.1 s on a quiet loopback), while
+file transfers share one SFTP channel; so each step is one command, and files travel by SFTP.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from pathlib import Path
 from shlex import quote
 
 from golive.errors import DeployError, HostCommandError
-from golive.manifest import MANIFEST_NAME, Manifest, parse_sums, sha256_of, write_changes
+from golive.manifest import MANIFEST_NAME, Manifest, changes_tarball, parse_sums, sha256_of
 from golive.plan import Host
 from golive.shell import Shell
 
 QUICK = 60.0  # seconds allowed for golive's own bookkeeping commands
 _HASH_FILES = f"find . -type f ! -name {MANIFEST_NAME} -print0 | xargs -0 -r sha256sum"
+_SWITCHED = "golive: current switched"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,15 @@ class Transfer:
     bytes_sent: int
     artifact_bytes: int
     reason: str
+    linked_from: str | None  # the release unchanged files are hard-linked from
+
+
+class SwitchFailed(DeployError):
+    """Activating a release failed; `switched` says whether `current` had already moved."""
+
+    def __init__(self, host: str, version: str, reason: str, switched: bool) -> None:
+        self.switched = switched
+        super().__init__(host, f"activate release {version}", reason)
 
 
 class HostReleases:
@@ -55,22 +68,27 @@ class HostReleases:
         self.directory = directory
         self.releases = f"{directory}/releases"
 
-    def check(self, needed_bytes: int) -> HostCheck:
+    def check(self, needed_bytes: int, backup: list[str] | None = None) -> HostCheck:
+        """Is the deploy directory there, writable, with room? If so and `backup` names
+        paths, pack them into the host's backup file for `fetch_backup`."""
         d = quote(self.directory)
+        pack = ""
+        if backup:
+            names = " ".join(quote(p) for p in backup)
+            pack = (
+                f" && if [ $free -ge {needed_bytes // 1024} ]; then cd {d} && existing=$(for "
+                f'p in {names}; do [ -e "$p" ] && echo "$p"; done; true) && tar chf - -T '
+                f"/dev/null $existing | gzip -1 > {quote(self._backup_file)}; fi"
+            )
         output = self.shell.run(
             f"if [ ! -d {d} ]; then echo missing; elif [ ! -w {d} ]; then echo readonly; "
-            f"else df -Pk {d} | awk 'NR==2 {{print $4}}'; fi",
-            QUICK,
+            f"else free=$(df -Pk {d} | awk 'NR==2 {{print $4}}') && echo $free{pack}; fi",
+            QUICK * 5,
         ).strip()
-        if output == "missing":
-            return HostCheck(
-                self.host.name, [f"deploy directory {self.directory} does not exist"], 0
-            )
-        if output == "readonly":
-            return HostCheck(
-                self.host.name, [f"deploy directory {self.directory} is not writable"], 0
-            )
-        free = int(output) * 1024
+        if output in ("missing", "readonly"):
+            state = "does not exist" if output == "missing" else "is not writable"
+            return HostCheck(self.host.name, [f"deploy directory {self.directory} {state}"], 0)
+        free = int(output.split()[0]) * 1024
         problems = []
         if free < needed_bytes:
             problems.append(
@@ -78,110 +96,160 @@ class HostReleases:
             )
         return HostCheck(self.host.name, problems, free)
 
+    @property
+    def _backup_file(self) -> str:
+        return f"{self.directory}/.golive-backup.tar.gz"
+
+    def fetch_backup(self, destination: Path) -> Archive:
+        """Bring the backup `check` packed here, and remove it from the host."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.shell.get(self._backup_file, destination)
+        finally:
+            self.shell.remove(self._backup_file)
+        return Archive(destination, sha256_of(destination), destination.stat().st_size)
+
+    def archive(self, paths: list[str], destination: Path) -> Archive:
+        """Pack the given paths (those that exist) on the host and bring the archive here."""
+        self.check(0, backup=paths)
+        return self.fetch_backup(destination)
+
     def current_release(self) -> str | None:
-        link = quote(f"{self.directory}/current")
-        target = self.shell.run(f"readlink {link} || true", QUICK).strip()
+        target = self.shell.readlink(f"{self.directory}/current")
         return target.rsplit("/", 1)[-1] if target else None
 
-    def put_release(self, manifest: Manifest, version: str) -> Transfer:
-        """Assemble releases/<version> from what the host has and what it lacks, and check
-        every file of it against the artifact."""
-        current = self.current_release()
-        on_host, reason = self._inventory(current, manifest)
+    def stage(self, manifest: Manifest, version: str) -> Transfer:
+        """Send what the host lacks of a release, to be assembled by `activate`."""
+        current, on_host, reason = self._inventory(manifest)
+        changed = manifest.changed_from(on_host) if on_host is not None else []
+        if on_host is not None and manifest.worth_sending_whole(changed):
+            on_host, reason = None, f"{reason}: the whole artifact is as cheap to send"
+        staging = f"{self.releases}/.{version}"
         with tempfile.TemporaryDirectory(prefix="golive-") as scratch:
-            upload, stale = manifest.artifact, Path(scratch) / "stale"
-            if on_host is None:
-                stale.write_bytes(b"")
-            else:
-                changed = manifest.changed_from(on_host)
-                upload = Path(scratch) / "changes.tar.gz"
-                write_changes(manifest, changed, upload)
-                gone = [p for p in on_host if p not in manifest.files or p in changed]
-                stale.write_bytes(b"".join(p.encode() + b"\0" for p in gone))
-            staging = f"{self.releases}/.{version}"
-            self.shell.run(f"mkdir -p {quote(self.releases)}", QUICK)
-            self.shell.put(upload, f"{staging}.upload.tar.gz")
-            self.shell.put(stale, f"{staging}.stale")
-            sent = upload.stat().st_size + stale.stat().st_size
+            stale, sums = Path(scratch) / "stale", Path(scratch) / "sums"
+            gone = (
+                []
+                if on_host is None
+                else [p for p in on_host if p not in manifest.files or p in changed]
+            )
+            stale.write_bytes(b"".join(p.encode() + b"\0" for p in gone))
+            sums.write_text("".join(f"{e.sha256}  ./{p}\n" for p, e in manifest.files.items()))
+            upload = manifest.artifact if on_host is None else changes_tarball(manifest, changed)
+            for local, suffix in ((upload, "upload.tar.gz"), (stale, "stale"), (sums, "sums")):
+                self.shell.put(local, f"{staging}.{suffix}")
+            sent = sum(path.stat().st_size for path in (upload, stale, sums))
         linked_from = current if on_host is not None else None
-        self._verify(version, manifest, self._assemble(version, linked_from))
         mode = "full" if on_host is None else "incremental"
-        return Transfer(mode, sent, manifest.artifact_bytes, reason)
+        return Transfer(mode, sent, manifest.artifact_bytes, reason, linked_from)
 
-    def _inventory(
-        self, current: str | None, manifest: Manifest
-    ) -> tuple[dict[str, str] | None, str]:
-        """What the current release holds (path -> sha256), or None when a full copy is due."""
-        if not current:
-            return None, "no release on the host yet"
-        release = quote(f"{self.releases}/{current}")
+    def _inventory(self, manifest: Manifest) -> tuple[str | None, dict[str, str] | None, str]:
+        """The current release, and what it holds (path -> sha256) if an incremental copy
+        can build on it; in one command."""
         output = self.shell.run(
-            f"cd {release} && {_HASH_FILES} && echo --recorded-- && "
-            f"(cat {MANIFEST_NAME} 2>/dev/null || true)",
+            f"mkdir -p {quote(self.releases)} && current=$(readlink "
+            f'{quote(self.directory)}/current || true) && echo "$current" && [ -n "$current" ] '
+            f'&& cd {quote(self.directory)}/"$current" && {_HASH_FILES} && echo --recorded-- '
+            f"&& (cat {MANIFEST_NAME} 2>/dev/null || true) || true",
             QUICK,
         )
-        actual_sums, _, recorded_sums = output.partition("--recorded--\n")
+        first, _, listing = output.partition("\n")
+        current = first.strip().rsplit("/", 1)[-1] or None
+        if current is None:
+            return None, None, "no release on the host yet"
+        actual_sums, _, recorded_sums = listing.partition("--recorded--\n")
         actual, recorded = parse_sums(actual_sums), parse_sums(recorded_sums)
         if not recorded:
-            return None, f"release {current} on the host has no manifest"
+            return current, None, f"release {current} on the host has no manifest"
         damaged = sorted(set(recorded.items()) ^ set(actual.items()))
         if damaged:
-            return None, (
-                f"release {current} on the host does not match its manifest "
-                f"({len({p for p, _ in damaged})} file(s) differ, e.g. {damaged[0][0]})"
+            return (
+                current,
+                None,
+                (
+                    f"release {current} on the host does not match its manifest "
+                    f"({len({p for p, _ in damaged})} file(s) differ, e.g. {damaged[0][0]})"
+                ),
             )
         changed = len(manifest.changed_from(actual))
-        return actual, f"{changed} of {len(manifest.files)} files changed"
+        return current, actual, f"{changed} of {len(manifest.files)} files changed"
 
-    def _assemble(self, version: str, linked_from: str | None) -> dict[str, str]:
-        """Build .<version>.partial, hash it on the host, rename it into place."""
+    def activate(
+        self,
+        transfer: Transfer,
+        manifest: Manifest,
+        version: str,
+        *,
+        switch: bool,
+        keep: int = 0,
+        protect: tuple[str | None, ...] = (),
+    ) -> list[str]:
+        """Assemble the staged release, check every file against the artifact, prune to the
+        newest `keep` releases, and (if `switch`) point `current` at it; in one command.
+        Returns the releases pruned."""
         v, staging = quote(version), quote(f".{version}")
-        link_step = f"cp -al {quote(linked_from)}/. {staging}.partial/ && " if linked_from else ""
+        link = (
+            f"cp -al {quote(transfer.linked_from)}/. {staging}.partial/ && "
+            if (transfer.linked_from)
+            else ""
+        )
         script = (
             f"cd {quote(self.releases)} && rm -rf {staging}.partial && mkdir {staging}.partial && "
-            f"{link_step}"
-            f"cd {staging}.partial && xargs -0 -r rm -f -- < ../{staging}.stale && "
+            f"{link}cd {staging}.partial && xargs -0 -r rm -f -- < ../{staging}.stale && "
             f"tar xzf ../{staging}.upload.tar.gz && rm -f {MANIFEST_NAME} && "
-            f"{_HASH_FILES} > ../{staging}.sums && mv ../{staging}.sums {MANIFEST_NAME} && "
-            f"cd .. && rm -f {staging}.upload.tar.gz {staging}.stale && "
-            f"rm -rf {v} && mv {staging}.partial {v} && touch {v} && cat {v}/{MANIFEST_NAME}"
+            f"sha256sum --quiet --strict -c ../{staging}.sums && "
+            f"files=$(find . -type f | wc -l) && {{ [ $files -eq {len(manifest.files)} ] || "
+            f'{{ echo "$files files, the artifact has {len(manifest.files)}"; exit 1; }}; }} && '
+            f"mv ../{staging}.sums {MANIFEST_NAME} && cd .. && "
+            f"rm -f {staging}.upload.tar.gz {staging}.stale && rm -rf {v} && "
+            f"mv {staging}.partial {v} && touch {v}"
+            + (f" && {self._prune_script(keep, (*protect, version))}" if keep else "")
+            + (f" && {self._switch_script(version)} && echo '{_SWITCHED}'" if switch else "")
         )
         try:
-            return parse_sums(self.shell.run(script, QUICK * 5))
+            output = self.shell.run(script, QUICK * 5)
         except HostCommandError as error:
-            self.shell.run(f"rm -rf {quote(self.releases)}/{staging}.*", QUICK)
-            raise DeployError(self.host.name, f"unpack release {version}", str(error)) from error
+            moved = any(_SWITCHED in line for line in error.output_tail)
+            if not moved:
+                self.shell.run(f"rm -rf {quote(self.releases)}/{staging}.*", QUICK)
+            raise SwitchFailed(self.host.name, version, str(error), moved) from error
+        return [line for line in output.splitlines() if line and _SWITCHED not in line]
 
-    def _verify(self, version: str, manifest: Manifest, on_host: dict[str, str]) -> None:
-        expected = {path: entry.sha256 for path, entry in manifest.files.items()}
-        wrong = sorted(set(expected.items()) ^ set(on_host.items()))
-        if wrong:
-            self.shell.run(f"rm -rf {quote(f'{self.releases}/{version}')}", QUICK)
-            raise DeployError(
-                self.host.name,
-                f"verify release {version}",
-                f"{len({p for p, _ in wrong})} file(s) differ from the artifact, "
-                f"e.g. {wrong[0][0]}; the release was removed",
-            )
+    def put_release(self, manifest: Manifest, version: str) -> Transfer:
+        """Stage and assemble a release without switching to it."""
+        transfer = self.stage(manifest, version)
+        self.activate(transfer, manifest, version, switch=False)
+        return transfer
 
     def switch(self, version: str | None) -> None:
-        d = quote(self.directory)
         if version is None:
-            self.shell.run(f"rm -f {d}/current", QUICK)
+            self.shell.run(f"rm -f {quote(self.directory)}/current", QUICK)
             return
-        target = quote(f"releases/{version}")
-        temp = quote(f".current.{version}.tmp")
         try:
-            self.shell.run(
-                f"cd {d} && test -d {target} && ln -sfn {target} {temp} && mv -T {temp} current",
-                QUICK,
-            )
+            self.shell.run(self._switch_script(version), QUICK)
         except HostCommandError as error:
-            raise DeployError(
-                self.host.name,
-                f"switch to {version}",
-                "that release is not there" if error.exit_code == 1 else str(error),
-            ) from error
+            reason = "that release is not there" if error.exit_code == 1 else str(error)
+            raise DeployError(self.host.name, f"switch to {version}", reason) from error
+
+    def _switch_script(self, version: str) -> str:
+        target, temp = quote(f"releases/{version}"), quote(f".current.{version}.tmp")
+        return (
+            f"cd {quote(self.directory)} && test -d {target} && "
+            f"ln -sfn {target} {temp} && mv -T {temp} current"
+        )
+
+    def _prune_script(self, keep: int, protect: tuple[str | None, ...]) -> str:
+        """Remove all but the newest `keep` releases; never the current one, nor `protect`.
+        Prints each release removed."""
+        current = f"$(readlink {quote(self.directory)}/current | sed 's|.*/||')"
+        spared = " ".join(f"-e {quote(p)}" for p in protect if p)
+        return (
+            f"(cd {quote(self.releases)} && ls -1t | tail -n +{keep + 1} | "
+            f'grep -vxF -e "{current}" {spared} | while IFS= read -r old; do '
+            f'rm -rf -- "$old" && echo "$old"; done; true)'
+        )
+
+    def prune(self, keep: int, protect: tuple[str | None, ...] = ()) -> list[str]:
+        return self.shell.run(self._prune_script(keep, protect), QUICK).split()
 
     def run(self, command: str, timeout: float) -> str:
         """Run a plan's command in the deploy directory, with the host's name in its env."""
@@ -194,30 +262,3 @@ class HostReleases:
             raise HostCommandError(
                 self.host.name, command, error.exit_code, "\n".join(error.output_tail), error.reason
             ) from None
-
-    def archive(self, paths: list[str], destination: Path) -> Archive:
-        """Pack the given paths (those that exist) on the host and bring the archive here."""
-        remote = f"{self.directory}/.golive-backup-{destination.stem}.tar.gz"
-        names = " ".join(quote(p) for p in paths)
-        self.shell.run(
-            f"cd {quote(self.directory)} && existing=$(for p in {names}; do "
-            f'[ -e "$p" ] && echo "$p"; done; true) && '
-            f"tar czhf {quote(remote)} -T /dev/null $existing",
-            QUICK * 5,
-        )
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.shell.get(remote, destination)
-        finally:
-            self.shell.run(f"rm -f {quote(remote)}", QUICK)
-        return Archive(destination, sha256_of(destination), destination.stat().st_size)
-
-    def prune(self, keep: int) -> list[str]:
-        """Remove all but the newest `keep` releases, never the current one."""
-        current = self.current_release() or ""
-        listing = self.shell.run(f"cd {quote(self.releases)} && ls -1t", QUICK).split()
-        doomed = [name for name in listing[keep:] if name != current]
-        if doomed:
-            names = " ".join(quote(n) for n in doomed)
-            self.shell.run(f"cd {quote(self.releases)} && rm -rf -- {names}", QUICK)
-        return doomed

@@ -7,6 +7,7 @@ changed key is refused with the command that would accept it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 from dataclasses import dataclass
@@ -127,6 +128,18 @@ class SshShell:
     def get(self, remote: str, local: Path) -> None:
         self.open()
         self.connection.get(remote, str(local))
+
+    def readlink(self, remote: str) -> str | None:
+        self.open()
+        try:
+            return str(self.connection.sftp().readlink(remote))
+        except OSError:
+            return None
+
+    def remove(self, remote: str) -> None:
+        self.open()
+        with contextlib.suppress(FileNotFoundError):
+            self.connection.sftp().remove(remote)
 
     def close(self) -> None:
         self.connection.close()

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import tarfile
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from golive.errors import BackupError
 from golive.journal import RunJournal
 from golive.manifest import sha256_of
 from golive.plan import Host, Plan
-from golive.releases import Archive
-from golive.transport import connect
+from golive.releases import Archive, HostReleases
 
 
-@task(name="back up host", task_run_name="back up {host.name}", cache_policy=NO_CACHE)
-def back_up_host(plan: Plan, host: Host, journal: RunJournal) -> dict[str, object]:
-    """Archive the host's current release and the plan's backup paths, then verify the archive."""
-    paths = ["current", *(path for backup in plan.backups for path in backup.paths)]
+def backup_paths(plan: Plan) -> list[str]:
+    """What each host's backup holds: its current release and the plan's backup paths."""
+    return ["current", *(path for backup in plan.backups for path in backup.paths)]
+
+
+def fetch_backup(host: Host, releases: HostReleases, journal: RunJournal) -> dict[str, object]:
+    """Bring the backup the host packed during its check here, and verify it."""
     with journal.step("backup", host=host.name) as result:
         destination = journal.run_dir / "backups" / f"{host.name}.tar.gz"
         try:
-            archive = connect(plan, host, journal.run_id).archive(paths, destination)
+            archive = releases.fetch_backup(destination)
         except (OSError, tarfile.TarError) as error:
             raise BackupError(host.name, f"could not write {destination}: {error}") from error
         verify(host.name, archive)
@@ -30,7 +29,6 @@ def back_up_host(plan: Plan, host: Host, journal: RunJournal) -> dict[str, objec
             "archive": str(archive.path),
             "sha256": archive.sha256,
             "bytes": archive.size,
-            "paths": paths,
             "verified": True,
         }
     return result

@@ -14,30 +14,45 @@ from prefect.futures import PrefectFuture, as_completed
 from golive.journal import RunJournal
 from golive.manifest import manifest_of
 from golive.plan import Host, Plan
+from golive.releases import SwitchFailed
 from golive.transport import connect
 
 
 @task(name="deploy", task_run_name="deploy {host.name}", cache_policy=NO_CACHE)
 def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[str, Any]:
-    """Unpack the release, switch `current` to it, restart. Journals the switch around it."""
+    """Send what the host lacks of the release, then in one step assemble it, check it against
+    the artifact, prune beyond `keep_releases` (sparing the release the host had, which a
+    rollback returns to) and switch `current` to it; then restart. The switch is journaled
+    before and after."""
     version = plan.release.version
     with journal.step("deploy", host=host.name, wave=wave) as result:
         started = time.monotonic()
         transport = connect(plan, host, journal.run_id)
         before = transport.current_release()
-        result |= {"before": before, "after": version}
+        result |= {"before": before, "after": version, "changed": before != version}
         if before == version:
-            result["changed"] = False
             return result
-        transfer = transport.put_release(manifest_of(plan.release.artifact), version)
+        manifest = manifest_of(plan.release.artifact)
+        transfer = transport.stage(manifest, version)
         result["transfer"] = asdict(transfer)
-        journal.write(
-            "host.switching", host=host.name, wave=wave, **{"from": before, "to": version}
-        )
-        transport.switch(version)
-        journal.write("host.switched", host=host.name, wave=wave, **{"from": before, "to": version})
+        switch = {"host": host.name, "wave": wave, "from": before, "to": version}
+        journal.write("host.switching", **switch)
+        try:
+            result["pruned"] = transport.activate(
+                transfer,
+                manifest,
+                version,
+                switch=True,
+                keep=plan.targets.keep_releases,
+                protect=(before,),
+            )
+        except SwitchFailed as failed:
+            if not failed.switched:
+                journal.write("host.switch_abandoned", **switch)
+            raise
+        journal.write("host.switched", **switch)
         transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
-        result |= {"changed": True, "seconds": round(time.monotonic() - started, 3)}
+        result["seconds"] = round(time.monotonic() - started, 3)
     return result
 
 
@@ -54,13 +69,6 @@ def restore_host(
             transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
         result["release"] = release
     return release
-
-
-@task(name="prune", task_run_name="prune {host.name}", cache_policy=NO_CACHE)
-def prune_host(plan: Plan, host: Host, journal: RunJournal) -> list[str]:
-    with journal.step("prune", host=host.name) as result:
-        result["removed"] = connect(plan, host, journal.run_id).prune(plan.targets.keep_releases)
-    return list(result["removed"])
 
 
 def on_every_host(

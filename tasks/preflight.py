@@ -13,6 +13,7 @@ from golive.journal import RunJournal
 from golive.manifest import UnsafeArtifact, manifest_of
 from golive.plan import Host, Plan
 from golive.transport import connect, resolve_blocks
+from tasks.backups import backup_paths, fetch_backup
 from tasks.hosts import on_every_host
 
 # A release needs room for itself unpacked, plus the backup taken of the one it replaces.
@@ -20,8 +21,9 @@ DISK_HEADROOM = 2
 
 
 def preflight(plan: Plan, journal: RunJournal) -> Plan:
-    """Check the freeze calendar, the artifact and every host; change nothing. Returns the plan
-    with hosts named by block filled in from their blocks."""
+    """Check the freeze calendar, the artifact and every host, and back up each host as soon as
+    it passes; change nothing. Raises PreflightError listing every problem (a failed backup is
+    one). Returns the plan with hosts named by block filled in from their blocks."""
     with journal.step("preflight") as result:
         failures = _freeze_problems(plan, date.today())
         plan, unknown = resolve_blocks(plan)
@@ -29,10 +31,11 @@ def preflight(plan: Plan, journal: RunJournal) -> Plan:
         unpacked, artifact_problem = _artifact_size(plan)
         failures += [artifact_problem] if artifact_problem else []
         checks, errors = on_every_host(
-            check_host,
+            prepare_host,
             plan,
             plan.host_names(),
             needed_bytes=unpacked * DISK_HEADROOM,
+            back_up=not failures,
             journal=journal,
         )
         failures += [str(error) for error in errors.values()]
@@ -43,13 +46,21 @@ def preflight(plan: Plan, journal: RunJournal) -> Plan:
     return plan
 
 
-@task(name="check host", task_run_name="check {host.name}", cache_policy=NO_CACHE)
-def check_host(plan: Plan, host: Host, needed_bytes: int, journal: RunJournal) -> list[str]:
-    """Reach the host and look at its deploy directory: exists, writable, room enough."""
+@task(name="prepare", task_run_name="prepare {host.name}", cache_policy=NO_CACHE)
+def prepare_host(
+    plan: Plan, host: Host, needed_bytes: int, back_up: bool, journal: RunJournal
+) -> list[str]:
+    """Reach the host and look at its deploy directory (exists, writable, room enough); if all
+    is well, back it up and verify the backup. Returns the host's problems."""
+    paths = backup_paths(plan) if back_up else None
     try:
-        return connect(plan, host, journal.run_id).check(needed_bytes).problems
+        releases = connect(plan, host, journal.run_id)
+        problems = releases.check(needed_bytes, backup=paths).problems
     except (HostUnreachable, HostCommandError) as error:
         return [str(error).removeprefix(f"on host {host.name!r}, ")]
+    if paths and not problems:
+        fetch_backup(host, releases, journal)
+    return problems
 
 
 def _artifact_size(plan: Plan) -> tuple[int, str | None]:

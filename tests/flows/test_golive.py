@@ -59,7 +59,9 @@ def test_a_clean_go_live_puts_every_host_on_the_new_release(
     assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
     assert record["state"] == "completed"
     assert record["triggered_by"] == "alice"
-    assert record["hosts"]["web2"] == {"before": "1.0.0", "after": "2.0.0"}
+    assert record["hosts"]["web2"]["before"] == "1.0.0"
+    assert record["hosts"]["web2"]["after"] == "2.0.0"
+    assert record["hosts"]["web2"]["bytes_sent"] < record["hosts"]["web2"]["artifact_bytes"]
     assert [g["kind"] for g in record["gates"]] == ["gate.opened", "gate.decision", "gate.passed"]
     assert record["gates"][1]["comment"] == "canary looks fine"
     journal, on_disk = only_run()

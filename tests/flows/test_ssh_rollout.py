@@ -224,7 +224,10 @@ def test_a_host_named_by_its_block_is_reached_with_the_key_stored_in_the_block(
 
     record = go_live(plan(fleet, targets, waves=[{"name": "all", "hosts": 1}], smoke=smoke))
 
-    assert record["hosts"]["web1"] == {"before": "1.0.0", "after": "2.0.0"}
+    assert (record["hosts"]["web1"]["before"], record["hosts"]["web1"]["after"]) == (
+        "1.0.0",
+        "2.0.0",
+    )
     assert sshd.logins() == 1
 
 

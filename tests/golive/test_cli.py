@@ -189,3 +189,21 @@ def test_the_demo_tells_both_stories_and_leaves_every_host_on_the_good_release(
     assert "failed in wave 2, rolled back automatically" in done.stdout
     assert "demo: approving gate go-ahead as demo-approver" in done.stdout
     assert "Hosts now serve: web1 2.0.0, web2 2.0.0, web3 2.0.0" in done.stdout
+
+
+def test_run_exits_3_when_hosts_were_taken_out_within_the_failure_budget(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=3, configured=3)
+    (fleet.host_dir("web3") / "shared" / "settings.json").write_text("{}")  # 3.0.0 fails there
+    waves = [{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%", "max_fail": 1}]
+
+    done = golive(
+        "run",
+        str(fleet.write_plan("3.0.0", gates={}, waves=waves, soak=None)),
+        GOLIVE_HOME=os.environ["GOLIVE_HOME"],
+    )
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "web3 taken out of the rollout" in done.stdout
+    assert "Live, but not on web3" in done.stdout

@@ -88,7 +88,7 @@ def test_missing_required_sections_and_fields_are_named(tmp_path: Path) -> None:
 
 def test_a_value_outside_its_choices_lists_the_choices(tmp_path: Path) -> None:
     found = problems(tmp_path, with_("targets", GOOD["targets"] | {"transport": "telnet"}))
-    assert found == ["targets.transport: 'telnet' is not accepted; accepted: 'local'"]
+    assert found == ["targets.transport: 'telnet' is not accepted; accepted: 'local' or 'ssh'"]
 
 
 def test_bad_durations_rates_and_numbers_say_what_is_accepted(tmp_path: Path) -> None:
@@ -193,3 +193,40 @@ def test_problems_in_different_sections_are_reported_at_once(tmp_path: Path) -> 
         "gates.prod-approval.timeout",
         "freeze[0].from",
     ]
+
+
+def test_wave_budgets_and_concurrency_take_counts_or_shares(tmp_path: Path) -> None:
+    waves = [
+        {"name": "canary", "hosts": 1, "pause": "30s"},
+        {"name": "rest", "hosts": "100%", "parallel": "50%", "max_fail": "34%"},
+    ]
+    plan_file = load_plan(write(tmp_path, with_("waves", waves)))
+    canary, rest = (w.wave for w in plan_file.waves)
+    assert canary.pause == 30 and canary.failure_budget(1) == 0 and canary.concurrency(1) == 1
+    assert rest.concurrency(3) == 1 and rest.failure_budget(3) == 1  # shares round down
+
+
+def test_bad_budgets_and_concurrency_say_what_is_accepted(tmp_path: Path) -> None:
+    waves = [{"name": "all", "hosts": "100%", "parallel": "lots", "max_fail": "150%"}]
+    assert problems(tmp_path, with_("waves", waves)) == [
+        "waves[0].parallel: 'lots' is not accepted; accepted: a count (2) or a share ('25%')",
+        "waves[0].max_fail: '150%' is not accepted; accepted: a count (2) or a share ('25%')",
+    ]
+
+
+def test_ssh_hosts_are_block_names_or_inline_hosts_reached_by_name(tmp_path: Path) -> None:
+    targets = {
+        "transport": "ssh",
+        "path": "/srv/app",
+        "restart": "true",
+        "hosts": ["web1", {"name": "web2.example.com", "user": "deploy"}],
+    }
+    plan = GOOD | {"targets": targets, "smoke": [], "waves": [{"name": "all", "hosts": "100%"}]}
+    web1, web2 = load_plan(write(tmp_path, plan)).plan.targets.hosts
+    assert (web1.name, web1.block) == ("web1", "web1")
+    assert (web2.address, web2.user, web2.block, web2.port) == (
+        "web2.example.com",
+        "deploy",
+        None,
+        22,
+    )

@@ -8,6 +8,7 @@ import os
 import random
 import tarfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from golive.errors import DeployError, HostCommandError
 from golive.local import LocalShell
 from golive.manifest import MANIFEST_NAME, UnsafeArtifact, manifest_of
 from golive.plan import Host
-from golive.releases import HostReleases
+from golive.releases import HostReleases, SwitchFailed
 from golive.shell import Shell
 from golive.ssh import SshShell
 from golive.transport import ssh_settings
@@ -123,6 +124,25 @@ def test_a_current_release_that_no_longer_matches_its_manifest_gets_a_full_copy(
     assert (Path(host.directory) / "releases/2/lib/module3.py").read_bytes().startswith(b"v1 ")
 
 
+def test_a_release_that_does_not_match_the_artifact_on_the_host_is_refused_before_switching(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    host.put_release(manifest_of(build_artifact(tmp_path / "a", "1.0.0")), "1.0.0")
+    host.switch("1.0.0")
+    real = manifest_of(build_artifact(tmp_path / "a", "2.0.0"))
+    lying = replace(
+        real, files=real.files | {"app.py": replace(real.files["app.py"], sha256="0" * 64)}
+    )
+    transfer = host.stage(lying, "2.0.0")
+
+    with pytest.raises(SwitchFailed, match=r"app\.py: FAILED") as failed:
+        host.activate(transfer, lying, "2.0.0", switch=True)
+
+    assert failed.value.switched is False
+    assert host.current_release() == "1.0.0"
+    assert sorted(p.name for p in (Path(host.directory) / "releases").iterdir()) == ["1.0.0"]
+
+
 def test_switching_replaces_the_link_without_ever_removing_it(
     host: HostReleases, tmp_path: Path
 ) -> None:
@@ -153,7 +173,7 @@ def test_a_corrupt_artifact_leaves_no_half_written_release(
     good = manifest_of(build_artifact(tmp_path / "a", "1.0.0"))
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(good.artifact.read_bytes()[:200])
-    with pytest.raises(DeployError, match=r"could not unpack release 2\.0\.0 on host 'web1'"):
+    with pytest.raises(DeployError, match=r"could not activate release 2\.0\.0 on host 'web1'"):
         host.put_release(type(good)(broken, good.files, 200), "2.0.0")
     assert list((Path(host.directory) / "releases").iterdir()) == []
 

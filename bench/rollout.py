@@ -1,0 +1,275 @@
+"""Benchmark: one release to 20 SSH hosts in 3 waves, golive beside its baselines.
+
+    make bench          (or: .venv/bin/python bench/rollout.py [--hosts 20])
+
+Every tool starts from the same state (each host running 1.0.0) and does the same steps per
+host: check the disk, back up the current release, send the new one, unpack it into
+releases/<version>, switch `current` atomically, restart, prune old releases. The waves are
+1 host, then up to 60% of the fleet, then the rest.
+
+  ideal          per wave, the slowest single host deployed alone; summed over the waves
+  plain fabric   the same steps in a thread per host, no Prefect, full copies
+  ansible        ansible-playbook with `serial` set to the same waves, pipelining on
+  golive         the go-live flow with a real Prefect API
+
+It then prints the bytes golive sends for a release in which 5% of the files changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for tests.sshd, the sshd launcher the tests use
+
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+
+import yaml  # noqa: E402
+from fabric import Connection  # noqa: E402
+
+from golive.local import LocalShell  # noqa: E402
+from golive.manifest import manifest_of  # noqa: E402
+from golive.plan import Host  # noqa: E402
+from golive.releases import HostReleases  # noqa: E402
+from tests.sshd import SshdFleet, require_sshd  # noqa: E402
+
+FILES, FILE_BYTES = 200, 20_000  # a 4 MB artifact that does not compress
+RESTART = "echo restarted"
+
+
+def artifact(directory: Path, version: str, based_on: str = "", changed: int = FILES) -> Path:
+    """FILES files that do not compress; the first `changed` are new in `version`, the rest
+    are as in `based_on`."""
+    path = directory / f"app-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(FILES):
+            prefix = version if i < changed else based_on
+            data = prefix.encode() + random.Random(i).randbytes(FILE_BYTES)
+            info = tarfile.TarInfo(f"lib/{i}.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+PLAYBOOK = """\
+- hosts: web
+  gather_facts: false
+  serial: {serial}
+  tasks:
+    - command: df -Pk {{{{ deploy_dir }}}}
+    - shell: cd {{{{ deploy_dir }}}} && tar czhf .backup.tar.gz current
+    - fetch:
+        src: "{{{{ deploy_dir }}}}/.backup.tar.gz"
+        dest: "{work}/ansible-backup-{{{{ inventory_hostname }}}}.tgz"
+        flat: true
+    - file: {{path: "{{{{ deploy_dir }}}}/releases/.2.0.0.partial", state: directory}}
+    - unarchive: {{src: "{artifact}", dest: "{{{{ deploy_dir }}}}/releases/.2.0.0.partial"}}
+    - shell: >-
+        cd {{{{ deploy_dir }}}}/releases && mv .2.0.0.partial 2.0.0 &&
+        cd {{{{ deploy_dir }}}} && ln -sfn releases/2.0.0 .current.tmp &&
+        mv -T .current.tmp current && rm -f .backup.tar.gz && {restart}
+    - shell: cd {{{{ deploy_dir }}}}/releases && ls -1t | tail -n +6 | xargs -r rm -rf
+"""
+
+
+class Bench:
+    def __init__(self, work: Path, hosts: int) -> None:
+        self.work = work
+        self.sshd = SshdFleet(work / "ssh")
+        self.names = [f"web{i}" for i in range(1, hosts + 1)]
+        for name in self.names:
+            self.sshd.start(name)
+        self.v1 = artifact(work, "1.0.0")
+        self.v2 = artifact(work, "2.0.0")
+        canary, half = 1, max(2, round(0.6 * hosts))
+        self.waves = [self.names[:canary], self.names[canary:half], self.names[half:]]
+
+    def host_dir(self, name: str) -> Path:
+        return self.work / "hosts" / name
+
+    def reset(self) -> None:
+        """Every host back to a fresh directory running 1.0.0."""
+        for name in self.names:
+            shutil.rmtree(self.host_dir(name), ignore_errors=True)
+            self.host_dir(name).mkdir(parents=True)
+            releases = HostReleases(Host(name=name), LocalShell(name), str(self.host_dir(name)))
+            releases.put_release(manifest_of(self.v1), "1.0.0")
+            releases.switch("1.0.0")
+
+    def connect(self, name: str) -> Connection:
+        sshd = self.sshd.hosts[name]
+        return Connection(
+            "127.0.0.1",
+            port=sshd.port,
+            connect_kwargs={
+                "key_filename": str(self.sshd.client_key),
+                "look_for_keys": False,
+                "allow_agent": False,
+            },
+        )
+
+    # --- plain fabric: the same steps, a thread per host, no Prefect ---
+
+    def fabric_host(self, name: str) -> float:
+        started = time.perf_counter()
+        d = self.host_dir(name)
+        with self.connect(name) as c:
+            c.run(f"df -Pk {d} > /dev/null", hide=True)
+            c.run(f"cd {d} && tar czhf .backup.tar.gz current", hide=True)
+            c.get(f"{d}/.backup.tar.gz", str(self.work / f"backup-{name}.tar.gz"))
+            c.put(str(self.v2), f"{d}/releases/.2.0.0.tar.gz")
+            c.run(
+                f"cd {d}/releases && rm -rf .2.0.0.partial && mkdir .2.0.0.partial && "
+                f"tar xzf .2.0.0.tar.gz -C .2.0.0.partial && mv .2.0.0.partial 2.0.0 && "
+                f"rm .2.0.0.tar.gz && cd {d} && ln -sfn releases/2.0.0 .current.tmp && "
+                f"mv -T .current.tmp current && rm -f .backup.tar.gz && {RESTART}",
+                hide=True,
+            )
+            c.run(f"cd {d}/releases && ls -1t | tail -n +6 | xargs -r rm -rf", hide=True)
+        return time.perf_counter() - started
+
+    def fabric(self) -> float:
+        started = time.perf_counter()
+        for wave in self.waves:
+            with ThreadPoolExecutor(len(wave)) as pool:
+                list(pool.map(self.fabric_host, wave))
+        return time.perf_counter() - started
+
+    def ideal(self) -> float:
+        """Per wave, the slowest host deployed on its own; summed."""
+        alone = {name: self.fabric_host(name) for name in self.names}
+        return sum(max(alone[name] for name in wave) for wave in self.waves)
+
+    # --- ansible-playbook with serial batches ---
+
+    def ansible(self) -> float:
+        inventory = self.work / "inventory.ini"
+        lines = ["[web]"] + [
+            f"{name} ansible_host=127.0.0.1 ansible_port={self.sshd.hosts[name].port} "
+            f"deploy_dir={self.host_dir(name)}"
+            for name in self.names
+        ]
+        inventory.write_text("\n".join(lines) + "\n")
+        playbook = self.work / "deploy.yml"
+        playbook.write_text(
+            PLAYBOOK.format(
+                serial=[len(w) for w in self.waves],
+                work=self.work,
+                artifact=self.v2,
+                restart=RESTART,
+            )
+        )
+        env = os.environ | {
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_FORKS": str(len(self.names)),
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_PRIVATE_KEY_FILE": str(self.sshd.client_key),
+            "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={self.sshd.known_hosts} "
+            "-o ControlMaster=auto -o ControlPersist=60s",
+            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+            "ANSIBLE_LOCAL_TEMP": str(self.work),
+        }
+        playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+        started = time.perf_counter()
+        subprocess.run(
+            [str(playbook_bin), "-i", str(inventory), str(playbook)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return time.perf_counter() - started
+
+    # --- golive ---
+
+    def plan(self, version: str, artifact_path: Path) -> Path:
+        hosts = [self.sshd.inline_host(n, path=str(self.host_dir(n))) for n in self.names]
+        waves = [
+            {"name": "canary", "hosts": 1},
+            {"name": "half", "hosts": len(self.waves[1])},
+            {"name": "rest", "hosts": "100%"},
+        ]
+        plan = {
+            "release": {"name": "app", "version": version, "artifact": str(artifact_path)},
+            "environment": "bench",
+            "waves": waves,
+            "targets": {"transport": "ssh", "path": "/unused", "hosts": hosts, "restart": RESTART},
+        }
+        path = self.work / f"plan-{version}.yaml"
+        path.write_text(yaml.safe_dump(plan))
+        return path
+
+    def golive(self) -> float:
+        from flows.golive import go_live
+
+        started = time.perf_counter()
+        go_live(str(self.plan("2.0.0", self.v2)))
+        return time.perf_counter() - started
+
+    def incremental_fraction(self) -> tuple[int, int]:
+        from flows.golive import go_live
+
+        v21 = artifact(self.work, "2.1.0", based_on="2.0.0", changed=FILES // 20)  # 5%
+        record = go_live(str(self.plan("2.1.0", v21)))
+        deploy = next(s for s in record["steps"] if s["stage"] == "deploy")
+        transfer = deploy["result"]["transfer"]
+        return transfer["bytes_sent"], transfer["artifact_bytes"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=20)
+    args = parser.parse_args()
+    require_sshd()
+    with tempfile.TemporaryDirectory(prefix="golive-bench-") as work:
+        os.environ["GOLIVE_HOME"] = str(Path(work) / "home")
+        bench = Bench(Path(work), args.hosts)
+        try:
+            run(bench)
+        finally:
+            bench.sshd.stop()
+
+
+def run(bench: Bench) -> None:
+    sizes = " → ".join(str(len(w)) for w in bench.waves)
+    print(
+        f"{len(bench.names)} sshd hosts, waves of {sizes}, artifact "
+        f"{bench.v2.stat().st_size / 2**20:.1f} MiB ({FILES} files)\n"
+    )
+    bench.reset()
+    bench.golive()  # warm-up: starts Prefect's temporary server, imports everything
+    timings = {}
+    for name, measure in (
+        ("ideal", bench.ideal),
+        ("plain fabric", bench.fabric),
+        ("ansible-playbook", bench.ansible),
+        ("golive", bench.golive),
+    ):
+        bench.reset()
+        timings[name] = measure()
+        print(f"  {name:<18} {timings[name]:7.2f} s")
+    g = timings["golive"]
+    print(f"\n  golive / ideal            {g / timings['ideal']:.2f}x   (aim: <= 1.3x)")
+    print(f"  golive / plain fabric     {g / timings['plain fabric']:.2f}x   (aim: <= 1.15x)")
+    print(f"  golive / ansible-playbook {g / timings['ansible-playbook']:.2f}x   (aim: < 1x)")
+    sent, full = bench.incremental_fraction()
+    print(
+        f"\nIncremental release, 5% of files changed: {sent} of {full} bytes sent "
+        f"per host ({sent / full:.1%} of a full copy; aim: < 10%)"
+    )
+    print(json.dumps({"seconds": timings, "incremental_fraction": sent / full}))
+
+
+if __name__ == "__main__":
+    main()
