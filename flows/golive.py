@@ -1,8 +1,8 @@
 """The go-live, as the runbook reads:
 
-preflight ─► backups (verified) ─► for each wave: deploy ─► smoke ─► [soak] ─► [gate]
-          ─► soak ─► close-out
-any failure ─► rollback of every host the run switched ─► close-out ─► Failed
+preflight and host backups ─► database backups (verified) ─► migrations
+    ─► for each wave: deploy ─► smoke ─► [soak] ─► [gate] ─► [pause] ─► soak ─► close-out
+any failure ─► rollback of every host the run switched, and of the data ─► close-out ─► Failed
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from prefect.runtime import flow_run
 from flows.rollback import restore_wave, rollback
 from golive.errors import GoLiveError, RunFailed, WaveFailed
 from golive.journal import RunJournal
-from golive.plan import Plan, Soak
+from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
-from golive.record import hosts_to_restore
+from golive.record import hosts_to_restore, migrated_databases
 from golive.transport import close_run
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
+from tasks.databases import apply_migration, back_up_database
 from tasks.hosts import deploy_host, on_every_host
 from tasks.preflight import preflight
 from tasks.reports import progress_bar, publish_record
@@ -49,6 +50,8 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
     live: list[str] = []  # hosts on the new release and still in the rollout
     try:
         plan = preflight(plan, journal)  # and a verified backup of every host
+        back_up_databases(plan, journal)
+        migrate(plan, journal)
         progress = progress_bar("hosts on the new release")
         for wave in plan_file.waves:
             live += deploy_wave(plan, wave, journal)
@@ -91,6 +94,28 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
         api_url=str(context.client.api_url) if context else None,
     )
     return journal
+
+
+def back_up_databases(plan: Plan, journal: RunJournal) -> None:
+    """Every database backed up and proven restorable, or nothing changes."""
+    names = sorted({b.database for b in plan.backups if isinstance(b, PostgresBackup)})
+    futures = [back_up_database.submit(plan, name, journal) for name in names]
+    for future in futures:
+        future.result()
+
+
+def migrate(plan: Plan, journal: RunJournal) -> None:
+    """Each migration in order; an irreversible one only after its own gate approves it."""
+    for migration in plan.migrations:
+        if not migration.reversible:
+            assert migration.gate is not None
+            wait_for_gate(migration.gate, plan.gates[migration.gate], journal)
+            journal.write(
+                "migration.point_of_no_return",
+                database=plan.database_of(migration),
+                file=migration.sql.name,
+            )
+        apply_migration(plan, migration, journal)
 
 
 def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str]:
@@ -144,12 +169,15 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoRetu
     last_wave_first = sorted(
         hosts_to_restore(journal.entries()), key=lambda change: (-change[0], fleet.index(change[1]))
     )
-    changed = [host for _, host, _ in last_wave_first]
+    changed = [host for _, host, _ in last_wave_first] + migrated_databases(journal.entries())
     what = f"{plan_file.plan.release.name} {plan_file.plan.release.version}"
     try:
         if changed and plan_file.plan.rollback.automatic:
             rollback(str(plan_file.path), journal.run_id, reason=str(failure))
             undone = f"Rolled back, last wave first: {', '.join(changed)}."
+            forward = next(journal.of_kind("database.roll_forward"), None)
+            if forward is not None:
+                undone += f" The data was NOT restored: {forward['reason']}."
         elif changed:
             undone = f"Automatic rollback is off: {', '.join(changed)} stay as they are."
         else:

@@ -12,8 +12,9 @@ from golive.errors import RollbackIncomplete
 from golive.journal import RunJournal
 from golive.plan import Plan
 from golive.planfile import load_plan
-from golive.record import hosts_to_restore
+from golive.record import hosts_to_restore, migrated_databases, point_of_no_return
 from golive.transport import resolve_blocks
+from tasks.databases import restore_database
 from tasks.hosts import on_every_host, restore_host
 from tasks.smoke import smoke_check_host
 
@@ -28,10 +29,35 @@ def rollback(plan_path: str, run_id: str, reason: str) -> dict[str, str | None]:
     for wave in sorted({wave for wave, _, _ in changed}, reverse=True):
         releases = {host: before for w, host, before in changed if w == wave}
         failures |= restore_wave(plan, releases, journal)
+    failures |= restore_data(plan, journal)
     journal.write("rollback.finished", complete=not failures, failed=sorted(failures))
     if failures:
         raise RollbackIncomplete(failures, str(journal.path))
     return {host: before for _, host, before in changed}
+
+
+def restore_data(plan: Plan, journal: RunJournal) -> dict[str, str]:
+    """Every migrated database back as its verified backup holds it; unless the run passed a
+    point of no return, after which the data rolls forward and only hosts go back."""
+    migrated = [name.removeprefix("database ") for name in migrated_databases(journal.entries())]
+    beyond = point_of_no_return(journal.entries())
+    if migrated and beyond is not None:
+        journal.write(
+            "database.roll_forward",
+            databases=migrated,
+            reason=f"irreversible migration {beyond['file']} ran; the data stays as "
+            "it is and must be fixed forward",
+        )
+        return {}
+    failures = {}
+    for name in migrated:
+        try:
+            restore_database(plan, name, journal)
+            journal.write("database.restored", database=name, ok=True)
+        except Exception as error:
+            journal.write("database.restored", database=name, ok=False, error=str(error))
+            failures[f"database {name}"] = str(error)
+    return failures
 
 
 def restore_wave(

@@ -240,6 +240,48 @@ class FilesBackup(Section):
     paths: list[str] = Field(min_length=1, description="Paths under each host's directory.")
 
 
+class PostgresBackup(Section):
+    kind: Literal["postgres"]
+    database: str = Field(description="A database from `databases`.")
+
+
+Backup = Annotated[FilesBackup | PostgresBackup, Field(discriminator="kind")]
+
+
+class DatabaseRef(Section):
+    """A PostgreSQL database: a golive-postgres block by name, or inline without a password."""
+
+    block: str | None = Field(None, description="A golive-postgres block holding the password.")
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    dbname: str | None = Field(None, description="Database name (inline only).")
+    user: str = "postgres"
+    password_env: str | None = Field(None, description="Environment variable with the password.")
+
+
+class BackupStorage(Section):
+    directory: Path = Field(Path("~/.golive/backups"), description="Where database dumps go.")
+    keep: int = Field(5, ge=1, description="Verified backups kept per environment and database.")
+
+
+class MigrationCheck(Section):
+    name: str
+    query: str = Field(description="SQL returning one value.")
+    when: Literal["before", "after", "both"] = "after"
+    equals: float | str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+    unchanged: bool = Field(False, description="After must equal before (run both times).")
+
+
+class Migration(Section):
+    sql: Path = Field(description="SQL file, relative to the plan; run in one transaction.")
+    database: str | None = Field(None, description="From `databases` (default: the only one).")
+    reversible: bool = Field(True, description="false: a point of no return (needs `gate`).")
+    gate: GateName | None = Field(None, description="Gate approving an irreversible migration.")
+    checks: list[MigrationCheck] = Field(default_factory=list)
+
+
 class Freeze(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     starts: date = Field(alias="from")
@@ -263,13 +305,19 @@ class Plan(Section):
     smoke: list[SmokeCheck] = Field(default_factory=list)
     gates: dict[GateName, Gate] = Field(default_factory=dict)
     soak: Soak | None = None
-    backups: list[FilesBackup] = Field(default_factory=list)
+    backups: list[Backup] = Field(default_factory=list)
+    databases: dict[SafeName, DatabaseRef] = Field(default_factory=dict)
+    backup_storage: BackupStorage = Field(default_factory=BackupStorage)
+    migrations: list[Migration] = Field(default_factory=list)
     freeze: list[Freeze] = Field(default_factory=list)
     notify: list[Webhook] = Field(default_factory=list)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
 
     def host(self, name: str) -> Host:
         return next(h for h in self.targets.hosts if h.name == name)
+
+    def database_of(self, migration: Migration) -> str:
+        return migration.database or next(iter(self.databases))
 
     def host_names(self) -> list[str]:
         return [h.name for h in self.targets.hosts]

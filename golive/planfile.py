@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from golive.errors import PlanError, Problem
-from golive.plan import Gate, Plan, SmokeCheck, Targets, Wave, placeholders
+from golive.plan import Gate, Migration, Plan, SmokeCheck, Targets, Wave, placeholders
 from golive.waves import ResolvedWave, resolve_waves
 
 
@@ -236,7 +236,65 @@ def _placeholders_known(targets: Targets, smoke: list[SmokeCheck]) -> list[Probl
     return problems
 
 
+def _databases_known(
+    backups: list[Any], migrations: list[Migration], databases: dict[str, Any]
+) -> list[Problem]:
+    accepted = ", ".join(databases) or "none defined: add a `databases:` section"
+    problems = [
+        Problem(f"backups[{i}].database", f"{b.database!r} is not a database; accepted: {accepted}")
+        for i, b in enumerate(backups)
+        if getattr(b, "database", None) is not None and b.database not in databases
+    ]
+    for i, m in enumerate(migrations):
+        path = f"migrations[{i}].database"
+        if m.database is None and len(databases) != 1:
+            problems.append(
+                Problem(path, f"needed unless there is one database; accepted: {accepted}")
+            )
+        elif m.database is not None and m.database not in databases:
+            problems.append(
+                Problem(path, f"{m.database!r} is not a database; accepted: {accepted}")
+            )
+    return problems
+
+
+def _migrations_safe(
+    migrations: list[Migration],
+    gates: dict[str, Gate],
+    backups: list[Any],
+    databases: dict[str, Any],
+) -> list[Problem]:
+    problems = []
+    accepted = ", ".join(gates) or "none defined"
+    backed_up = {getattr(b, "database", None) for b in backups}
+    only = next(iter(databases)) if len(databases) == 1 else None
+    for i, m in enumerate(migrations):
+        database = m.database or only
+        if not m.reversible and m.gate is None:
+            problems.append(
+                Problem(
+                    f"migrations[{i}].gate",
+                    f"an irreversible migration needs a gate to approve it; accepted: {accepted}",
+                )
+            )
+        if m.gate is not None and m.gate not in gates:
+            problems.append(
+                Problem(f"migrations[{i}].gate", f"{m.gate!r} is not a gate; accepted: {accepted}")
+            )
+        if database is not None and database not in backed_up:
+            fix = f"add {{kind: postgres, database: {database}}} to backups"
+            problems.append(
+                Problem(
+                    f"migrations[{i}]",
+                    f"database {database!r} is migrated but not backed up; {fix}",
+                )
+            )
+    return problems
+
+
 _CROSS_CHECKS: list[tuple[CrossCheck, tuple[str, ...]]] = [
+    (_databases_known, ("backups", "migrations", "databases")),
+    (_migrations_safe, ("migrations", "gates", "backups", "databases")),
     (_unique_hosts, ("targets",)),
     (_waves_cover_hosts, ("targets", "waves")),
     (_wave_gates_exist, ("waves", "gates")),
@@ -249,4 +307,15 @@ def _resolve_paths(plan: Plan, base: Path) -> Plan:
     """Relative paths in a plan are relative to the plan file, as in docker compose."""
     release = plan.release.model_copy(update={"artifact": base / plan.release.artifact})
     targets = plan.targets.model_copy(update={"path": base / plan.targets.path})
-    return plan.model_copy(update={"release": release, "targets": targets})
+    migrations = [m.model_copy(update={"sql": base / m.sql}) for m in plan.migrations]
+    storage = plan.backup_storage.model_copy(
+        update={"directory": base / plan.backup_storage.directory.expanduser()}
+    )
+    return plan.model_copy(
+        update={
+            "release": release,
+            "targets": targets,
+            "migrations": migrations,
+            "backup_storage": storage,
+        }
+    )

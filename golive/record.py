@@ -116,7 +116,19 @@ _FOLDS: dict[str, Fold] = {
     "rollback.started": _rollback_started,
     "rollback.finished": _rollback_finished,
     "run.finished": _finished,
+    "database.backed_up": lambda r, e: _database(r, e)["backup"].update(
+        {k: e[k] for k in ("path", "sha256", "size", "seconds", "verified")}
+    ),
+    "migration.applied": lambda r, e: _database(r, e)["migrations"].append(e["file"]),
+    "migration.point_of_no_return": lambda r, e: r.update(point_of_no_return=e["file"]),
+    "database.restored": lambda r, e: _database(r, e).update(restored=e["ok"]),
+    "database.roll_forward": lambda r, e: r.update(roll_forward=e["reason"]),
 }
+
+
+def _database(record: dict[str, Any], entry: Entry) -> dict[str, Any]:
+    databases: dict[str, dict[str, Any]] = record.setdefault("databases", {})
+    return databases.setdefault(entry["database"], {"backup": {}, "migrations": []})
 
 
 def hosts_to_restore(entries: Iterable[Entry]) -> list[tuple[int, str, str | None]]:
@@ -132,3 +144,14 @@ def hosts_to_restore(entries: Iterable[Entry]) -> list[tuple[int, str, str | Non
         elif entry["kind"] == "host.switch_abandoned":
             seen.pop(entry["host"], None)  # failed before its `current` moved
     return list(seen.values())
+
+
+def migrated_databases(entries: Iterable[Entry]) -> list[str]:
+    """Databases a migration may have changed ("database <name>"), from its first attempt on:
+    a migration that was cut off may have committed before the journal heard of it."""
+    names = {e["database"]: None for e in entries if e["kind"] == "migration.applying"}
+    return [f"database {name}" for name in names]
+
+
+def point_of_no_return(entries: Iterable[Entry]) -> Entry | None:
+    return next((e for e in entries if e["kind"] == "migration.point_of_no_return"), None)

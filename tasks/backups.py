@@ -7,13 +7,14 @@ import tarfile
 from golive.errors import BackupError
 from golive.journal import RunJournal
 from golive.manifest import sha256_of
-from golive.plan import Host, Plan
+from golive.plan import FilesBackup, Host, Plan
 from golive.releases import Archive, HostReleases
 
 
 def backup_paths(plan: Plan) -> list[str]:
     """What each host's backup holds: its current release and the plan's backup paths."""
-    return ["current", *(path for backup in plan.backups for path in backup.paths)]
+    files = [b for b in plan.backups if isinstance(b, FilesBackup)]
+    return ["current", *(path for backup in files for path in backup.paths)]
 
 
 def fetch_backup(host: Host, releases: HostReleases, journal: RunJournal) -> dict[str, object]:

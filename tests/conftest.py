@@ -21,7 +21,9 @@ from prefect.testing.utilities import prefect_test_harness
 from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
+from golive.postgres import Database
 from tasks.approvals import GateDecision, submit_decision
+from tests.pg import database, postgres_server
 from tests.sshd import SshdFleet, require_sshd
 
 
@@ -122,3 +124,16 @@ def make_ssh_fleet(
         return fleet, targets
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[tuple[str, int, str]]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def shop_db(pg_server: tuple[str, int, str]) -> Iterator[Database]:
+    """A fresh database with customers and orders, named `shop` in plans."""
+    with database(pg_server) as db:
+        yield db

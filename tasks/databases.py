@@ -1,0 +1,109 @@
+"""Databases: verified backups before anything changes, migrations, and restores on rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
+
+from golive import migrations, postgres
+from golive.journal import RunJournal
+from golive.plan import Migration, Plan
+from golive.postgres import Database, DatabaseError, Dump
+
+
+def database(plan: Plan, name: str) -> Database:
+    """The plan's database `name`, with its password from its block or environment."""
+    ref = plan.databases[name]
+    if ref.block:
+        from blocks.postgres import load_postgres
+
+        try:
+            block = load_postgres(ref.block)
+        except ValueError:
+            raise DatabaseError(
+                name,
+                "load block",
+                f"no golive-postgres block named {ref.block!r}; `prefect block ls` lists them",
+            ) from None
+        return Database(name, block.host, block.port, block.database, block.user, block.password)
+    secret = os.environ.get(ref.password_env) if ref.password_env else None
+    return Database(
+        name,
+        ref.host,
+        ref.port,
+        ref.dbname or name,
+        ref.user,
+        SecretStr(secret) if secret else None,
+    )
+
+
+@task(name="back up database", task_run_name="back up database {name}", cache_policy=NO_CACHE)
+def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, Any]:
+    """pg_dump into backup storage, verify it by a scratch restore, and keep the newest
+    `keep` verified backups of this environment's database."""
+    db = database(plan, name)
+    storage = plan.backup_storage.directory / plan.environment / name
+    with journal.step("backup", host=f"database {name}") as result:
+        backup = postgres.dump(db, storage / f"{journal.run_id}.dump")
+        postgres.verify(db, backup)
+        sidecar = backup.path.with_suffix(".json")
+        sidecar.write_text(json.dumps(asdict(backup) | {"path": str(backup.path)}, indent=2))
+        journal.write(
+            "database.backed_up",
+            database=name,
+            where=db.where,
+            **asdict(backup) | {"path": str(backup.path)},
+            verified=True,
+        )
+        result |= {
+            "sha256": backup.sha256,
+            "bytes": backup.size,
+            "verified": True,
+            "seconds": round(backup.seconds, 2),
+            "tables": len(backup.row_counts),
+        }
+        pruned = _prune(storage, plan.backup_storage.keep)
+        if pruned:
+            journal.write("backup.pruned", database=name, removed=pruned)
+    return result
+
+
+def _prune(storage: Path, keep: int) -> list[str]:
+    """Only verified backups (those with a sidecar) count; the oldest beyond `keep` go."""
+    verified = sorted(storage.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = []
+    for sidecar in verified[keep:]:
+        sidecar.with_suffix(".dump").unlink(missing_ok=True)
+        sidecar.unlink()
+        removed.append(sidecar.stem)
+    return removed
+
+
+@task(name="migrate", task_run_name="migrate {migration.sql.name}", cache_policy=NO_CACHE)
+def apply_migration(plan: Plan, migration: Migration, journal: RunJournal) -> dict[str, Any]:
+    name = plan.database_of(migration)
+    about = {"database": name, "file": migration.sql.name, "reversible": migration.reversible}
+    with journal.step("migrate", host=f"database {name}") as result:
+        journal.write("migration.applying", **about)
+        result |= migrations.apply(database(plan, name), migration)
+        journal.write("migration.applied", **about)
+    return result
+
+
+@task(name="restore database", task_run_name="restore database {name}", cache_policy=NO_CACHE)
+def restore_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, int]:
+    """Restore the database from this run's verified backup, and check its row counts."""
+    entry = next(e for e in journal.of_kind("database.backed_up") if e["database"] == name)
+    backup = Dump(
+        Path(entry["path"]), entry["sha256"], entry["size"], entry["seconds"], entry["row_counts"]
+    )
+    with journal.step("restore", host=f"database {name}") as result:
+        result["row_counts"] = postgres.restore(database(plan, name), backup)
+    return dict(result["row_counts"])

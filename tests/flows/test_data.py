@@ -1,0 +1,180 @@
+"""Go-lives that change data: real PostgreSQL, real hosts, real Prefect API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.golive import go_live
+from golive.demo.fleet import DemoFleet
+from golive.errors import RunFailed
+from golive.postgres import Database
+from tests.conftest import decision
+from tests.flows.test_golive import kinds, only_run, serving
+from tests.pg import fingerprint
+
+MIGRATION = """
+ALTER TABLE orders ADD COLUMN total_cents bigint;
+UPDATE orders SET total_cents = (total * 100)::bigint;
+"""
+CHECKS = [
+    {"name": "orders kept", "query": "SELECT count(*) FROM orders", "unchanged": True},
+    {
+        "name": "every order priced",
+        "query": "SELECT count(*) FROM orders WHERE total_cents IS NULL",
+        "equals": 0,
+    },
+]
+WAVES = [{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%"}]
+
+
+def data_plan(
+    fleet: DemoFleet,
+    db: Database,
+    tmp_path: Path,
+    version: str,
+    waves: Any = WAVES,
+    **migration: Any,
+) -> str:
+    (tmp_path / "0042_cents.sql").write_text(MIGRATION)
+    sections = {
+        "databases": {
+            "shop": {"host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user}
+        },
+        "backups": [
+            {"kind": "files", "paths": ["shared"]},
+            {"kind": "postgres", "database": "shop"},
+        ],
+        "backup_storage": {"directory": str(tmp_path / "backups"), "keep": 1},
+        "migrations": [{"sql": str(tmp_path / "0042_cents.sql"), "checks": CHECKS, **migration}],
+        "gates": {"data-approval": {"approvers": ["dba"], "timeout": "2m"}},
+        "waves": waves,
+        "soak": None,
+    }
+    return str(fleet.write_plan(version, **sections))
+
+
+def columns(db: Database) -> list[str]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE "
+            "table_name = 'orders' ORDER BY ordinal_position"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_go_live_that_fails_after_migrating_restores_the_database_exactly(
+    make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=3)
+    before = fingerprint(shop_db)
+
+    with pytest.raises(RunFailed, match="smoke check 'health' failed") as failed:
+        go_live(data_plan(fleet, shop_db, tmp_path, "3.0.0"))
+
+    assert "database shop" in str(failed.value)
+    assert fingerprint(shop_db) == before
+    assert "total_cents" not in columns(shop_db)
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    journal, record = only_run()
+    assert record["databases"]["shop"]["migrations"] == ["0042_cents.sql"]
+    assert record["databases"]["shop"]["restored"] is True
+    assert record["databases"]["shop"]["backup"]["verified"] is True
+    assert kinds(journal).index("database.backed_up") < kinds(journal).index("migration.applying")
+
+
+def test_after_a_point_of_no_return_hosts_roll_back_but_the_data_rolls_forward(
+    make_fleet: Callable[..., DemoFleet],
+    shop_db: Database,
+    tmp_path: Path,
+    approver: Callable[..., None],
+) -> None:
+    fleet = make_fleet(hosts=3)
+    approver(decision("approve", approver="dba", comment="irreversible, accepted"))
+
+    with pytest.raises(
+        RunFailed, match=r"The data was NOT restored: irreversible migration 0042_cents\.sql ran"
+    ):
+        go_live(
+            data_plan(fleet, shop_db, tmp_path, "3.0.0", reversible=False, gate="data-approval")
+        )
+
+    assert "total_cents" in columns(shop_db)
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    journal, record = only_run()
+    assert record["point_of_no_return"] == "0042_cents.sql"
+    assert record["roll_forward"].startswith("irreversible migration 0042_cents.sql ran")
+    assert "database.restored" not in kinds(journal)
+    report = (journal.run_dir / "report.md").read_text()
+    assert "**The data was not rolled back:**" in report
+
+
+def test_an_irreversible_migration_waits_for_its_gate_and_a_reject_changes_nothing(
+    make_fleet: Callable[..., DemoFleet],
+    shop_db: Database,
+    tmp_path: Path,
+    approver: Callable[..., None],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    before = fingerprint(shop_db)
+    approver(decision("reject", approver="dba", comment="not this week"))
+
+    with pytest.raises(RunFailed, match="gate 'data-approval' was rejected by dba"):
+        go_live(
+            data_plan(fleet, shop_db, tmp_path, "2.0.0", reversible=False, gate="data-approval")
+        )
+
+    assert fingerprint(shop_db) == before and "total_cents" not in columns(shop_db)
+    journal, _ = only_run()
+    assert "migration.applying" not in kinds(journal)
+
+
+def test_only_the_newest_verified_backups_are_kept_and_the_pruning_is_recorded(
+    make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=1)
+    (tmp_path / "noop.sql").write_text("SELECT 1;")
+    for version in ("2.0.0", "2.1.0"):
+        go_live(
+            data_plan(
+                fleet,
+                shop_db,
+                tmp_path,
+                version,
+                waves=[{"name": "all", "hosts": 1}],
+                sql=str(tmp_path / "noop.sql"),
+                checks=[],
+            )
+        )
+
+    dumps = list((tmp_path / "backups" / "demo" / "shop").glob("*.dump"))
+    assert len(dumps) == 1
+    from golive.home import runs_dir
+    from golive.journal import RunJournal
+
+    pruned = [
+        e
+        for p in runs_dir().glob("*/journal.jsonl")
+        for e in RunJournal(p.parent).of_kind("backup.pruned")
+    ]
+    assert len(pruned) == 1 and pruned[0]["database"] == "shop"
+
+
+def test_a_database_that_cannot_be_backed_up_stops_the_run_before_any_change(
+    make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = data_plan(fleet, shop_db, tmp_path, "2.0.0")
+    Path(plan).write_text(
+        Path(plan).read_text().replace(f"user: {shop_db.user}", "user: no_such_role")
+    )
+
+    with pytest.raises(RunFailed, match=r"database 'shop', connect: .*no_such_role"):
+        go_live(plan)
+
+    journal, _ = only_run()
+    assert "migration.applying" not in kinds(journal) and "host.switching" not in kinds(journal)
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}

@@ -1,0 +1,147 @@
+"""Dumps proven by a scratch restore, migrations between checks, restores: on real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from golive import migrations, postgres
+from golive.migrations import MigrationFailed
+from golive.plan import Migration
+from golive.postgres import Database, DatabaseError
+from tests.pg import fingerprint
+
+
+def test_a_dump_records_its_checksum_and_the_row_counts_it_holds(
+    shop_db: Database, tmp_path: Path
+) -> None:
+    backup = postgres.dump(shop_db, tmp_path / "shop.dump")
+
+    assert backup.row_counts == {"public.customers": 50, "public.orders": 500}
+    assert len(backup.sha256) == 64 and backup.size == (tmp_path / "shop.dump").stat().st_size
+    assert postgres.verify(shop_db, backup) == backup.row_counts
+
+
+def test_verification_leaves_no_scratch_database_behind(shop_db: Database, tmp_path: Path) -> None:
+    postgres.verify(shop_db, postgres.dump(shop_db, tmp_path / "shop.dump"))
+    with shop_db.connect("postgres") as conn:
+        scratch = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'golive_verify_%'"
+        ).fetchone()
+    assert scratch == (0,)
+
+
+def test_a_backup_changed_after_it_was_written_is_caught(shop_db: Database, tmp_path: Path) -> None:
+    backup = postgres.dump(shop_db, tmp_path / "shop.dump")
+    data = bytearray(backup.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    backup.path.write_bytes(bytes(data))
+
+    with pytest.raises(DatabaseError, match=r"changed since it was written \(sha256 differs\)"):
+        postgres.verify(shop_db, backup)
+
+
+def test_a_corrupt_backup_that_still_matches_its_checksum_fails_the_scratch_restore(
+    shop_db: Database, tmp_path: Path
+) -> None:
+    backup = postgres.dump(shop_db, tmp_path / "shop.dump")
+    backup.path.write_bytes(backup.path.read_bytes()[: backup.size // 2])
+    truncated = type(backup)(
+        backup.path,
+        postgres.sha256_of(backup.path),
+        backup.size // 2,
+        backup.seconds,
+        backup.row_counts,
+    )
+
+    with pytest.raises(
+        DatabaseError, match=r"database 'shop', (pg_restore --list|scratch restore)"
+    ):
+        postgres.verify(shop_db, truncated)
+
+
+def test_a_restore_puts_the_data_back_and_proves_it(shop_db: Database, tmp_path: Path) -> None:
+    before = fingerprint(shop_db)
+    backup = postgres.dump(shop_db, tmp_path / "shop.dump")
+    with shop_db.connect() as conn:
+        conn.execute("DELETE FROM orders WHERE id % 2 = 0; UPDATE customers SET name = 'x'")
+
+    assert postgres.restore(shop_db, backup) == backup.row_counts
+    assert fingerprint(shop_db) == before
+
+
+def migration(tmp_path: Path, script: str, **fields: object) -> Migration:
+    (tmp_path / "0042.sql").write_text(script)
+    return Migration.model_validate({"sql": tmp_path / "0042.sql", **fields})
+
+
+def test_a_migration_runs_when_its_checks_hold(shop_db: Database, tmp_path: Path) -> None:
+    result = migrations.apply(
+        shop_db,
+        migration(
+            tmp_path,
+            "ALTER TABLE orders ADD COLUMN paid boolean NOT NULL DEFAULT false;",
+            checks=[
+                {"name": "orders kept", "query": "SELECT count(*) FROM orders", "unchanged": True},
+                {
+                    "name": "none paid",
+                    "query": "SELECT count(*) FROM orders WHERE paid",
+                    "equals": 0,
+                },
+            ],
+        ),
+    )
+    assert result["after"] == {"orders kept": 500, "none paid": 0}
+
+
+def test_a_migration_whose_after_check_fails_is_rolled_back(
+    shop_db: Database, tmp_path: Path
+) -> None:
+    before = fingerprint(shop_db)
+    with pytest.raises(MigrationFailed) as failed:
+        migrations.apply(
+            shop_db,
+            migration(
+                tmp_path,
+                "DELETE FROM orders WHERE id <= 50;",
+                checks=[
+                    {
+                        "name": "orders kept",
+                        "query": "SELECT count(*) FROM orders",
+                        "unchanged": True,
+                    }
+                ],
+            ),
+        )
+    assert str(failed.value) == (
+        "database 'shop', migration 0042.sql: check 'orders kept' after it: was 500 before and "
+        "is 450 after; expected unchanged; its changes were rolled back"
+    )
+    assert fingerprint(shop_db) == before
+
+
+def test_a_failing_statement_rolls_back_the_whole_file(shop_db: Database, tmp_path: Path) -> None:
+    before = fingerprint(shop_db)
+    with pytest.raises(
+        MigrationFailed,
+        match=r'column "nope" of relation "orders" does not exist; its changes were',
+    ):
+        migrations.apply(
+            shop_db,
+            migration(tmp_path, "DELETE FROM orders WHERE id < 10; UPDATE orders SET nope = 1;"),
+        )
+    assert fingerprint(shop_db) == before
+
+
+def test_wrong_credentials_name_the_database_and_the_step(shop_db: Database) -> None:
+    stranger = Database("shop", shop_db.host, shop_db.port, shop_db.dbname, "no_such_role")
+    with pytest.raises(DatabaseError, match=r"database 'shop', connect: .*no_such_role"):
+        stranger.connect()
+
+
+def test_the_password_reaches_pg_tools_by_environment_only() -> None:
+    db = Database("shop", "db1", 5432, "shop", "golive", SecretStr("s3cret"))
+    assert db.env()["PGPASSWORD"] == "s3cret"
+    assert "s3cret" not in repr(db) and "s3cret" not in db.where
