@@ -31,3 +31,4 @@ test: lint sshd
 bench: $(BIN)/golive sshd
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/backup.py

@@ -30,6 +30,19 @@ class PostgresDatabase(Block):
     password: SecretStr | None = Field(None, description="Password of that role, if any.")
 
 
+class BackupStorage(Block):
+    _block_type_name = "golive backup storage"
+    _block_type_slug = "golive-backup-storage"
+    _description = "Where golive keeps verified database backups, and how many."
+
+    directory: str = Field(description="Directory the dumps are written to, per environment.")
+    keep: int = Field(5, description="Verified backups kept per environment and database.")
+
+
+def load_backup_storage(name: str) -> BackupStorage:
+    return cast(BackupStorage, BackupStorage.load(name))
+
+
 def load_postgres(name: str) -> PostgresDatabase:
     """The block saved under `name`; ValueError if there is none."""
     # Block.load returns the block itself when called from synchronous code.

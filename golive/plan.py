@@ -260,6 +260,7 @@ class DatabaseRef(Section):
 
 
 class BackupStorage(Section):
+    block: str | None = Field(None, description="A golive-backup-storage block to use instead.")
     directory: Path = Field(Path("~/.golive/backups"), description="Where database dumps go.")
     keep: int = Field(5, ge=1, description="Verified backups kept per environment and database.")
 

@@ -87,22 +87,23 @@ def dump(db: Database, destination: Path) -> Dump:
     _require("pg_dump")
     destination.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    command = ["pg_dump", "--format=custom", "--snapshot=", f"--file={destination}", db.dbname]
     with db.connect() as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-        counts = row_counts(conn)
-        _run(
-            db,
-            "pg_dump",
-            [
-                "pg_dump",
-                "--format=custom",
-                f"--snapshot={snapshot}",
-                f"--file={destination}",
-                db.dbname,
-            ],
+        command[2] = f"--snapshot={snapshot}"
+        # pg_dump reads the snapshot while this session counts its rows: same data, at once.
+        dumping = subprocess.Popen(
+            command, env=db.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
+        counts = row_counts(conn)
+        _, errors = dumping.communicate()
         conn.rollback()
+    if dumping.returncode != 0:
+        tail = " | ".join(errors.strip().splitlines()[-3:])
+        raise DatabaseError(
+            db.name, "pg_dump", f"pg_dump exited with code {dumping.returncode}: {tail}"
+        )
     seconds = time.monotonic() - started
     return Dump(destination, sha256_of(destination), destination.stat().st_size, seconds, counts)
 

@@ -13,6 +13,7 @@ file transfers share one SFTP channel; so each step is one command, and files tr
 
 from __future__ import annotations
 
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,26 @@ class HostReleases:
         """Pack the given paths (those that exist) on the host and bring the archive here."""
         self.check(0, backup=paths)
         return self.fetch_backup(destination)
+
+    def restore_paths(self, archive: Path, paths: list[str]) -> list[str]:
+        """Put `paths` back as `archive` holds them; a path it lacks did not exist then, and
+        is removed. Returns the paths restored from the archive."""
+        with tarfile.open(archive) as tar:
+            held = {name.split("/", 1)[0] for name in tar.getnames()}
+        present = [p for p in paths if p in held]
+        upload = f"{self.directory}/.golive-restore.tar.gz"
+        self.shell.put(archive, upload)
+        extract = (
+            f" && tar xzf {quote(upload)} -- {' '.join(quote(p) for p in present)}"
+            if present
+            else ""
+        )
+        self.shell.run(
+            f"cd {quote(self.directory)} && rm -rf -- "
+            f"{' '.join(quote(p) for p in paths)}{extract} && rm -f {quote(upload)}",
+            QUICK * 5,
+        )
+        return present
 
     def current_release(self) -> str | None:
         target = self.shell.readlink(f"{self.directory}/current")

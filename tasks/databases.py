@@ -44,12 +44,23 @@ def database(plan: Plan, name: str) -> Database:
     )
 
 
+def backup_storage(plan: Plan) -> tuple[Path, int]:
+    """The directory backups go to, and how many verified ones to keep."""
+    if plan.backup_storage.block is None:
+        return plan.backup_storage.directory, plan.backup_storage.keep
+    from blocks.postgres import load_backup_storage
+
+    block = load_backup_storage(plan.backup_storage.block)
+    return Path(block.directory).expanduser(), block.keep
+
+
 @task(name="back up database", task_run_name="back up database {name}", cache_policy=NO_CACHE)
 def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, Any]:
     """pg_dump into backup storage, verify it by a scratch restore, and keep the newest
     `keep` verified backups of this environment's database."""
     db = database(plan, name)
-    storage = plan.backup_storage.directory / plan.environment / name
+    directory, keep = backup_storage(plan)
+    storage = directory / plan.environment / name
     with journal.step("backup", host=f"database {name}") as result:
         backup = postgres.dump(db, storage / f"{journal.run_id}.dump")
         postgres.verify(db, backup)
@@ -69,7 +80,7 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
             "seconds": round(backup.seconds, 2),
             "tables": len(backup.row_counts),
         }
-        pruned = _prune(storage, plan.backup_storage.keep)
+        pruned = _prune(storage, keep)
         if pruned:
             journal.write("backup.pruned", database=name, removed=pruned)
     return result

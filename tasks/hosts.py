@@ -16,6 +16,7 @@ from golive.manifest import manifest_of
 from golive.plan import Host, Plan
 from golive.releases import SwitchFailed
 from golive.transport import connect
+from tasks.backups import backup_paths
 
 
 @task(name="deploy", task_run_name="deploy {host.name}", cache_policy=NO_CACHE)
@@ -60,11 +61,16 @@ def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[
 def restore_host(
     plan: Plan, host: Host, releases: dict[str, str | None], journal: RunJournal
 ) -> str | None:
-    """Point `current` back at the release the host had before the run, and restart it."""
+    """Point `current` back at the release the host had before the run, put the plan's backed
+    up paths back as this run's backup holds them, and restart."""
     release = releases[host.name]
     transport = connect(plan, host, journal.run_id)
+    backup = journal.run_dir / "backups" / f"{host.name}.tar.gz"
     with journal.step("restore", host=host.name) as result:
         transport.switch(release)
+        paths = backup_paths(plan)[1:]  # the release itself came back with `current`
+        if paths and backup.exists():
+            result["files_restored"] = transport.restore_paths(backup, paths)
         if release is not None:
             transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
         result["release"] = release

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from blocks.postgres import BackupStorage, PostgresDatabase
 from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
 from golive.errors import RunFailed
@@ -178,3 +180,29 @@ def test_a_database_that_cannot_be_backed_up_stops_the_run_before_any_change(
     journal, _ = only_run()
     assert "migration.applying" not in kinds(journal) and "host.switching" not in kinds(journal)
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_a_database_and_its_backup_storage_can_come_from_blocks(
+    make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=1)
+    PostgresDatabase(
+        host=shop_db.host,
+        port=shop_db.port,
+        database=shop_db.dbname,
+        user=shop_db.user,
+        password="unused-with-trust-auth",
+    ).save("shop-db", overwrite=True)
+    BackupStorage(directory=str(tmp_path / "vault"), keep=3).save("vault", overwrite=True)
+    plan = Path(data_plan(fleet, shop_db, tmp_path, "2.0.0", waves=[{"name": "all", "hosts": 1}]))
+    sections = yaml.safe_load(plan.read_text())
+    sections |= {"databases": {"shop": {"block": "shop-db"}}, "backup_storage": {"block": "vault"}}
+    plan.write_text(yaml.safe_dump(sections))
+
+    record = go_live(str(plan))
+
+    assert record["databases"]["shop"]["migrations"] == ["0042_cents.sql"]
+    assert len(list((tmp_path / "vault" / "demo" / "shop").glob("*.dump"))) == 1
+    journal, _ = only_run()
+    assert "unused-with-trust-auth" not in journal.path.read_text()
+    assert "unused-with-trust-auth" not in (journal.run_dir / "record.json").read_text()

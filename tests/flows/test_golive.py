@@ -216,3 +216,36 @@ def test_a_canary_soak_over_its_latency_limit_rolls_the_canary_back(
     assert [w["wave"] for w in journal.of_kind("wave.started")] == ["canary"]
     assert list(record["rollback"]["hosts"]) == ["web1"]
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_rollback_puts_backed_up_files_back_as_they_were_before_the_run(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    # The broken release rewrites a shared file as it starts; rollback must undo that too.
+    restart = (
+        fleet.template["targets"]["restart"] + " && (! grep -q 3.0.0 current/release.json"
+        " || echo drifted > shared/override.conf)"
+    )
+    targets = fleet.template["targets"] | {"restart": restart}
+    settings = {
+        host: (fleet.host_dir(host) / "shared" / "settings.json").read_text()
+        for host in ("web1", "web2")
+    }
+
+    with pytest.raises(RunFailed):
+        go_live(
+            str(
+                fleet.write_plan(
+                    "3.0.0", targets=targets, gates={}, soak=None, waves=THREE_WAVES[::2]
+                )
+            )
+        )
+
+    for host in ("web1", "web2"):
+        shared = fleet.host_dir(host) / "shared"
+        assert not (shared / "override.conf").exists()
+        assert (shared / "settings.json").read_text() == settings[host]
+    _, record = only_run()
+    restores = [s for s in record["steps"] if s["stage"] == "restore"]
+    assert {tuple(s["result"]["files_restored"]) for s in restores} == {("shared",)}

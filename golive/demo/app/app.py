@@ -25,8 +25,9 @@ from pathlib import Path
 
 RELEASE_DIR = Path(__file__).resolve().parent
 DEPLOY_DIR = RELEASE_DIR.parent.parent
-SHARED = DEPLOY_DIR / "shared"
-PIDFILE = SHARED / "app.pid"
+SHARED = DEPLOY_DIR / "shared"  # data kept across releases, and backed up
+RUNTIME = DEPLOY_DIR / "run"  # process state: never backed up, never restored
+PIDFILE = RUNTIME / "app.pid"
 RELEASE = json.loads((RELEASE_DIR / "release.json").read_text())
 
 
@@ -110,8 +111,8 @@ def restart(port: int) -> None:
             f"port {port} on 127.0.0.1 is in use by another program, not shop-web; "
             "stop it or give this host another http_port in the plan"
         )
-    SHARED.mkdir(exist_ok=True)
-    with (SHARED / "app.log").open("ab") as log:
+    RUNTIME.mkdir(exist_ok=True)
+    with (RUNTIME / "app.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, str(RELEASE_DIR / "app.py"), "serve", "--port", str(port)],
             stdin=subprocess.DEVNULL,
@@ -124,7 +125,7 @@ def restart(port: int) -> None:
         if process.poll() is not None:
             sys.exit(
                 f"shop-web {RELEASE['version']} exited with code {process.returncode} "
-                f"on start; see {SHARED / 'app.log'}"
+                f"on start; see {RUNTIME / 'app.log'}"
             )
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
