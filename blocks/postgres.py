@@ -20,14 +20,20 @@ class PostgresDatabase(Block):
     _block_type_slug = "golive-postgres"
     _description = "A database golive backs up, migrates and, on rollback, restores."
 
-    host: str = Field(description="Host name or IP address of the server.")
+    host: str = Field("", description="Host name or IP address of the server.")
     port: int = Field(5432, description="TCP port the server listens on.")
-    database: str = Field(description="Name of the database.")
+    database: str = Field("", description="Name of the database.")
     user: str = Field(
+        "",
         description="Role golive connects as; it needs to dump, restore and "
-        "create scratch databases for verification."
+        "create scratch databases for verification.",
     )
     password: SecretStr | None = Field(None, description="Password of that role, if any.")
+    dsn: SecretStr | None = Field(
+        None,
+        description="Instead of the fields above: a libpq connection string or URI, e.g. "
+        "postgresql://golive:secret@db1:5432/shop. Kept secret: it may hold a password.",
+    )
 
 
 class BackupStorage(Block):

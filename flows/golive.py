@@ -59,7 +59,7 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
             if wave.wave.soak:
                 soak(plan, live, _limits(plan, wave.wave.soak), label=wave.name, journal=journal)
             if wave.wave.gate:
-                wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], journal)
+                wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], plan, journal)
             if wave.wave.pause and wave is not plan_file.waves[-1]:
                 pause_between_waves(wave, journal)
         if plan.soak:
@@ -91,6 +91,7 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
         waves=[
             {"name": w.name, "hosts": list(w.hosts), "gate": w.wave.gate} for w in plan_file.waves
         ],
+        gate_names=list(plan.gates),
         api_url=str(context.client.api_url) if context else None,
     )
     return journal
@@ -109,7 +110,7 @@ def migrate(plan: Plan, journal: RunJournal) -> None:
     for migration in plan.migrations:
         if not migration.reversible:
             assert migration.gate is not None
-            wait_for_gate(migration.gate, plan.gates[migration.gate], journal)
+            wait_for_gate(migration.gate, plan.gates[migration.gate], plan, journal)
             journal.write(
                 "migration.point_of_no_return",
                 database=plan.database_of(migration),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -58,24 +59,91 @@ def run(plan: Path, triggered_by: str) -> None:
     sys.exit(_run_go_live(plan, triggered_by))
 
 
-@main.command()
-@click.argument("run_id", metavar="RUN")
-@click.option("--as", "approver", required=True, help="Your name, as the gate lists it.")
-@click.option("--gate", help="The gate to approve (default: the one the run waits at).")
-@click.option("--comment", default="", help="Why: kept in the run record and report.")
-def approve(run_id: str, approver: str, gate: str | None, comment: str) -> None:
-    """Approve the gate a paused run waits at."""
-    _decide(run_id, "approve", approver, gate, comment)
+Command = Callable[..., None]
+
+
+def _decision_options(verb: str, comment_required: bool) -> Callable[[Command], Command]:
+    def wrap(command: Command) -> Command:
+        for option in reversed(
+            [
+                click.argument("run_id", metavar="RUN"),
+                click.option("--as", "approver", required=True, help="Your name, as registered."),
+                click.option(
+                    "--key",
+                    type=click.Path(dir_okay=False, path_type=Path),
+                    help="Your private key from `golive keygen` (signs the decision).",
+                ),
+                click.option(
+                    "--passphrase-env",
+                    metavar="VAR",
+                    help="Environment variable holding the key's passphrase.",
+                ),
+                click.option(
+                    "--gate", help=f"The gate to {verb} (default: the one the run waits at)."
+                ),
+                click.option(
+                    "--comment",
+                    required=comment_required,
+                    default="",
+                    help="Why: kept, signed, in the run record and report.",
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return wrap
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
-@click.option("--as", "approver", required=True, help="Your name, as the gate lists it.")
-@click.option("--gate", help="The gate to reject (default: the one the run waits at).")
-@click.option("--comment", required=True, help="Why it must not go on.")
-def reject(run_id: str, approver: str, gate: str | None, comment: str) -> None:
+@_decision_options("approve", comment_required=False)
+def approve(
+    run_id: str,
+    approver: str,
+    key: Path | None,
+    passphrase_env: str | None,
+    gate: str | None,
+    comment: str,
+) -> None:
+    """Approve the gate a paused run waits at, signed with your key."""
+    _decide(run_id, "approve", approver, key, passphrase_env, gate, comment)
+
+
+@main.command()
+@_decision_options("reject", comment_required=True)
+def reject(
+    run_id: str,
+    approver: str,
+    key: Path | None,
+    passphrase_env: str | None,
+    gate: str | None,
+    comment: str,
+) -> None:
     """Reject the gate a paused run waits at: the run stops and rolls back."""
-    _decide(run_id, "reject", approver, gate, comment)
+    _decide(run_id, "reject", approver, key, passphrase_env, gate, comment)
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the private key (default: NAME.key).",
+)
+@click.option("--passphrase-env", metavar="VAR", help="Encrypt the key with this variable's value.")
+def keygen(name: str, out: Path | None, passphrase_env: str | None) -> None:
+    """Make an approver's Ed25519 key pair; prints the public key to register in the plan."""
+    from golive.signing import new_key_pair
+
+    private = out or Path(f"{name}.key")
+    if private.exists():
+        _bad_input(f"{private} exists already; choose another --out")
+    public = new_key_pair(private, os.environ.get(passphrase_env) if passphrase_env else None)
+    console.print(
+        f"Private key: {private} (keep it to yourself)\nRegister the public key in "
+        f'the plan:\n\napprovers:\n  {name}: {{public_key: "{public}"}}',
+        highlight=False,
+    )
 
 
 @main.command()
@@ -122,10 +190,20 @@ def _run_go_live(plan: Path, triggered_by: str) -> int:
     return 0
 
 
-def _decide(run_id: str, decision: str, approver: str, gate: str | None, comment: str) -> None:
+def _decide(
+    run_id: str,
+    decision: str,
+    approver: str,
+    key_file: Path | None,
+    passphrase_env: str | None,
+    gate: str | None,
+    comment: str,
+) -> None:
+    from golive.signing import load_private_key
+
     journal = _find(run_id)
     started = next(journal.of_kind("run.started"), {})
-    gates = [w["gate"] for w in started.get("waves", []) if w.get("gate")]
+    gates = started.get("gate_names", [])
     if gate is not None and gate not in gates:
         _bad_input(
             f"run {journal.run_id} has no gate {gate!r}; its gates: {', '.join(gates) or 'none'}"
@@ -134,11 +212,12 @@ def _decide(run_id: str, decision: str, approver: str, gate: str | None, comment
         # A run on the embedded default serves its API from a temporary local server.
         os.environ["PREFECT_API_URL"] = started["api_url"]
     _quiet_prefect_console()
-    from tasks.approvals import GateDecision, submit_decision
+    from tasks.approvals import decide_gate
 
-    choice = GateDecision(decision=decision, approver=approver, comment=comment)
     try:
-        decided = submit_decision(journal.run_id, choice, gate=gate)
+        passphrase = os.environ.get(passphrase_env) if passphrase_env else None
+        key = load_private_key(key_file, passphrase) if key_file else None
+        decided = decide_gate(journal, decision, approver, comment, key, gate=gate)
     except GoLiveError as refused:
         _bad_input(str(refused))
     console.print(

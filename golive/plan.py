@@ -220,8 +220,25 @@ class SmokeCheck(Section):
     timeout: Seconds = 5.0
 
 
+def _public_key(value: str) -> str:
+    from golive.signing import load_public_key  # cryptography only when a key is there
+
+    load_public_key(value)
+    return value
+
+
+class Approver(Section):
+    public_key: Annotated[str, AfterValidator(_public_key)] = Field(
+        description="Ed25519 public key as `golive keygen` prints it (ed25519:...)."
+    )
+    groups: list[str] = Field(default_factory=list, description="Groups gates may name.")
+
+
 class Gate(Section):
-    approvers: list[str] = Field(min_length=1, description="Who may decide this gate.")
+    approvers: list[str] = Field(min_length=1, description="People or groups who may decide.")
+    allow_unsigned: bool = Field(
+        False, description="Accept decisions without a signature (never in production)."
+    )
     quorum: int = Field(1, ge=1, description="Distinct approvals needed to pass.")
     timeout: Seconds = Field(4 * 3600, description="How long the gate stays open.")
     on_timeout: Literal["reject"] = Field("reject", description="What an undecided gate means.")
@@ -313,12 +330,23 @@ class Plan(Section):
     freeze: list[Freeze] = Field(default_factory=list)
     notify: list[Webhook] = Field(default_factory=list)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
+    approvers: dict[str, Approver] = Field(default_factory=dict)
 
     def host(self, name: str) -> Host:
         return next(h for h in self.targets.hosts if h.name == name)
 
     def database_of(self, migration: Migration) -> str:
         return migration.database or next(iter(self.databases))
+
+    def may_decide(self, gate: Gate) -> set[str]:
+        """The registered people a gate's approvers list names, directly or by group."""
+        named = set(gate.approvers)
+        return {
+            name for name, a in self.approvers.items() if name in named or named & set(a.groups)
+        }
+
+    def is_production(self) -> bool:
+        return self.environment.lower().startswith("prod")
 
     def host_names(self) -> list[str]:
         return [h.name for h in self.targets.hosts]

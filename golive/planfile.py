@@ -204,6 +204,43 @@ def _wave_gates_exist(waves: list[Wave], gates: dict[str, Gate]) -> list[Problem
     ]
 
 
+def _gates_signed(
+    gates: dict[str, Gate], approvers: dict[str, Any], environment: str
+) -> list[Problem]:
+    """Outside production a gate may take unsigned decisions; elsewhere every decision is
+    signed by a registered approver, and the gate must name enough of them."""
+    problems = []
+    production = environment.lower().startswith("prod")
+    for name, gate in gates.items():
+        if gate.allow_unsigned:
+            if production:
+                problems.append(
+                    Problem(
+                        f"gates.{name}.allow_unsigned",
+                        f"not allowed in "
+                        f"environment {environment!r}: production decisions are "
+                        "signed",
+                    )
+                )
+            continue
+        people = {
+            a
+            for a, who in approvers.items()
+            if a in gate.approvers or set(gate.approvers) & set(who.groups)
+        }
+        if len(people) < gate.quorum:
+            known = ", ".join(approvers) or "none registered: add an `approvers:` section"
+            problems.append(
+                Problem(
+                    f"gates.{name}.approvers",
+                    f"{gate.quorum} signed approval(s) "
+                    f"needed, but only {len(people)} registered approver(s) match; "
+                    f"registered: {known}",
+                )
+            )
+    return problems
+
+
 def _gates_reachable(gates: dict[str, Gate]) -> list[Problem]:
     return [
         Problem(
@@ -299,6 +336,7 @@ _CROSS_CHECKS: list[tuple[CrossCheck, tuple[str, ...]]] = [
     (_waves_cover_hosts, ("targets", "waves")),
     (_wave_gates_exist, ("waves", "gates")),
     (_gates_reachable, ("gates",)),
+    (_gates_signed, ("gates", "approvers", "environment")),
     (_placeholders_known, ("targets", "smoke")),
 ]
 

@@ -125,7 +125,11 @@ def _gate_opened(e: Entry, _: str | None) -> str:
 def _gate_decision(e: Entry, _: str | None) -> str:
     colour = "green" if e["decision"] == "approve" else "red"
     said = f": {escape(repr(e['comment']))}" if e.get("comment") else ""
-    return f"  [{colour}]{e['decision']}d[/] gate {e['gate']} by {escape(e['approver'])}{said}"
+    proof = "signed" if e.get("signature") else "unsigned"
+    return (
+        f"  [{colour}]{e['decision']}d[/] gate {e['gate']} by {escape(e['approver'])} "
+        f"({proof}){said}"
+    )
 
 
 _LINES: dict[str, Callable[[Entry, str | None], str]] = {

@@ -1,7 +1,7 @@
 """Approval gates: the run pauses until enough allowed approvers decide, or the gate times out.
 
 The flow side is `wait_for_gate` (pausing is a flow-level act in Prefect, so it is not a task);
-the approver side is `submit_decision`, used by `golive approve` / `golive reject` and the demo.
+the approver side is `decide_gate`, used by `golive approve` / `golive reject` and the demo.
 Each pause is keyed `<gate>-<attempt>`, so an approver can be told which gate a run waits at.
 """
 
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect import get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, resume_flow_run
@@ -20,7 +22,8 @@ from pydantic import Field
 
 from golive.errors import GateRejected, GateTimedOut, GoLiveError
 from golive.journal import RunJournal
-from golive.plan import Gate
+from golive.plan import Gate, Plan
+from golive.signing import Decision, sign, verifies
 
 # How often a paused run looks for a decision. Prefect's default of 10 s is too slow for a
 # person waiting on the other side of `golive approve`.
@@ -31,9 +34,43 @@ class GateDecision(RunInput):
     decision: Literal["approve", "reject"] = Field(description="Let the release go on, or stop it.")
     approver: str = Field(description="Who decides; must be one of the gate's approvers.")
     comment: str = Field("", description="Why: shown in the run record and the report.")
+    signed_at: str = Field("", description="When it was signed (set by `golive approve`).")
+    signature: str = Field(
+        "",
+        description="Ed25519 signature by `golive approve --key`; required unless the gate "
+        "allows unsigned decisions (never in production).",
+    )
+
+    def covers(self, run_id: str, gate: str, plan_sha256: str) -> Decision:
+        """What a valid signature on this decision would have to cover, here and now."""
+        return Decision(
+            run_id, gate, plan_sha256, self.decision, self.approver, self.comment, self.signed_at
+        )
 
 
-def wait_for_gate(name: str, gate: Gate, journal: RunJournal) -> list[str]:
+def signed_decision(
+    journal: RunJournal,
+    gate: str,
+    verdict: str,
+    approver: str,
+    comment: str,
+    key: Ed25519PrivateKey | None,
+) -> GateDecision:
+    """A decision for the gate a run waits at, signed for exactly that run, gate and plan."""
+    started = next(journal.of_kind("run.started"))
+    decision = GateDecision(
+        decision=verdict,
+        approver=approver,
+        comment=comment,
+        signed_at=datetime.now(UTC).isoformat(),
+    )
+    if key is None:
+        return decision
+    covered = decision.covers(journal.run_id, gate, started["plan_sha256"])
+    return decision.model_copy(update={"signature": sign(covered, key)})
+
+
+def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> list[str]:
     """Pause until `gate.quorum` distinct allowed approvers approve; return who approved.
     A reject ends the gate at once; a decision from someone not allowed is refused and
     recorded, and the gate keeps waiting for the rest of its time."""
@@ -51,7 +88,7 @@ def wait_for_gate(name: str, gate: Gate, journal: RunJournal) -> list[str]:
     while len(approvals) < gate.quorum:
         attempt += 1
         decision = _pause(name, attempt, deadline, gate, journal, approvals)
-        refusal = _refusal(gate, decision, approvals)
+        refusal = _refusal(name, gate, plan, journal, decision, approvals)
         if refusal:
             journal.write(
                 "gate.refused",
@@ -67,6 +104,8 @@ def wait_for_gate(name: str, gate: Gate, journal: RunJournal) -> list[str]:
             approver=decision.approver,
             decision=decision.decision,
             comment=decision.comment,
+            signed_at=decision.signed_at,
+            signature=decision.signature,
         )
         if decision.decision == "reject":
             raise GateRejected(name, decision.approver, decision.comment)
@@ -93,13 +132,46 @@ def _pause(
         raise GateTimedOut(name, gate.timeout, approvals) from None
 
 
-def _refusal(gate: Gate, decision: GateDecision, approvals: list[str]) -> str | None:
-    if decision.approver not in gate.approvers:
+def _refusal(
+    name: str,
+    gate: Gate,
+    plan: Plan,
+    journal: RunJournal,
+    decision: GateDecision,
+    approvals: list[str],
+) -> str | None:
+    """Why a decision must not count, or None. Every refusal is recorded by the caller."""
+    started = next(journal.of_kind("run.started"))
+    who = decision.approver
+    if not decision.signature:
+        if gate.allow_unsigned:
+            return _policy_refusal(gate, plan, who, started["triggered_by"], approvals)
         return (
-            f"{decision.approver!r} is not an approver of this gate ({', '.join(gate.approvers)})"
+            "unsigned: this gate takes only decisions signed with `golive approve --key` "
+            "(a resume from the Prefect UI carries no proof of who decided)"
         )
-    if decision.approver in approvals:
-        return f"{decision.approver!r} has already approved; the quorum needs distinct approvers"
+    registered = plan.approvers.get(who)
+    if registered is None:
+        return f"{who!r} has no registered key; registered: {', '.join(plan.approvers) or 'none'}"
+    covered = decision.covers(journal.run_id, name, started["plan_sha256"])
+    if not verifies(covered, decision.signature, registered.public_key):
+        return (
+            f"the signature does not verify with {who}'s registered key for this run, gate "
+            "and plan (signed for another run or plan, altered, or another key)"
+        )
+    return _policy_refusal(gate, plan, who, started["triggered_by"], approvals)
+
+
+def _policy_refusal(
+    gate: Gate, plan: Plan, who: str, triggered_by: str, approvals: list[str]
+) -> str | None:
+    allowed = set(gate.approvers) if gate.allow_unsigned else plan.may_decide(gate)
+    if who not in allowed:
+        return f"{who!r} may not decide this gate; allowed: {', '.join(sorted(allowed))}"
+    if who in (triggered_by, triggered_by.split("@")[0]):
+        return f"{who!r} triggered this run and cannot approve it"
+    if who in approvals:
+        return f"{who!r} has already approved; the quorum needs distinct approvers"
     return None
 
 
@@ -107,26 +179,43 @@ class DecisionNotSubmitted(GoLiveError):
     pass
 
 
-def submit_decision(
-    run_id: str, decision: GateDecision, gate: str | None = None, wait_seconds: float = 0
+def decide_gate(
+    journal: RunJournal,
+    verdict: str,
+    approver: str,
+    comment: str,
+    key: Ed25519PrivateKey | None,
+    gate: str | None = None,
+    wait_seconds: float = 0,
 ) -> str:
-    """Resume a run paused at a gate with a decision; return the gate's name.
-    Waits up to `wait_seconds` for the run to reach a gate."""
-    flow_run_id = UUID(run_id)
-    give_up = time.monotonic() + wait_seconds
-    while True:
-        paused_at = _paused_gate(flow_run_id)
-        if paused_at is not None or time.monotonic() >= give_up:
-            break
-        time.sleep(0.2)
-    if paused_at is None:
-        raise DecisionNotSubmitted(
-            f"run {run_id} is not waiting at a gate; `golive status {run_id}` shows where it is"
-        )
-    if gate is not None and gate != paused_at:
-        raise DecisionNotSubmitted(f"run {run_id} waits at gate {paused_at!r}, not {gate!r}")
-    _resume(flow_run_id, decision.model_dump())
+    """Sign a decision for the gate the run waits at (after up to `wait_seconds` for it to
+    reach one) and resume the run with it; return the gate's name."""
+    paused_at = waiting_gate(journal, gate, wait_seconds)
+    submit(journal, signed_decision(journal, paused_at, verdict, approver, comment, key))
     return paused_at
+
+
+def waiting_gate(journal: RunJournal, gate: str | None = None, wait_seconds: float = 0) -> str:
+    """The gate the run is paused at, waiting up to `wait_seconds` for it to reach one."""
+    give_up = time.monotonic() + wait_seconds
+    while (paused_at := _paused_gate(UUID(journal.run_id))) is None:
+        if time.monotonic() >= give_up:
+            raise DecisionNotSubmitted(
+                f"run {journal.run_id} is not waiting at a gate; "
+                f"`golive status {journal.run_id}` shows where it is"
+            )
+        time.sleep(0.2)
+    if gate is not None and gate != paused_at:
+        raise DecisionNotSubmitted(
+            f"run {journal.run_id} waits at gate {paused_at!r}, not {gate!r}"
+        )
+    return paused_at
+
+
+def submit(journal: RunJournal, decision: GateDecision) -> None:
+    """Resume the paused run with a decision. Prefect does not check who sends it: the gate
+    verifies the signature inside."""
+    _resume(UUID(journal.run_id), decision.model_dump())
 
 
 def _paused_gate(flow_run_id: UUID) -> str | None:

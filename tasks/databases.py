@@ -8,8 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from golive import migrations, postgres
@@ -32,6 +34,8 @@ def database(plan: Plan, name: str) -> Database:
                 "load block",
                 f"no golive-postgres block named {ref.block!r}; `prefect block ls` lists them",
             ) from None
+        if block.dsn is not None:
+            return from_dsn(name, block.dsn)
         return Database(name, block.host, block.port, block.database, block.user, block.password)
     secret = os.environ.get(ref.password_env) if ref.password_env else None
     return Database(
@@ -52,6 +56,26 @@ def backup_storage(plan: Plan) -> tuple[Path, int]:
 
     block = load_backup_storage(plan.backup_storage.block)
     return Path(block.directory).expanduser(), block.keep
+
+
+def from_dsn(name: str, dsn: SecretStr) -> Database:
+    try:
+        parts = conninfo_to_dict(dsn.get_secret_value())
+    except psycopg.ProgrammingError:
+        raise DatabaseError(
+            name,
+            "read DSN",
+            "the block's dsn is not a libpq connection string or postgresql:// URI",
+        ) from None
+    password = parts.get("password")
+    return Database(
+        name,
+        str(parts.get("host", "127.0.0.1")),
+        int(parts.get("port") or 5432),
+        str(parts.get("dbname", name)),
+        str(parts.get("user", "postgres")),
+        SecretStr(str(password)) if password else None,
+    )
 
 
 @task(name="back up database", task_run_name="back up database {name}", cache_policy=NO_CACHE)

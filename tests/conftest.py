@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect.testing.utilities import prefect_test_harness
 
 from golive import journal
 from golive.demo.fleet import DemoFleet
-from golive.journal import Entry
+from golive.journal import Entry, RunJournal
 from golive.postgres import Database
-from tasks.approvals import GateDecision, submit_decision
+from tasks.approvals import decide_gate
 from tests.pg import database, postgres_server
 from tests.sshd import SshdFleet, require_sshd
 
@@ -64,20 +66,33 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
         fleet.stop()
 
 
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    approver: str
+    comment: str
+    key: Ed25519PrivateKey | None
+
+
 @pytest.fixture
 def approver() -> Iterator[Callable[..., None]]:
-    """approver(decision, ...): answer every gate the flow opens with these decisions, in turn."""
+    """approver(decision(...), ...): answer the gates a flow opens with these decisions, in
+    turn, the way `golive approve` does from another terminal."""
     unsubscribers: list[Callable[[], None]] = []
 
-    def decide(*decisions: GateDecision) -> None:
+    def decide(*decisions: Verdict) -> None:
         queue = list(decisions)
 
         def on_entry(entry: Entry) -> None:
-            if entry["kind"] in ("gate.opened", "gate.refused") and queue:
+            if entry["kind"] in ("gate.opened", "gate.refused", "gate.decision") and queue:
+                v = queue.pop(0)
+                args = (RunJournal.find(entry["run_id"]), v.verdict, v.approver, v.comment, v.key)
                 context = contextvars.copy_context()
-                args = (submit_decision, entry["run_id"], queue.pop(0))
                 threading.Thread(
-                    target=context.run, args=args, kwargs={"wait_seconds": 60}, daemon=True
+                    target=context.run,
+                    args=(decide_gate, *args),
+                    kwargs={"wait_seconds": 60},
+                    daemon=True,
                 ).start()
 
         unsubscribers.append(journal.subscribe(on_entry))
@@ -87,8 +102,13 @@ def approver() -> Iterator[Callable[..., None]]:
         unsubscribe()
 
 
-def decision(verdict: str, approver: str = "demo-approver", comment: str = "") -> GateDecision:
-    return GateDecision(decision=verdict, approver=approver, comment=comment)  # type: ignore[arg-type]
+def decision(
+    verdict: str,
+    approver: str = "demo-approver",
+    comment: str = "",
+    key: Ed25519PrivateKey | None = None,
+) -> Verdict:
+    return Verdict(verdict, approver, comment, key)
 
 
 @pytest.fixture

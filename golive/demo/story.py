@@ -11,6 +11,8 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -21,6 +23,7 @@ from golive import journal
 from golive.errors import GoLiveError
 from golive.home import golive_home, runs_dir
 from golive.journal import Entry
+from golive.signing import load_private_key, new_key_pair
 
 from .fleet import BROKEN_VERSION, DemoFleet
 
@@ -53,11 +56,12 @@ def run_demo(console: Console) -> bool:
     )
     try:
         fleet.set_up("1.0.0")
+        key_file, signed_gates = _approver_key(fleet)
         with LiveProgress(console, PREFECT_UI_URL.value()):
-            unsubscribe = journal.subscribe(lambda entry: _approve_as_demo(entry, console))
+            unsubscribe = journal.subscribe(lambda e: _approve_as_demo(e, key_file, console))
             for number, story in enumerate(stories, 1):
                 console.rule(f"Run {number}: {story.title}")
-                _tell(story, fleet)
+                _tell(story, fleet, signed_gates)
             unsubscribe()
         hosts_now = _versions_answering(fleet)
     except GoLiveError as error:
@@ -74,10 +78,22 @@ def run_demo(console: Console) -> bool:
     return expected and set(hosts_now.values()) == {"2.0.0"}
 
 
-def _tell(story: Story, fleet: DemoFleet) -> None:
+def _approver_key(fleet: DemoFleet) -> tuple[Path, dict[str, Any]]:
+    """A key pair for the demo's approver, and plan sections that make the gate take only
+    decisions signed with it, as a production gate does."""
+    key_file = fleet.root / f"{APPROVER}.key"
+    key_file.unlink(missing_ok=True)
+    public = new_key_pair(key_file, passphrase=None)
+    gates = {
+        name: gate | {"allow_unsigned": False} for name, gate in fleet.template["gates"].items()
+    }
+    return key_file, {"approvers": {APPROVER: {"public_key": public}}, "gates": gates}
+
+
+def _tell(story: Story, fleet: DemoFleet, signed_gates: dict[str, Any]) -> None:
     from flows.golive import go_live
 
-    plan = fleet.write_plan(story.version)
+    plan = fleet.write_plan(story.version, **signed_gates)
     unsubscribe = journal.subscribe(lambda e: _note_run_id(e, story))
     try:
         go_live(plan_path=str(plan), triggered_by="golive-demo")
@@ -93,26 +109,31 @@ def _note_run_id(entry: Entry, story: Story) -> None:
         story.run_id = entry["run_id"]
 
 
-def _approve_as_demo(entry: Entry, console: Console) -> None:
-    """Play the approver: what a person does with `golive approve` in another terminal."""
+def _approve_as_demo(entry: Entry, key_file: Path, console: Console) -> None:
+    """Play the approver: what a person does with `golive approve --key` in another terminal."""
     if entry["kind"] != "gate.opened":
         return
-    from tasks.approvals import GateDecision, submit_decision
+    from tasks.approvals import decide_gate
 
     console.print(
-        f"  [magenta]demo: approving gate {entry['gate']} as {APPROVER}, the canary is "
-        "healthy. In a real run a person does this with the command above.[/]"
+        f"  [magenta]demo: approving gate {entry['gate']} as {APPROVER}, signed with "
+        f"{key_file.name}; the canary is healthy. In a real run the approver does this with "
+        "the command above.[/]"
     )
-    decision = GateDecision(
-        decision="approve",
-        approver=APPROVER,
-        comment="canary healthy; approved by golive demo itself",
-    )
+    run = journal.RunJournal.find(entry["run_id"])
+    key = load_private_key(key_file, passphrase=None)
     # The copied context carries Prefect's settings (which API) into the approver's thread.
     context = contextvars.copy_context()
     threading.Thread(
         target=context.run,
-        args=(submit_decision, entry["run_id"], decision),
+        args=(
+            decide_gate,
+            run,
+            "approve",
+            APPROVER,
+            "canary healthy; approved by golive demo itself",
+            key,
+        ),
         kwargs={"gate": entry["gate"], "wait_seconds": 60},
         daemon=True,
     ).start()

@@ -52,7 +52,7 @@ def data_plan(
         ],
         "backup_storage": {"directory": str(tmp_path / "backups"), "keep": 1},
         "migrations": [{"sql": str(tmp_path / "0042_cents.sql"), "checks": CHECKS, **migration}],
-        "gates": {"data-approval": {"approvers": ["dba"], "timeout": "2m"}},
+        "gates": {"data-approval": {"approvers": ["dba"], "timeout": "2m", "allow_unsigned": True}},
         "waves": waves,
         "soak": None,
     }

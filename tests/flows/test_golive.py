@@ -110,7 +110,7 @@ def test_a_gate_nobody_decides_times_out_and_rolls_back(
     make_fleet: Callable[..., DemoFleet],
 ) -> None:
     fleet = make_fleet(hosts=2)
-    gates = {"go-ahead": {"approvers": ["bob"], "timeout": "2s"}}
+    gates = {"go-ahead": {"approvers": ["bob"], "timeout": "2s", "allow_unsigned": True}}
 
     with pytest.raises(RunFailed, match="gate 'go-ahead' timed out after 2s"):
         go_live(str(fleet.write_plan("2.0.0", gates=gates, **NO_SOAK)))

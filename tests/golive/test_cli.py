@@ -207,3 +207,72 @@ def test_run_exits_3_when_hosts_were_taken_out_within_the_failure_budget(
     assert done.returncode == 3, done.stdout + done.stderr
     assert "web3 taken out of the rollout" in done.stdout
     assert "Live, but not on web3" in done.stdout
+
+
+def test_keygen_then_a_signed_approve_from_another_process_passes_a_production_gate(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    made = golive("keygen", "bob", "--out", str(tmp_path / "bob.key"), api=False)
+    assert made.returncode == 0, made.stderr
+    public = made.stdout.split('public_key: "')[1].split('"')[0]
+    fleet = make_fleet(hosts=2)
+    gates = {"go-ahead": {"approvers": ["bob"], "timeout": "2m"}}
+    plan = fleet.write_plan(
+        "2.0.0",
+        environment="production",
+        gates=gates,
+        soak=None,
+        approvers={"bob": {"public_key": public}},
+    )
+    run, flow = run_in_background(plan)
+
+    bad = golive(
+        "approve",
+        run["id"],
+        "--as",
+        "bob",
+        "--key",
+        str(plan),
+        api=False,
+        GOLIVE_HOME=os.environ["GOLIVE_HOME"],
+    )
+    done = golive(
+        "approve",
+        run["id"],
+        "--as",
+        "bob",
+        "--key",
+        str(tmp_path / "bob.key"),
+        "--comment",
+        "canary fine",
+        api=False,
+        GOLIVE_HOME=os.environ["GOLIVE_HOME"],
+    )
+    flow.join(timeout=120)
+
+    assert bad.returncode == 2 and "is not a golive key" in bad.stderr
+    assert done.returncode == 0, done.stderr
+    assert run["record"]["state"] == "completed"
+    [decided] = [g for g in run["record"]["gates"] if g["kind"] == "gate.decision"]
+    assert decided["approver"] == "bob" and decided["signature"]
+
+
+def run_in_background(plan: Path) -> tuple[dict[str, Any], threading.Thread]:
+    """Start a go-live in a thread; return once it waits at its gate."""
+    opened = threading.Event()
+    run: dict[str, Any] = {}
+
+    def on_entry(entry: Entry) -> None:
+        if entry["kind"] == "gate.opened":
+            run["id"] = entry["run_id"]
+            opened.set()
+
+    unsubscribe = journal.subscribe(on_entry)
+    context = contextvars.copy_context()
+    flow = threading.Thread(
+        target=lambda: run.update(record=context.run(go_live, str(plan), triggered_by="alice"))
+    )
+    flow.start()
+    assert opened.wait(timeout=120)
+    unsubscribe()
+    return run, flow

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from golive.errors import PlanError
 from golive.planfile import load_plan
+from golive.signing import public_key_text
 
 GOOD: dict[str, Any] = {
     "release": {"name": "shop-web", "version": "2.4.0", "artifact": "dist/shop-web.tar.gz"},
@@ -26,6 +28,10 @@ GOOD: dict[str, Any] = {
     ],
     "smoke": [{"name": "health", "url": "http://{address}:{http_port}/health"}],
     "gates": {"prod-approval": {"approvers": ["bob", "carol"], "quorum": 2, "timeout": "4h"}},
+    "approvers": {
+        name: {"public_key": public_key_text(Ed25519PrivateKey.generate().public_key())}
+        for name in ("bob", "carol")
+    },
     "soak": {"duration": "10m", "interval": "30s", "max_error_rate": "1%", "max_p95_ms": 800},
 }
 
@@ -68,9 +74,9 @@ def test_a_plan_that_is_not_a_mapping_lists_the_sections(tmp_path: Path) -> None
 
 
 def test_unknown_sections_and_fields_list_what_is_accepted(tmp_path: Path) -> None:
-    plan = GOOD | {"migrations": []} | {"targets": GOOD["targets"] | {"colour": "blue"}}
+    plan = GOOD | {"strategy": "blue-green"} | {"targets": GOOD["targets"] | {"colour": "blue"}}
     found = problems(tmp_path, plan)
-    assert any(p.startswith("migrations: unknown section; accepted: release,") for p in found)
+    assert any(p.startswith("strategy: unknown section; accepted: release,") for p in found)
     assert (
         "targets.colour: unknown field; accepted: transport, hosts, path, restart, "
         "keep_releases, command_timeout" in found
@@ -174,6 +180,8 @@ def test_cross_section_problems_are_all_reported_together(tmp_path: Path) -> Non
         "targets.hosts[4].name: 'web1' is already targets.hosts[0]",
         "waves[0].gate: 'nope' is not a gate; accepted: prod-approval",
         "gates.prod-approval.quorum: 2 approvals needed, but only 1 approver(s) listed",
+        "gates.prod-approval.approvers: 2 signed approval(s) needed, but only 1 registered "
+        "approver(s) match; registered: bob, carol",
         "smoke[0].url: {http_port} has no value on host 'web1'; accepted: {name}, {address}",
         "targets.restart: {port} has no value on host 'web1'; accepted: {name}, {address}, "
         "{http_port}",

@@ -1,0 +1,107 @@
+"""Signed gate decisions: proof of who decided what, for exactly which run, gate and plan.
+
+Prefect's open-source server has no user identity: anyone who reaches the API can resume a
+paused run with any name. So an approver signs their decision with an Ed25519 key whose public
+half is registered with golive, and the flow checks the signature against what it is actually
+waiting on (its own run id, gate and plan digest). A signature for another run, gate or plan
+does not verify, so a decision cannot be replayed elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from golive.errors import GoLiveError
+
+PUBLIC_PREFIX = "ed25519:"
+
+
+class KeyError_(GoLiveError):
+    """A key file that is missing, malformed, or locked with another passphrase."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a signature covers."""
+
+    run_id: str
+    gate: str
+    plan_sha256: str
+    decision: str
+    approver: str
+    comment: str
+    signed_at: str
+
+    def payload(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+
+def new_key_pair(private_file: Path, passphrase: str | None) -> str:
+    """Write a new private key (PEM, encrypted if a passphrase is given); return the public key
+    in the form the approver registry takes."""
+    key = Ed25519PrivateKey.generate()
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    private_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    private_file.chmod(0o600)
+    return public_key_text(key.public_key())
+
+
+def public_key_text(key: Ed25519PublicKey) -> str:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return PUBLIC_PREFIX + base64.b64encode(raw).decode()
+
+
+def load_private_key(path: Path, passphrase: str | None) -> Ed25519PrivateKey:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise KeyError_(f"cannot read the key file {path}: {error.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, passphrase.encode() if passphrase else None)
+    except TypeError:
+        raise KeyError_(
+            f"{path} is encrypted: give its passphrase with --passphrase-env, or "
+            "it is not encrypted and a passphrase was given"
+        ) from None
+    except ValueError:
+        raise KeyError_(
+            f"{path} is not a golive key, or the passphrase is wrong; "
+            "`golive keygen NAME` makes one"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyError_(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+    return key
+
+
+def load_public_key(text: str) -> Ed25519PublicKey:
+    if not text.startswith(PUBLIC_PREFIX):
+        raise ValueError(f"a public key starts with {PUBLIC_PREFIX!r} (as `golive keygen` prints)")
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text[len(PUBLIC_PREFIX) :]))
+    except ValueError:
+        raise ValueError("not a valid Ed25519 public key") from None
+
+
+def sign(decision: Decision, key: Ed25519PrivateKey) -> str:
+    return base64.b64encode(key.sign(decision.payload())).decode()
+
+
+def verifies(decision: Decision, signature: str, public_key: str) -> bool:
+    try:
+        load_public_key(public_key).verify(base64.b64decode(signature), decision.payload())
+    except (InvalidSignature, ValueError):
+        return False
+    return True

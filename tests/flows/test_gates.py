@@ -1,0 +1,188 @@
+"""Approval gates that can't be forged, skipped or self-approved: real Prefect API, real keys."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from flows.golive import go_live
+from golive import journal
+from golive.demo.fleet import DemoFleet
+from golive.errors import RunFailed
+from golive.journal import Entry, RunJournal
+from golive.signing import Decision, public_key_text, sign
+from tasks.approvals import GateDecision, submit, waiting_gate
+from tests.conftest import decision
+from tests.flows.test_golive import only_run, serving
+
+WAVES = [{"name": "canary", "hosts": 1, "gate": "go-ahead"}, {"name": "rest", "hosts": "100%"}]
+
+
+@dataclass
+class Approvers:
+    keys: dict[str, Ed25519PrivateKey]
+
+    def registry(self) -> dict[str, Any]:
+        return {
+            name: {"public_key": public_key_text(key.public_key())}
+            for name, key in self.keys.items()
+        }
+
+
+@pytest.fixture
+def people() -> Approvers:
+    return Approvers({name: Ed25519PrivateKey.generate() for name in ("bob", "carol")})
+
+
+def production_plan(fleet: DemoFleet, people: Approvers, quorum: int = 2) -> str:
+    gates = {"go-ahead": {"approvers": ["bob", "carol"], "quorum": quorum, "timeout": "2m"}}
+    return str(
+        fleet.write_plan(
+            "2.0.0",
+            environment="production",
+            gates=gates,
+            soak=None,
+            waves=WAVES,
+            approvers=people.registry(),
+        )
+    )
+
+
+def decisions(run: RunJournal) -> tuple[list[Entry], list[Entry]]:
+    return list(run.of_kind("gate.decision")), list(run.of_kind("gate.refused"))
+
+
+def test_two_signed_approvals_meet_a_quorum_of_two(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    approver(
+        decision("approve", "bob", "canary fine", people.keys["bob"]),
+        decision("approve", "carol", "agreed", people.keys["carol"]),
+    )
+
+    record = go_live(production_plan(fleet, people), triggered_by="alice")
+
+    assert record["state"] == "completed"
+    accepted, refused = decisions(only_run()[0])
+    assert [(d["approver"], d["comment"]) for d in accepted] == [
+        ("bob", "canary fine"),
+        ("carol", "agreed"),
+    ]
+    assert refused == [] and all(d["signature"] for d in accepted)
+
+
+def test_whoever_triggered_the_run_cannot_approve_it(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    approver(
+        decision("approve", "bob", "", people.keys["bob"]),
+        decision("approve", "carol", "", people.keys["carol"]),
+    )
+
+    go_live(production_plan(fleet, people, quorum=1), triggered_by="bob@laptop")
+
+    accepted, refused = decisions(only_run()[0])
+    assert refused[0]["reason"] == "'bob' triggered this run and cannot approve it"
+    assert [d["approver"] for d in accepted] == ["carol"]
+
+
+def test_keys_that_are_not_registered_for_the_approver_are_refused(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    stranger = Ed25519PrivateKey.generate()
+    approver(
+        decision("approve", "dave", "", stranger),
+        decision("approve", "bob", "", stranger),
+        decision("approve", "bob", "", people.keys["bob"]),
+    )
+
+    go_live(production_plan(fleet, people, quorum=1), triggered_by="alice")
+
+    accepted, refused = decisions(only_run()[0])
+    assert refused[0]["reason"] == "'dave' has no registered key; registered: bob, carol"
+    assert refused[1]["reason"].startswith("the signature does not verify with bob's registered")
+    assert [d["approver"] for d in accepted] == ["bob"]
+
+
+class Forger:
+    """Resumes the run itself, the way anyone who reaches Prefect's API can."""
+
+    def __init__(self, people: Approvers) -> None:
+        self.people = people
+        self.forgeries: list[Callable[[RunJournal, str], GateDecision]] = []
+
+    def on_entry(self, entry: Entry) -> None:
+        if entry["kind"] in ("gate.opened", "gate.refused", "gate.decision") and self.forgeries:
+            forge = self.forgeries.pop(0)
+            run = RunJournal.find(entry["run_id"])
+            context = contextvars.copy_context()
+            threading.Thread(target=context.run, args=(self._send, run, forge), daemon=True).start()
+
+    def _send(self, run: RunJournal, forge: Callable[[RunJournal, str], GateDecision]) -> None:
+        submit(run, forge(run, waiting_gate(run, wait_seconds=60)))
+
+    def signed(self, who: str, run_id: str, gate: str, digest: str) -> GateDecision:
+        at = datetime.now(UTC).isoformat()
+        covered = Decision(run_id, gate, digest, "approve", who, "", at)
+        return GateDecision(
+            decision="approve",
+            approver=who,
+            comment="",
+            signed_at=at,
+            signature=sign(covered, self.people.keys[who]),
+        )
+
+
+@pytest.fixture
+def forger(people: Approvers) -> Iterator[Forger]:
+    forger = Forger(people)
+    unsubscribe = journal.subscribe(forger.on_entry)
+    yield forger
+    unsubscribe()
+
+
+def test_replayed_misdirected_and_unsigned_decisions_never_count(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, forger: Forger
+) -> None:
+    fleet = make_fleet(hosts=2)
+    digest = lambda run: next(run.of_kind("run.started"))["plan_sha256"]  # noqa: E731
+    forger.forgeries = [
+        lambda run, gate: forger.signed("bob", "another-run-id", gate, digest(run)),  # replay
+        lambda run, gate: forger.signed("bob", run.run_id, gate, "0" * 64),  # another plan
+        lambda run, gate: GateDecision(decision="approve", approver="bob"),  # a UI resume
+        lambda run, gate: forger.signed("bob", run.run_id, gate, digest(run)),
+        lambda run, gate: forger.signed("carol", run.run_id, gate, digest(run)),
+    ]
+
+    record = go_live(production_plan(fleet, people), triggered_by="alice")
+
+    accepted, refused = decisions(only_run()[0])
+    assert [r["reason"].split(" (")[0] for r in refused] == [
+        "the signature does not verify with bob's registered key for this run, gate and plan",
+        "the signature does not verify with bob's registered key for this run, gate and plan",
+        "unsigned: this gate takes only decisions signed with `golive approve --key`",
+    ]
+    assert [d["approver"] for d in accepted] == ["bob", "carol"]
+    assert record["state"] == "completed"
+
+
+def test_a_signed_reject_stops_the_run_and_rolls_back(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    approver(decision("reject", "carol", "error budget spent", people.keys["carol"]))
+
+    with pytest.raises(RunFailed, match="gate 'go-ahead' was rejected by carol"):
+        go_live(production_plan(fleet, people), triggered_by="alice")
+
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
