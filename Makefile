@@ -32,3 +32,4 @@ bench: $(BIN)/golive sshd
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/backup.py
+	$(BIN)/python bench/approval.py

@@ -156,6 +156,9 @@ def status(run_id: str | None) -> None:
     journal = _find(run_id)
     record = summarize(journal.entries())
     console.print(Markdown(render_summary(record, journal.run_dir / "record.json")))
+    waiting = _open_gate(journal) if record["state"] == "running" else None
+    if waiting is not None:
+        console.print(Markdown(f"{waiting['brief']}\n\nTo decide: `{waiting['approve_command']}`"))
 
 
 @main.command()
@@ -224,6 +227,17 @@ def _decide(
         f"{decision}d gate {decided!r} of run {journal.run_id} as {escape(approver)}; "
         f"the run takes it up within a second. `golive status {journal.run_id}` to follow."
     )
+
+
+def _open_gate(journal: RunJournal) -> dict[str, Any] | None:
+    """The gate a running run waits at, as it was opened (with its brief), if any."""
+    waiting = None
+    for entry in journal.of_kind("gate.opened", "gate.passed", "gate.timed_out", "gate.decision"):
+        ended = entry["kind"] != "gate.opened" and (
+            entry["kind"] != "gate.decision" or entry["decision"] == "reject"
+        )
+        waiting = None if ended else (entry if entry["kind"] == "gate.opened" else waiting)
+    return waiting
 
 
 def _list_runs() -> None:

@@ -18,3 +18,8 @@ _env = Environment(
 
 def render_summary(record: dict[str, Any], record_path: Path) -> str:
     return _env.get_template("summary.md.j2").render(r=record, record_path=record_path)
+
+
+def render_gate_brief(record: dict[str, Any], gate: str, **facts: Any) -> str:
+    """What an approver needs to see to decide a gate, in Markdown."""
+    return _env.get_template("gate.md.j2").render(r=record, gate=gate, **facts)

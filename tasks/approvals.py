@@ -18,12 +18,17 @@ from prefect import get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 from prefect.input import RunInput
+from prefect.settings import PREFECT_UI_URL
 from pydantic import Field
 
 from golive.errors import GateRejected, GateTimedOut, GoLiveError
 from golive.journal import RunJournal
 from golive.plan import Gate, Plan
+from golive.progress import ui_link
+from golive.record import summarize
+from golive.report import render_gate_brief
 from golive.signing import Decision, sign, verifies
+from tasks.notifications import notify
 
 # How often a paused run looks for a decision. Prefect's default of 10 s is too slow for a
 # person waiting on the other side of `golive approve`.
@@ -72,22 +77,27 @@ def signed_decision(
 
 def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> list[str]:
     """Pause until `gate.quorum` distinct allowed approvers approve; return who approved.
-    A reject ends the gate at once; a decision from someone not allowed is refused and
-    recorded, and the gate keeps waiting for the rest of its time."""
-    journal.write(
-        "gate.opened",
-        gate=name,
-        approvers=gate.approvers,
-        quorum=gate.quorum,
-        timeout_seconds=gate.timeout,
-        approve_command=f"golive approve {journal.run_id} --gate {name} --as NAME",
-    )
+    A reject ends the gate at once; a decision that is unsigned (where signatures are
+    required), forged, replayed or not allowed is refused and recorded, and the gate keeps
+    waiting for the rest of its time."""
+    brief = gate_brief(name, gate, plan, journal)
+    key = "" if gate.allow_unsigned else " --key KEYFILE"
+    opened = {
+        "approvers": gate.approvers,
+        "quorum": gate.quorum,
+        "brief": brief,
+        "timeout_seconds": gate.timeout,
+        "approve_command": f"golive approve {journal.run_id} --gate {name} --as NAME{key}",
+    }
+    journal.write("gate.opened", gate=name, **opened)
+    _tell(plan, journal, "gate.opened", name, **opened)
+    form = GateDecision.with_initial_data(description=brief)
     deadline = time.monotonic() + gate.timeout
     approvals: list[str] = []
     attempt = 0
     while len(approvals) < gate.quorum:
         attempt += 1
-        decision = _pause(name, attempt, deadline, gate, journal, approvals)
+        decision = _pause(name, form, attempt, deadline, gate, plan, journal, approvals)
         refusal = _refusal(name, gate, plan, journal, decision, approvals)
         if refusal:
             journal.write(
@@ -98,15 +108,7 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
                 reason=refusal,
             )
             continue
-        journal.write(
-            "gate.decision",
-            gate=name,
-            approver=decision.approver,
-            decision=decision.decision,
-            comment=decision.comment,
-            signed_at=decision.signed_at,
-            signature=decision.signature,
-        )
+        _record(name, plan, journal, decision)
         if decision.decision == "reject":
             raise GateRejected(name, decision.approver, decision.comment)
         approvals.append(decision.approver)
@@ -114,21 +116,109 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
     return approvals
 
 
+def _record(name: str, plan: Plan, journal: RunJournal, decision: GateDecision) -> None:
+    journal.write(
+        "gate.decision",
+        gate=name,
+        approver=decision.approver,
+        decision=decision.decision,
+        comment=decision.comment,
+        signed_at=decision.signed_at,
+        signature=decision.signature,
+    )
+    _tell(
+        plan,
+        journal,
+        "gate.decided",
+        name,
+        decision=decision.decision,
+        approver=decision.approver,
+        comment=decision.comment,
+        signed=bool(decision.signature),
+    )
+
+
+def _tell(plan: Plan, journal: RunJournal, event: str, gate: str, **about: Any) -> None:
+    started = next(journal.of_kind("run.started"))
+    notify(
+        plan,
+        journal,
+        {
+            "event": event,
+            "run_id": journal.run_id,
+            "gate": gate,
+            "release": started["release"],
+            "version": started["version"],
+            "environment": started["environment"],
+            "ui": ui_link(journal.run_id, PREFECT_UI_URL.value()),
+            **about,
+        },
+    )
+
+
+def gate_brief(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> str:
+    entries = journal.entries()
+    record = summarize(entries)
+    finished = {e["wave"] for e in entries if e["kind"] == "wave.finished"}
+    waves = record.get("waves", [])
+    applied = {e["file"] for e in entries if e["kind"] == "migration.applied"}
+    files = [m.sql.name for m in plan.migrations]
+    irreversible = next(
+        (
+            m.sql.name
+            for m in plan.migrations
+            if m.gate == name and not m.reversible and m.sql.name not in applied
+        ),
+        None,
+    )
+    smoke = [s for s in record["steps"] if s["stage"] == "smoke"]
+    return render_gate_brief(
+        record,
+        name,
+        quorum=gate.quorum,
+        approvers=gate.approvers,
+        timeout=gate.timeout,
+        done=[w for w in waves if w["name"] in finished],
+        to_come=[w for w in waves if w["name"] not in finished],
+        backups=sum(
+            1
+            for s in record["steps"]
+            if s["stage"] == "backup"
+            and s.get("host", "")
+            and not s["host"].startswith("database ")
+            and s["outcome"] == "ok"
+        ),
+        applied=[f for f in files if f in applied],
+        pending=[f for f in files if f not in applied],
+        irreversible=irreversible,
+        smoke_ok=sum(1 for s in smoke if s["outcome"] == "ok"),
+        smoke_failed=sum(1 for s in smoke if s["outcome"] == "failed"),
+    )
+
+
 def _pause(
-    name: str, attempt: int, deadline: float, gate: Gate, journal: RunJournal, approvals: list[str]
+    name: str,
+    form: type[GateDecision],
+    attempt: int,
+    deadline: float,
+    gate: Gate,
+    plan: Plan,
+    journal: RunJournal,
+    approvals: list[str],
 ) -> GateDecision:
     remaining = math.ceil(deadline - time.monotonic())
     try:
         if remaining <= 0:
             raise FlowPauseTimeout
         return pause_flow_run(
-            wait_for_input=GateDecision,
+            wait_for_input=form,
             timeout=remaining,
             poll_interval=POLL_SECONDS,
             key=f"{name}-{attempt}",
         )
     except FlowPauseTimeout:
         journal.write("gate.timed_out", gate=name, approvers=approvals, outcome=gate.on_timeout)
+        _tell(plan, journal, "gate.timed_out", name, approvals=approvals)
         raise GateTimedOut(name, gate.timeout, approvals) from None
 
 

@@ -13,12 +13,13 @@ from pydantic import SecretStr
 
 from blocks.postgres import PostgresDatabase
 from blocks.ssh import SshHost
+from blocks.webhook import Webhook
 from tasks.databases import from_dsn
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
-@pytest.mark.parametrize("module", ["blocks.ssh", "blocks.postgres"])
+@pytest.mark.parametrize("module", ["blocks.ssh", "blocks.postgres", "blocks.webhook"])
 def test_a_block_module_registers_with_prefect_block_register(module: str) -> None:
     env = os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
     done = subprocess.run(
@@ -33,12 +34,13 @@ def test_a_block_module_registers_with_prefect_block_register(module: str) -> No
 
 
 def test_every_block_field_is_described_and_keys_and_passwords_are_secret() -> None:
-    for block in (SshHost, PostgresDatabase):
+    for block in (SshHost, PostgresDatabase, Webhook):
         for name, field in block.model_fields.items():
             assert field.description, f"{block.__name__}.{name} has no description"
     assert SshHost.model_fields["private_key"].annotation is SecretStr
     assert "SecretStr" in str(PostgresDatabase.model_fields["password"].annotation)
     assert "SecretStr" in str(PostgresDatabase.model_fields["dsn"].annotation)
+    assert Webhook.model_fields["url"].annotation is SecretStr
 
 
 def test_a_dsn_gives_every_part_of_the_connection_and_hides_the_password() -> None:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from blocks.webhook import Webhook
 from flows.golive import go_live
 from golive import journal
 from golive.demo.fleet import DemoFleet
@@ -186,3 +191,83 @@ def test_a_signed_reject_stops_the_run_and_rolls_back(
         go_live(production_plan(fleet, people), triggered_by="alice")
 
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+class Receiver:
+    """A real HTTP server standing in for a chat webhook; answers `status` to every POST."""
+
+    def __init__(self, status: int = 200) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/s3cr3t-token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def wait_for(condition: Callable[[], bool]) -> bool:
+    """Notifications are sent in the background: wait (boundedly) until they are recorded."""
+    give_up = time.monotonic() + 30
+    while not condition() and time.monotonic() < give_up:
+        time.sleep(0.1)
+    return condition()
+
+
+def test_webhooks_hear_of_a_gate_opening_and_its_decision(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    receiver = Receiver()
+    Webhook(url=receiver.url).save("ops-chat", overwrite=True)
+    approver(decision("approve", "bob", "ship it", people.keys["bob"]))
+    plan = Path(production_plan(fleet, people, quorum=1))
+    plan.write_text(plan.read_text() + "notify:\n- {webhook: ops-chat}\n")
+
+    go_live(str(plan), triggered_by="alice")
+
+    run, _ = only_run()
+    assert wait_for(lambda: len(list(run.of_kind("notify.sent"))) == 2)
+    opened, decided = sorted(receiver.received, key=lambda e: e["event"] != "gate.opened")
+    assert opened["event"] == "gate.opened" and opened["run_id"] == run.run_id
+    assert opened["approve_command"] == (
+        f"golive approve {run.run_id} --gate go-ahead --as NAME --key KEYFILE"
+    )
+    assert "**Waves done:** canary [web1]" in opened["brief"]
+    assert "**Waves to come:** rest [web2]" in opened["brief"]
+    assert "web1 1.0.0 → 2.0.0" in opened["brief"]
+    assert (decided["event"], decided["approver"], decided["signed"]) == (
+        "gate.decided",
+        "bob",
+        True,
+    )
+
+
+def test_a_failing_webhook_is_recorded_and_never_stops_the_go_live(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    broken = Receiver(status=500)
+    Webhook(url=broken.url, attempts=2).save("broken-chat", overwrite=True)
+    approver(decision("approve", "bob", "", people.keys["bob"]))
+    plan = Path(production_plan(fleet, people, quorum=1))
+    plan.write_text(plan.read_text() + "notify:\n- {webhook: broken-chat}\n")
+
+    record = go_live(str(plan), triggered_by="alice")
+
+    assert record["state"] == "completed"
+    run, _ = only_run()
+    assert wait_for(lambda: len(list(run.of_kind("notify.failed"))) == 2)
+    failed = next(run.of_kind("notify.failed"))
+    assert (failed["error"], failed["attempts"]) == ("HTTPStatusError 500", 2)
+    assert len(broken.received) == 4  # two events, two attempts each
+    assert "s3cr3t-token" not in run.path.read_text()

@@ -226,6 +226,7 @@ def test_keygen_then_a_signed_approve_from_another_process_passes_a_production_g
     )
     run, flow = run_in_background(plan)
 
+    waiting = golive("status", run["id"], api=False, GOLIVE_HOME=os.environ["GOLIVE_HOME"])
     bad = golive(
         "approve",
         run["id"],
@@ -250,6 +251,8 @@ def test_keygen_then_a_signed_approve_from_another_process_passes_a_production_g
     )
     flow.join(timeout=120)
 
+    assert "Gate go-ahead: shop-web 2.0.0 → production" in waiting.stdout
+    assert "Waves to come: rest [web2]" in waiting.stdout and "--key KEYFILE" in waiting.stdout
     assert bad.returncode == 2 and "is not a golive key" in bad.stderr
     assert done.returncode == 0, done.stderr
     assert run["record"]["state"] == "completed"
