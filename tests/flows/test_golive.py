@@ -130,7 +130,7 @@ def test_a_decision_from_someone_not_allowed_is_refused_and_the_gate_keeps_waiti
 
     journal, record = only_run()
     [refused] = list(journal.of_kind("gate.refused"))
-    assert refused["claimed"] == "mallory" and "not an approver" in refused["reason"]
+    assert refused["claimed"] == "mallory" and "may not decide this gate" in refused["reason"]
     assert record["state"] == "completed"
 
 
