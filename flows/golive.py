@@ -92,6 +92,7 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
             {"name": w.name, "hosts": list(w.hosts), "gate": w.wave.gate} for w in plan_file.waves
         ],
         gate_names=list(plan.gates),
+        approvers_sha256=plan_file.approvers_digest,
         api_url=str(context.client.api_url) if context else None,
     )
     return journal

@@ -31,6 +31,7 @@ class PlanFile:
     path: Path
     digest: str
     waves: tuple[ResolvedWave, ...]
+    approvers_digest: str | None = None  # sha256 of the approver registry file, if one is used
 
 
 def load_plan(path: str | Path) -> PlanFile:
@@ -45,13 +46,42 @@ def load_plan(path: str | Path) -> PlanFile:
             str(source), [Problem("", f"cannot read the plan: {error.strerror}")]
         ) from None
     raw = _parse_yaml(source, data)
-    sections, problems = _validate_sections(raw)
-    problems += _cross_check(sections)
+    raw, registry_digest, problems = _include_approvers(raw, source.parent)
+    sections, section_problems = _validate_sections(raw)
+    problems += section_problems + _cross_check(sections)
     if problems:
         raise PlanError(str(source), problems)
     plan = _resolve_paths(Plan.model_validate(raw), source.parent.resolve())
     waves, _ = resolve_waves(plan.waves, plan.host_names())
-    return PlanFile(plan, source.resolve(), hashlib.sha256(data).hexdigest(), tuple(waves))
+    digest = hashlib.sha256(data).hexdigest()
+    return PlanFile(plan, source.resolve(), digest, tuple(waves), registry_digest)
+
+
+def _include_approvers(
+    raw: dict[str, Any], base: Path
+) -> tuple[dict[str, Any], str | None, list[Problem]]:
+    """`approvers:` may name a YAML file (relative to the plan) instead of listing them: the
+    registry of keys is the trust root, usually kept and reviewed apart from plans."""
+    reference = raw.get("approvers")
+    if not isinstance(reference, str):
+        return raw, None, []
+    path = base / reference
+    try:
+        data = path.read_bytes()
+        registry = yaml.safe_load(data)
+    except (OSError, yaml.YAMLError) as error:
+        return (
+            raw | {"approvers": {}},
+            None,
+            [Problem("approvers", f"cannot read the approver registry {path}: {error}")],
+        )
+    if not isinstance(registry, dict):
+        return (
+            raw | {"approvers": {}},
+            None,
+            [Problem("approvers", f"{path} is not a mapping of approver names to keys")],
+        )
+    return raw | {"approvers": registry}, hashlib.sha256(data).hexdigest(), []
 
 
 def _parse_yaml(source: Path, data: bytes) -> dict[str, Any]:

@@ -103,36 +103,20 @@ def test_approve_from_another_process_lets_a_paused_run_go_on(
     make_fleet: Callable[..., DemoFleet],
 ) -> None:
     fleet = make_fleet(hosts=2)
-    plan = fleet.write_plan("2.0.0", soak=None)
-    opened = threading.Event()
-    run: dict[str, Any] = {}
+    run, flow = run_in_background(fleet.write_plan("2.0.0", soak=None))
 
-    def on_entry(entry: Entry) -> None:
-        if entry["kind"] == "gate.opened":
-            run["id"] = entry["run_id"]
-            opened.set()
-
-    unsubscribe = journal.subscribe(on_entry)
-    context = contextvars.copy_context()
-    flow = threading.Thread(
-        target=lambda: run.update(record=context.run(go_live, str(plan), triggered_by="alice"))
+    done = golive(
+        "approve",
+        run["id"][:8],
+        "--as",
+        "demo-approver",
+        "--comment",
+        "ship it",
+        api=False,
+        GOLIVE_HOME=os.environ["GOLIVE_HOME"],
     )
-    flow.start()
-    try:
-        assert opened.wait(timeout=120)
-        done = golive(
-            "approve",
-            run["id"][:8],
-            "--as",
-            "demo-approver",
-            "--comment",
-            "ship it",
-            api=False,
-            GOLIVE_HOME=os.environ["GOLIVE_HOME"],
-        )
-        flow.join(timeout=120)
-    finally:
-        unsubscribe()
+    flow.join(timeout=120)
+
     assert done.returncode == 0, done.stderr
     assert f"approved gate 'go-ahead' of run {run['id']} as demo-approver" in done.stdout
     assert run["record"]["state"] == "completed"

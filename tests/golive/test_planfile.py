@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +239,18 @@ def test_ssh_hosts_are_block_names_or_inline_hosts_reached_by_name(tmp_path: Pat
         None,
         22,
     )
+
+
+def test_the_approver_registry_can_be_a_file_kept_apart_from_the_plan(tmp_path: Path) -> None:
+    (tmp_path / "approvers.yaml").write_text(yaml.safe_dump(GOOD["approvers"]))
+    plan_file = load_plan(write(tmp_path, GOOD | {"approvers": "approvers.yaml"}))
+    assert set(plan_file.plan.approvers) == {"bob", "carol"}
+    assert (
+        plan_file.approvers_digest
+        == hashlib.sha256((tmp_path / "approvers.yaml").read_bytes()).hexdigest()
+    )
+
+
+def test_a_missing_approver_registry_file_is_a_plan_problem(tmp_path: Path) -> None:
+    found = problems(tmp_path, GOOD | {"approvers": "nowhere.yaml"})
+    assert found[0].startswith(f"approvers: cannot read the approver registry {tmp_path}")
