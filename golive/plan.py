@@ -241,7 +241,9 @@ class Gate(Section):
     )
     quorum: int = Field(1, ge=1, description="Distinct approvals needed to pass.")
     timeout: Seconds = Field(4 * 3600, description="How long the gate stays open.")
-    on_timeout: Literal["reject"] = Field("reject", description="What an undecided gate means.")
+    on_timeout: Literal["reject", "approve"] = Field(
+        "reject", description="What an undecided gate means (approve: never in production)."
+    )
     owner: str | None = None
 
 

@@ -242,6 +242,15 @@ def _gates_signed(
     problems = []
     production = environment.lower().startswith("prod")
     for name, gate in gates.items():
+        if gate.on_timeout == "approve" and production:
+            problems.append(
+                Problem(
+                    f"gates.{name}.on_timeout",
+                    f"'approve' is not allowed in "
+                    f"environment {environment!r}: a production gate passes only "
+                    "by signed decisions; accepted: 'reject'",
+                )
+            )
         if gate.allow_unsigned:
             if production:
                 problems.append(

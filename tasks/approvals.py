@@ -15,10 +15,12 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect import get_client
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 from prefect.input import RunInput
 from prefect.settings import PREFECT_UI_URL
+from prefect.states import Running
 from pydantic import Field
 
 from golive.errors import GateRejected, GateTimedOut, GoLiveError
@@ -98,6 +100,8 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
     while len(approvals) < gate.quorum:
         attempt += 1
         decision = _pause(name, form, attempt, deadline, gate, plan, journal, approvals)
+        if decision is None:  # timed out, and the plan says an undecided gate passes
+            break
         refusal = _refusal(name, gate, plan, journal, decision, approvals)
         if refusal:
             journal.write(
@@ -112,7 +116,8 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
         if decision.decision == "reject":
             raise GateRejected(name, decision.approver, decision.comment)
         approvals.append(decision.approver)
-    journal.write("gate.passed", gate=name, approvers=approvals)
+    passed_by = "approvals" if len(approvals) >= gate.quorum else "timeout"
+    journal.write("gate.passed", gate=name, approvers=approvals, by=passed_by)
     return approvals
 
 
@@ -205,7 +210,7 @@ def _pause(
     plan: Plan,
     journal: RunJournal,
     approvals: list[str],
-) -> GateDecision:
+) -> GateDecision | None:
     remaining = math.ceil(deadline - time.monotonic())
     try:
         if remaining <= 0:
@@ -218,8 +223,20 @@ def _pause(
         )
     except FlowPauseTimeout:
         journal.write("gate.timed_out", gate=name, approvers=approvals, outcome=gate.on_timeout)
-        _tell(plan, journal, "gate.timed_out", name, approvals=approvals)
+        _tell(plan, journal, "gate.timed_out", name, approvals=approvals, outcome=gate.on_timeout)
+        if gate.on_timeout == "approve":
+            _carry_on()
+            return None
         raise GateTimedOut(name, gate.timeout, approvals) from None
+
+
+def _carry_on() -> None:
+    """Prefect leaves a run whose pause timed out paused, and then fails it at the end; a gate
+    that passes on timeout puts it back to running first."""
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(context.flow_run.id, Running(), force=True)
 
 
 def _refusal(

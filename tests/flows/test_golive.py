@@ -249,3 +249,25 @@ def test_rollback_puts_backed_up_files_back_as_they_were_before_the_run(
     _, record = only_run()
     restores = [s for s in record["steps"] if s["stage"] == "restore"]
     assert {tuple(s["result"]["files_restored"]) for s in restores} == {("shared",)}
+
+
+def test_a_gate_that_passes_on_timeout_lets_the_run_complete(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    gates = {
+        "go-ahead": {
+            "approvers": ["bob"],
+            "timeout": "2s",
+            "allow_unsigned": True,
+            "on_timeout": "approve",
+        }
+    }
+
+    record = go_live(str(fleet.write_plan("2.0.0", gates=gates, **NO_SOAK)))
+
+    assert record["state"] == "completed"
+    journal, _ = only_run()
+    [passed] = list(journal.of_kind("gate.passed"))
+    assert (passed["by"], passed["approvers"]) == ("timeout", [])
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}

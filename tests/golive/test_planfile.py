@@ -254,3 +254,11 @@ def test_the_approver_registry_can_be_a_file_kept_apart_from_the_plan(tmp_path: 
 def test_a_missing_approver_registry_file_is_a_plan_problem(tmp_path: Path) -> None:
     found = problems(tmp_path, GOOD | {"approvers": "nowhere.yaml"})
     assert found[0].startswith(f"approvers: cannot read the approver registry {tmp_path}")
+
+
+def test_a_production_gate_cannot_pass_by_timeout(tmp_path: Path) -> None:
+    gates = {"prod-approval": GOOD["gates"]["prod-approval"] | {"on_timeout": "approve"}}
+    assert problems(tmp_path, with_("gates", gates)) == [
+        "gates.prod-approval.on_timeout: 'approve' is not allowed in environment 'production': "
+        "a production gate passes only by signed decisions; accepted: 'reject'"
+    ]
