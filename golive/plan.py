@@ -10,8 +10,9 @@ import math
 import re
 import string
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -19,12 +20,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     model_validator,
 )
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]{0,252}$")
+LONGEST = 30 * 86400.0  # no wait, timeout or soak in a go-live is longer than 30 days
+# Names on a host that golive itself owns: a backup path naming them would let a rollback
+# delete the releases, the `current` link or golive's staging files.
+RESERVED_ON_HOST = ("releases", "current")
 
 
 def parse_duration(value: Any) -> float:
@@ -39,21 +48,29 @@ def parse_duration(value: Any) -> float:
             f"{value!r} is not a duration; accepted: a number of seconds or text like "
             "'250ms', '30s', '10m', '4h', '1h30m'"
         )
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > LONGEST:
+        raise ValueError(f"{value!r} is not accepted; accepted: longer than zero, at most 30d")
     return seconds
 
 
 def parse_fraction(value: Any) -> float:
     """'1%' or 0.01 -> 0.01."""
-    text = str(value).strip()
+    text = str(value).strip() if isinstance(value, str | int | float) else "?"
     try:
         fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise ValueError(f"{value!r} is not a rate; accepted: a percentage like '1%'") from None
-    if not 0 <= fraction <= 1:
+    if isinstance(value, bool) or not 0 <= fraction <= 1:
         raise ValueError(f"{value!r} is outside 0%..100%")
     return fraction
+
+
+def _placeholder_name(value: str) -> str:
+    if not _PLACEHOLDER.match(value):
+        raise ValueError(
+            f"{value!r} cannot be a placeholder; accepted: letters, digits and '_', like http_port"
+        )
+    return value
 
 
 def _safe_name(value: str) -> str:
@@ -70,6 +87,81 @@ def placeholders(template: str) -> set[str]:
         return {field for _, field, _, _ in string.Formatter().parse(template) if field}
     except ValueError:
         return {"<unbalanced braces>"}
+
+
+def _template(value: str) -> str:
+    """Placeholders are plain {names}: no positions, attributes, indexes or conversions, which
+    str.format would otherwise evaluate against golive's own objects."""
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} has an unbalanced brace; write {{{{ and }}}} for literal braces"
+        ) from None
+    for _, field, spec, conversion in parts:
+        if field is not None and (not _PLACEHOLDER.match(field) or spec or conversion):
+            raise ValueError(
+                f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                " is not a placeholder; accepted: {name}, {address} or a host var like "
+                "{http_port}"
+            )
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty; accepted: a non-empty text")
+    return value
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"{value!r} is not a URL golive can check; accepted: http://host[:port]/path "
+            "or https://..., with {placeholders}"
+        )
+    return value
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError(
+            f"{value!r} is not a host address; accepted: a host name or an IP address "
+            "(no spaces, not starting with '-')"
+        )
+    return value
+
+
+def _env_var(value: str) -> str:
+    if not _ENV_VAR.match(value):
+        raise ValueError(f"{value!r} is not an environment variable name; accepted: like SHOP_PW")
+    return value
+
+
+def host_relative(value: str) -> str:
+    """A path inside a host's deploy root: relative, with no '..', and not golive's own."""
+    path = PurePosixPath(value)
+    if not value.strip() or path.is_absolute() or ".." in path.parts or str(path) == ".":
+        raise ValueError(
+            f"{value!r} is not inside the deploy root; accepted: a relative path below it, "
+            "like 'shared' or 'shared/uploads' (no '..', not absolute)"
+        )
+    if path.parts[0] in RESERVED_ON_HOST or path.parts[0].startswith(".golive"):
+        raise ValueError(
+            f"{value!r} is golive's own ({path.parts[0]}); accepted: your application's paths"
+        )
+    return str(path)
+
+
+def deploy_root(value: Path) -> Path:
+    """A host's deploy root: no '..' and not the file system's root."""
+    if ".." in value.parts or value == Path("/") or not str(value).strip():
+        raise ValueError(
+            f"{str(value)!r} cannot be a deploy root; accepted: a directory of its own, "
+            "like /srv/shop-web, without '..'"
+        )
+    return value
 
 
 def _gate_name(value: str) -> str:
@@ -91,6 +183,12 @@ def _share_or_count(value: Any) -> Any:
     raise ValueError(f"{value!r} is not accepted; accepted: a count (2) or a share ('25%')")
 
 
+def _at_least_one(value: Any) -> Any:
+    if value == 0 or (isinstance(value, str) and float(value.rstrip("%")) == 0):
+        raise ValueError(f"{value!r} would deploy nothing; accepted: at least 1, or over 0%")
+    return value
+
+
 def share_of(value: int | str, size: int, at_least: int) -> int:
     """A count, or a share of `size` rounded down (a budget never rounds in your favour)."""
     count = value if isinstance(value, int) else math.floor(size * float(value[:-1]) / 100)
@@ -103,35 +201,56 @@ def _wave_size(value: Any) -> Any:
             f"{value!r} is not a wave size; accepted: a count (1), a share of the fleet ('50%') "
             "or a list of host names"
         )
+    if isinstance(value, list) and not value:
+        raise ValueError("a wave with no hosts; accepted: at least one host name")
+    if isinstance(value, list) and len(set(map(str, value))) != len(value):
+        raise ValueError(f"{value!r} names a host twice; accepted: each host once")
     return value
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given twice; accepted: each once")
+    return values
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Fraction = Annotated[float, BeforeValidator(parse_fraction)]
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 GateName = Annotated[str, AfterValidator(_gate_name)]
+Template = Annotated[str, AfterValidator(_not_blank), AfterValidator(_template)]
+Text = Annotated[str, AfterValidator(_not_blank)]
+Count = Annotated[int, Strict()]  # a YAML `true` is not a number
+HostPath = Annotated[str, AfterValidator(host_relative)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Release(Section):
     name: SafeName = Field(description="What is released, e.g. 'shop-web'.")
     version: SafeName = Field(description="The version this run puts live.")
     artifact: Path = Field(description="The release tarball; relative paths are to the plan file.")
-    owner: str | None = Field(None, description="Who answers for this release.")
+    owner: Text | None = Field(None, description="Who answers for this release.")
 
 
 class Host(Section):
     name: SafeName = Field(description="The host's name in waves, records and reports.")
-    address: str = Field("127.0.0.1", description="Where SSH and smoke checks reach the host.")
-    vars: dict[str, str | int] = Field(
+    address: Annotated[str, AfterValidator(_address)] = Field(
+        "127.0.0.1", description="Where SSH and smoke checks reach the host."
+    )
+    vars: dict[Annotated[str, AfterValidator(_placeholder_name)], str | int] = Field(
         default_factory=dict, description="Values for {placeholders} in URLs and commands."
     )
-    path: str | None = Field(None, description="This host's deploy directory, if not targets.path.")
-    block: str | None = Field(None, description="SSH: the golive-ssh-host block holding its key.")
-    port: int = Field(22, ge=1, le=65535, description="SSH: the port sshd listens on.")
+    path: Annotated[Path, AfterValidator(deploy_root)] | None = Field(
+        None, description="This host's deploy directory, if not targets.path."
+    )
+    block: SafeName | None = Field(
+        None, description="SSH: the golive-ssh-host block holding its key."
+    )
+    port: Count = Field(22, ge=1, le=65535, description="SSH: the port sshd listens on.")
     user: str | None = Field(None, description="SSH: who logs in (default: you).")
     identity_file: Path | None = Field(None, description="SSH: private key file.")
     known_hosts: Path = Field(Path("~/.ssh/known_hosts"), description="SSH: known host keys.")
@@ -150,6 +269,22 @@ class Host(Section):
         }
 
 
+def hosts_by_name(data: Any) -> Any:
+    """A bare name is a host block under ssh, and a local directory otherwise; an inline SSH
+    host without an address is reached by its name."""
+    if not isinstance(data, dict) or not isinstance(data.get("hosts"), list):
+        return data
+    ssh = data.get("transport") == "ssh"
+    hosts = []
+    for host in data["hosts"]:
+        if isinstance(host, str):
+            host = {"name": host, "block": host} if ssh else {"name": host}
+        elif ssh and isinstance(host, dict) and "name" in host and not host.get("block"):
+            host = {"address": host["name"]} | host
+        hosts.append(host)
+    return data | {"hosts": hosts}
+
+
 class Targets(Section):
     transport: Literal["local", "ssh"] = Field(
         "local",
@@ -157,31 +292,36 @@ class Targets(Section):
         "ssh: each host is a machine reached with fabric.",
     )
     hosts: list[Host] = Field(min_length=1)
-    path: Path = Field(description="Where releases live on each host.")
-    restart: str = Field(description="Command run on a host after its `current` link switches.")
-    keep_releases: int = Field(5, ge=2, description="Releases kept on each host after success.")
+    path: Annotated[Path, AfterValidator(deploy_root)] = Field(
+        description="Where releases live on each host."
+    )
+    restart: Template = Field(
+        description="Command run on a host after its `current` link switches."
+    )
+    keep_releases: Count = Field(
+        5, ge=2, le=1000, description="Releases kept on each host after success."
+    )
     command_timeout: Seconds = Field(120, description="Longest a host command may run.")
 
     @model_validator(mode="before")
     @classmethod
     def _hosts_by_name(cls, data: Any) -> Any:
-        """A bare name is a host block under ssh, and a local directory otherwise; an inline SSH
-        host without an address is reached by its name."""
-        if not isinstance(data, dict) or not isinstance(data.get("hosts"), list):
-            return data
-        ssh = data.get("transport") == "ssh"
-        hosts = []
-        for host in data["hosts"]:
-            if isinstance(host, str):
-                host = {"name": host, "block": host} if ssh else {"name": host}
-            elif ssh and isinstance(host, dict) and "name" in host and not host.get("block"):
-                host = {"address": host["name"]} | host
-            hosts.append(host)
-        return data | {"hosts": hosts}
+        return hosts_by_name(data)
+
+    @model_validator(mode="after")
+    def _roots_on_ssh_hosts_are_absolute(self) -> Targets:
+        if self.transport == "ssh":
+            for root in (self.path, *(h.path for h in self.hosts if h.path)):
+                if not root.is_absolute():
+                    raise ValueError(
+                        f"deploy root {str(root)!r} is relative; over ssh it must be absolute, "
+                        "like /srv/shop-web"
+                    )
+        return self
 
     def deploy_dir(self, host: Host) -> str:
         if host.path:
-            return host.path
+            return str(host.path)
         return str(self.path / host.name) if self.transport == "local" else str(self.path)
 
 
@@ -190,15 +330,17 @@ class Wave(Section):
     hosts: Annotated[int | str | list[str], BeforeValidator(_wave_size)] = Field(
         description="A count, a percentage of the fleet covered by the end of this wave, or names."
     )
-    parallel: Annotated[int | str, BeforeValidator(_share_or_count)] | None = Field(
-        None, description="Most hosts deploying at once: a count or a share of the wave."
-    )
+    parallel: (
+        Annotated[int | str, BeforeValidator(_share_or_count), AfterValidator(_at_least_one)] | None
+    ) = Field(None, description="Most hosts deploying at once: a count or a share of the wave.")
     max_fail: Annotated[int | str, BeforeValidator(_share_or_count)] = Field(
         0,
         description="Failure budget: hosts that may fail (count or share of the wave) and be "
         "taken out while the rollout goes on. One more, and everything rolls back.",
     )
-    gate: str | None = Field(None, description="A gate (from `gates`) to pass after this wave.")
+    gate: GateName | None = Field(
+        None, description="A gate (from `gates`) to pass after this wave."
+    )
     soak: Seconds | None = Field(None, description="Watch this wave alone for so long first.")
     pause: Seconds | None = Field(None, description="Wait this long before the next wave.")
 
@@ -211,11 +353,13 @@ class Wave(Section):
 
 class SmokeCheck(Section):
     name: SafeName
-    url: str = Field(description="Templated per host: {name}, {address} and the host's vars.")
-    expect_status: int = Field(200, ge=100, le=599)
+    url: Annotated[Template, AfterValidator(_url)] = Field(
+        description="Templated per host: {name}, {address} and the host's vars."
+    )
+    expect_status: Count = Field(200, ge=100, le=599)
     expect_body: str | None = Field(None, description="Text the response body must contain.")
     max_latency_ms: float | None = Field(None, gt=0)
-    retries: int = Field(3, ge=0, description="Extra attempts before the check fails.")
+    retries: Count = Field(3, ge=0, le=100, description="Extra attempts before the check fails.")
     retry_delay: Seconds = 1.0
     timeout: Seconds = 5.0
 
@@ -231,15 +375,19 @@ class Approver(Section):
     public_key: Annotated[str, AfterValidator(_public_key)] = Field(
         description="Ed25519 public key as `golive keygen` prints it (ed25519:...)."
     )
-    groups: list[str] = Field(default_factory=list, description="Groups gates may name.")
+    groups: Annotated[list[SafeName], AfterValidator(_unique)] = Field(
+        default_factory=list, description="Groups gates may name."
+    )
 
 
 class Gate(Section):
-    approvers: list[str] = Field(min_length=1, description="People or groups who may decide.")
-    allow_unsigned: bool = Field(
+    approvers: Annotated[list[SafeName], AfterValidator(_unique)] = Field(
+        min_length=1, description="People or groups who may decide."
+    )
+    allow_unsigned: Annotated[bool, Strict()] = Field(
         False, description="Accept decisions without a signature (never in production)."
     )
-    quorum: int = Field(1, ge=1, description="Distinct approvals needed to pass.")
+    quorum: Count = Field(1, ge=1, le=100, description="Distinct approvals needed to pass.")
     timeout: Seconds = Field(4 * 3600, description="How long the gate stays open.")
     on_timeout: Literal["reject", "approve"] = Field(
         "reject", description="What an undecided gate means (approve: never in production)."
@@ -253,15 +401,26 @@ class Soak(Section):
     max_error_rate: Fraction = 0.0
     max_p95_ms: float | None = Field(None, gt=0)
 
+    @model_validator(mode="after")
+    def _interval_fits(self) -> Soak:
+        if self.interval > self.duration:
+            raise ValueError(
+                f"interval {self.interval:g}s is longer than the soak's duration "
+                f"{self.duration:g}s; accepted: an interval at most the duration"
+            )
+        return self
+
 
 class FilesBackup(Section):
     kind: Literal["files"]
-    paths: list[str] = Field(min_length=1, description="Paths under each host's directory.")
+    paths: Annotated[list[HostPath], AfterValidator(_unique)] = Field(
+        min_length=1, description="Paths under each host's deploy root."
+    )
 
 
 class PostgresBackup(Section):
     kind: Literal["postgres"]
-    database: str = Field(description="A database from `databases`.")
+    database: SafeName = Field(description="A database from `databases`.")
 
 
 Backup = Annotated[FilesBackup | PostgresBackup, Field(discriminator="kind")]
@@ -270,51 +429,88 @@ Backup = Annotated[FilesBackup | PostgresBackup, Field(discriminator="kind")]
 class DatabaseRef(Section):
     """A PostgreSQL database: a golive-postgres block by name, or inline without a password."""
 
-    block: str | None = Field(None, description="A golive-postgres block holding the password.")
-    host: str = "127.0.0.1"
-    port: int = Field(5432, ge=1, le=65535)
-    dbname: str | None = Field(None, description="Database name (inline only).")
-    user: str = "postgres"
-    password_env: str | None = Field(None, description="Environment variable with the password.")
+    block: SafeName | None = Field(
+        None, description="A golive-postgres block holding the password."
+    )
+    host: Annotated[str, AfterValidator(_address)] = "127.0.0.1"
+    port: Count = Field(5432, ge=1, le=65535)
+    dbname: Text | None = Field(None, description="Database name (inline only).")
+    user: Text = "postgres"
+    password_env: Annotated[str, AfterValidator(_env_var)] | None = Field(
+        None, description="Environment variable with the password."
+    )
 
 
 class BackupStorage(Section):
-    block: str | None = Field(None, description="A golive-backup-storage block to use instead.")
+    block: SafeName | None = Field(
+        None, description="A golive-backup-storage block to use instead."
+    )
     directory: Path = Field(Path("~/.golive/backups"), description="Where database dumps go.")
-    keep: int = Field(5, ge=1, description="Verified backups kept per environment and database.")
+    keep: Count = Field(
+        5, ge=1, le=1000, description="Verified backups kept per environment and database."
+    )
 
 
 class MigrationCheck(Section):
-    name: str
-    query: str = Field(description="SQL returning one value.")
+    name: Text
+    query: Text = Field(description="SQL returning one value.")
     when: Literal["before", "after", "both"] = "after"
     equals: float | str | None = None
     at_least: float | None = None
     at_most: float | None = None
-    unchanged: bool = Field(False, description="After must equal before (run both times).")
+    unchanged: Annotated[bool, Strict()] = Field(
+        False, description="After must equal before (run both times)."
+    )
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> MigrationCheck:
+        conditions = (self.equals, self.at_least, self.at_most)
+        if all(c is None for c in conditions) and not self.unchanged:
+            raise ValueError(
+                f"check {self.name!r} has no condition; accepted: one of equals, "
+                "at_least, at_most, unchanged: true"
+            )
+        low, high = self.at_least, self.at_most
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"at_least {low:g} is above at_most {high:g}: no value could pass")
+        return self
 
 
 class Migration(Section):
     sql: Path = Field(description="SQL file, relative to the plan; run in one transaction.")
-    database: str | None = Field(None, description="From `databases` (default: the only one).")
-    reversible: bool = Field(True, description="false: a point of no return (needs `gate`).")
+    database: SafeName | None = Field(None, description="From `databases` (default: the only one).")
+    reversible: Annotated[bool, Strict()] = Field(
+        True, description="false: a point of no return (needs `gate`)."
+    )
     gate: GateName | None = Field(None, description="Gate approving an irreversible migration.")
     checks: list[MigrationCheck] = Field(default_factory=list)
 
 
 class Freeze(Section):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
     starts: date = Field(alias="from")
     ends: date = Field(alias="to")
-    reason: str
+    reason: Text
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Freeze:
+        if self.ends < self.starts:
+            raise ValueError(
+                f"ends ({self.ends}) before it starts ({self.starts}); accepted: from <= to"
+            )
+        return self
 
 
 class Webhook(Section):
-    webhook: str = Field(description="Name of a webhook block to post run events to.")
+    webhook: SafeName = Field(description="Name of a webhook block to post run events to.")
 
 
 class RollbackPolicy(Section):
-    automatic: bool = Field(True, description="Roll back every changed host on any failure.")
+    automatic: Annotated[bool, Strict()] = Field(
+        True, description="Roll back every changed host on any failure."
+    )
 
 
 class Plan(Section):
@@ -332,7 +528,7 @@ class Plan(Section):
     freeze: list[Freeze] = Field(default_factory=list)
     notify: list[Webhook] = Field(default_factory=list)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
-    approvers: dict[str, Approver] = Field(default_factory=dict)
+    approvers: dict[SafeName, Approver] = Field(default_factory=dict)
 
     def host(self, name: str) -> Host:
         return next(h for h in self.targets.hosts if h.name == name)

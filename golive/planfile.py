@@ -8,18 +8,23 @@ placeholders against host vars) run over every section that parsed.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
+import stat
+import tarfile
 import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from golive import yamlfile
 from golive.errors import PlanError, Problem
-from golive.plan import Gate, Migration, Plan, SmokeCheck, Targets, Wave, placeholders
+from golive.plan import Gate, Host, Plan, hosts_by_name, placeholders
 from golive.waves import ResolvedWave, resolve_waves
 
 
@@ -34,27 +39,45 @@ class PlanFile:
     approvers_digest: str | None = None  # sha256 of the approver registry file, if one is used
 
 
-def load_plan(path: str | Path) -> PlanFile:
-    """Read and check a plan file; raise PlanError listing every problem."""
+def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
+    """Read and check a plan file; raise PlanError listing every problem. `check_files`
+    also requires the local files it names (artifact, SQL, keys) to be there and readable:
+    a rollback reads none of them, so it may run after they are gone."""
     source = Path(path)
     try:
-        data = source.read_bytes()
-    except FileNotFoundError:
-        raise PlanError(str(source), [Problem("", "the plan file does not exist")]) from None
-    except OSError as error:
+        data = yamlfile.read_bytes(source, "plan file")
+        raw = yamlfile.load(yamlfile.decode(data, "plan file"))
+    except yamlfile.YamlRefused as refused:
+        raise PlanError(str(source), [Problem(w, m) for w, m in refused.problems]) from None
+    if not isinstance(raw, dict):
+        accepted = ", ".join(Plan.model_fields)
         raise PlanError(
-            str(source), [Problem("", f"cannot read the plan: {error.strerror}")]
-        ) from None
-    raw = _parse_yaml(source, data)
-    raw, registry_digest, problems = _include_approvers(raw, source.parent)
+            str(source),
+            [Problem("", f"a plan is a YAML mapping of sections; accepted: {accepted}")],
+        )
+    base = source.resolve().parent
+    raw, registry_digest, problems = _include_approvers(raw, base)
     sections, section_problems = _validate_sections(raw)
-    problems += section_problems + _cross_check(sections)
+    view = PlanView(raw, sections, base, check_files)
+    problems += section_problems + _cross_check(view)
     if problems:
-        raise PlanError(str(source), problems)
-    plan = _resolve_paths(Plan.model_validate(raw), source.parent.resolve())
+        raise PlanError(str(source), _bounded(problems))
+    plan = _resolve_paths(Plan.model_validate(raw), base)
     waves, _ = resolve_waves(plan.waves, plan.host_names())
     digest = hashlib.sha256(data).hexdigest()
     return PlanFile(plan, source.resolve(), digest, tuple(waves), registry_digest)
+
+
+def _bounded(problems: list[Problem], most: int = 200, longest: int = 400) -> list[Problem]:
+    """A hostile plan can make thousands of problems, or huge values inside them."""
+    shown = [Problem(p.path[:120], _clip(p.message, longest)) for p in problems[:most]]
+    if len(problems) > most:
+        shown.append(Problem("", f"... and {len(problems) - most} more problems"))
+    return shown
+
+
+def _clip(text: str, longest: int) -> str:
+    return text if len(text) <= longest else text[: longest - 3] + "..."
 
 
 def _include_approvers(
@@ -65,15 +88,18 @@ def _include_approvers(
     reference = raw.get("approvers")
     if not isinstance(reference, str):
         return raw, None, []
-    path = base / reference
+    path, problem = local_file(reference, base, "approver registry", yamlfile.MAX_BYTES)
+    if problem:
+        return raw | {"approvers": {}}, None, [Problem("approvers", problem)]
     try:
-        data = path.read_bytes()
-        registry = yaml.safe_load(data)
-    except (OSError, yaml.YAMLError) as error:
+        data = yamlfile.read_bytes(path, "approver registry")
+        registry = yamlfile.load(yamlfile.decode(data, "approver registry"))
+    except yamlfile.YamlRefused as refused:
+        where = ", ".join(f"{w}: {m}" if w else m for w, m in refused.problems)
         return (
             raw | {"approvers": {}},
             None,
-            [Problem("approvers", f"cannot read the approver registry {path}: {error}")],
+            [Problem("approvers", f"cannot read the approver registry {path}: {where}")],
         )
     if not isinstance(registry, dict):
         return (
@@ -84,25 +110,31 @@ def _include_approvers(
     return raw | {"approvers": registry}, hashlib.sha256(data).hexdigest(), []
 
 
-def _parse_yaml(source: Path, data: bytes) -> dict[str, Any]:
+def local_file(reference: Any, base: Path, what: str, largest: int) -> tuple[Path, str | None]:
+    """A file on this machine a plan names: relative to the plan's folder (and inside it)
+    unless absolute; a regular, readable, non-empty file of at most `largest` bytes."""
+    given = Path(str(reference)).expanduser()
+    path = given if given.is_absolute() else base / given
+    if not given.is_absolute():
+        resolved = path.resolve()
+        if not resolved.is_relative_to(base):
+            return path, (
+                f"{str(reference)!r} leads out of the plan's folder {base} (to {resolved}); "
+                "accepted: a path inside that folder, or an absolute path if you mean it"
+            )
     try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise PlanError(str(source), [Problem(where, f"not valid YAML: {error}")]) from None
-    if not isinstance(raw, dict):
-        raise PlanError(
-            str(source),
-            [
-                Problem(
-                    "",
-                    "a plan is a YAML mapping of sections; "
-                    f"accepted sections: {', '.join(Plan.model_fields)}",
-                )
-            ],
-        )
-    return raw
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return path, f"the {what} {path} does not exist"
+    except OSError as error:
+        return path, f"cannot read the {what} {path}: {error.strerror}"
+    with os.fdopen(fd, "rb"):
+        info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        return path, f"the {what} {path} is not a regular file"
+    if info.st_size == 0 or info.st_size > largest:
+        return path, f"the {what} {path} is {info.st_size} bytes; accepted: 1 to {largest}"
+    return path, None
 
 
 def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
@@ -122,7 +154,7 @@ def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Proble
             continue
         assert field.annotation is not None  # every Plan field is annotated
         try:
-            sections[name] = TypeAdapter(field.annotation).validate_python(raw[name])
+            sections[name] = _adapter(field.annotation).validate_python(raw[name])
         except ValidationError as error:
             problems += [_problem(field.annotation, name, e) for e in error.errors()]
     return sections, problems
@@ -193,111 +225,195 @@ def _type_args(annotation: Any) -> Iterator[Any]:
             yield from typing.get_args(arg)
 
 
-# Checks that span sections. Each names the sections it needs and runs only when they parsed.
+class PlanView:
+    """What parsed of a plan, as far as it did: the sections that parsed whole, and the items
+    of list and mapping sections that parsed on their own while a sibling did not. Checks that
+    span sections read this, so one bad item hides no other problem."""
 
-CrossCheck = Callable[..., list[Problem]]
+    def __init__(
+        self, raw: dict[str, Any], sections: dict[str, Any], base: Path, check_files: bool
+    ) -> None:
+        self.raw, self.sections, self.base, self.check_files = raw, sections, base, check_files
+
+    def complete(self, *names: str) -> bool:
+        return all(name in self.sections for name in names)
+
+    def items(self, name: str) -> dict[Any, Any]:
+        """index -> item (list sections) or key -> item (mapping sections) that parsed."""
+        if name in self.sections:
+            value = self.sections[name]
+            return dict(enumerate(value)) if isinstance(value, list) else dict(value)
+        raw = self.raw.get(name)
+        item = typing.get_args(Plan.model_fields[name].annotation)[-1]
+        pairs = enumerate(raw) if isinstance(raw, list) else []
+        pairs = raw.items() if isinstance(raw, dict) else pairs
+        return {key: parsed for key, value in pairs if (parsed := _parsed(item, value)) is not None}
+
+    def names(self, name: str) -> list[str]:
+        """The keys of a mapping section, whether or not their values parsed."""
+        raw = self.raw.get(name)
+        return [str(key) for key in raw] if isinstance(raw, dict) else []
+
+    def hosts(self) -> dict[int, Host]:
+        if "targets" in self.sections:
+            return dict(enumerate(self.sections["targets"].hosts))
+        targets = self.raw.get("targets")
+        if not isinstance(targets, dict) or not isinstance(targets.get("hosts"), list):
+            return {}
+        normalized = hosts_by_name(targets)["hosts"]
+        return {i: parsed for i, host in enumerate(normalized) if (parsed := _parsed(Host, host))}
+
+    def host_names(self) -> list[str] | None:
+        """Every host's name as written, or None if some host has none."""
+        targets = self.raw.get("targets")
+        hosts = targets.get("hosts") if isinstance(targets, dict) else None
+        if not isinstance(hosts, list):
+            return None
+        names = [
+            h if isinstance(h, str) else h.get("name") if isinstance(h, dict) else None
+            for h in hosts
+        ]
+        return names if all(isinstance(n, str) for n in names) else None  # type: ignore[return-value]
+
+    def text(self, section: str, field: str) -> str | None:
+        value = self.raw.get(section)
+        found = value.get(field) if isinstance(value, dict) else None
+        return found if isinstance(found, str) else None
+
+    def environment(self) -> str | None:
+        value = self.raw.get("environment")
+        return value if isinstance(value, str) else None
 
 
-def _cross_check(sections: dict[str, Any]) -> list[Problem]:
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    if annotation not in _ADAPTERS:
+        _ADAPTERS[annotation] = TypeAdapter(annotation)
+    return _ADAPTERS[annotation]
+
+
+def _parsed(annotation: Any, value: Any) -> Any:
+    try:
+        return _adapter(annotation).validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _cross_check(view: PlanView) -> list[Problem]:
     problems: list[Problem] = []
-    for check, needs in _CROSS_CHECKS:
-        if all(name in sections for name in needs):
-            problems += check(*(sections[name] for name in needs))
+    for check in _CROSS_CHECKS:
+        problems += check(view)
     return problems
 
 
-def _unique_hosts(targets: Targets) -> list[Problem]:
-    seen: dict[str, int] = {}
+def _unique_names(view: PlanView) -> list[Problem]:
+    """Hosts, waves, smoke checks, migrations and database backups: each named once."""
     problems = []
-    for index, host in enumerate(targets.hosts):
-        if host.name in seen:
-            problems.append(
-                Problem(
-                    f"targets.hosts[{index}].name",
-                    f"{host.name!r} is already targets.hosts[{seen[host.name]}]",
+    named = {
+        "targets.hosts": ({i: h.name for i, h in view.hosts().items()}, "name"),
+        "waves": ({i: w.name for i, w in view.items("waves").items()}, "name"),
+        "smoke": ({i: c.name for i, c in view.items("smoke").items()}, "name"),
+        "migrations": ({i: str(m.sql) for i, m in view.items("migrations").items()}, "sql"),
+        "backups": (
+            {i: b.database for i, b in view.items("backups").items() if hasattr(b, "database")},
+            "database",
+        ),
+    }
+    for section, (names, field) in named.items():
+        seen: dict[str, int] = {}
+        for index, name in sorted(names.items()):
+            if name in seen:
+                problems.append(
+                    Problem(
+                        f"{section}[{index}].{field}",
+                        f"{name!r} is already {section}[{seen[name]}]; accepted: each once",
+                    )
                 )
-            )
-        seen.setdefault(host.name, index)
+            seen.setdefault(name, index)
     return problems
 
 
-def _waves_cover_hosts(targets: Targets, waves: list[Wave]) -> list[Problem]:
-    return resolve_waves(waves, [h.name for h in targets.hosts])[1]
+def _waves_cover_hosts(view: PlanView) -> list[Problem]:
+    names = view.host_names()
+    if not view.complete("waves") or names is None:
+        return []
+    return resolve_waves(view.sections["waves"], list(dict.fromkeys(names)))[1]
 
 
-def _wave_gates_exist(waves: list[Wave], gates: dict[str, Gate]) -> list[Problem]:
+def _wave_gates_exist(view: PlanView) -> list[Problem]:
+    gates = view.names("gates")
     accepted = ", ".join(gates) or "none defined: add a `gates:` section"
     return [
         Problem(f"waves[{i}].gate", f"{w.gate!r} is not a gate; accepted: {accepted}")
-        for i, w in enumerate(waves)
+        for i, w in view.items("waves").items()
         if w.gate is not None and w.gate not in gates
     ]
 
 
-def _gates_signed(
-    gates: dict[str, Gate], approvers: dict[str, Any], environment: str
-) -> list[Problem]:
+def _gates_signed(view: PlanView) -> list[Problem]:
     """Outside production a gate may take unsigned decisions; elsewhere every decision is
     signed by a registered approver, and the gate must name enough of them."""
-    problems = []
+    environment = view.environment() or ""
     production = environment.lower().startswith("prod")
-    for name, gate in gates.items():
+    approvers = view.items("approvers")
+    problems = []
+    for name, gate in view.items("gates").items():
         if gate.on_timeout == "approve" and production:
             problems.append(
                 Problem(
                     f"gates.{name}.on_timeout",
-                    f"'approve' is not allowed in "
-                    f"environment {environment!r}: a production gate passes only "
-                    "by signed decisions; accepted: 'reject'",
+                    f"'approve' is not allowed in environment {environment!r}: a production "
+                    "gate passes only by signed decisions; accepted: 'reject'",
                 )
             )
-        if gate.allow_unsigned:
-            if production:
-                problems.append(
-                    Problem(
-                        f"gates.{name}.allow_unsigned",
-                        f"not allowed in "
-                        f"environment {environment!r}: production decisions are "
-                        "signed",
-                    )
-                )
-            continue
-        people = {
-            a
-            for a, who in approvers.items()
-            if a in gate.approvers or set(gate.approvers) & set(who.groups)
-        }
-        if len(people) < gate.quorum:
-            known = ", ".join(approvers) or "none registered: add an `approvers:` section"
+        if gate.allow_unsigned and production:
             problems.append(
                 Problem(
-                    f"gates.{name}.approvers",
-                    f"{gate.quorum} signed approval(s) "
-                    f"needed, but only {len(people)} registered approver(s) match; "
-                    f"registered: {known}",
+                    f"gates.{name}.allow_unsigned",
+                    f"not allowed in environment {environment!r}: production decisions are signed",
                 )
             )
+        problems += _quorum_reachable(name, gate, approvers, view.complete("approvers"))
     return problems
 
 
-def _gates_reachable(gates: dict[str, Gate]) -> list[Problem]:
+def _quorum_reachable(
+    name: str, gate: Gate, approvers: dict[str, Any], registry_complete: bool
+) -> list[Problem]:
+    """A quorum counts people: a group stands for its registered members."""
+    registered = {
+        a
+        for a, who in approvers.items()
+        if a in gate.approvers or set(gate.approvers) & set(who.groups)
+    }
+    if gate.allow_unsigned:
+        groups = {g for who in approvers.values() for g in who.groups}
+        people = registered | {a for a in gate.approvers if a not in groups}
+    else:
+        people = registered
+    if len(people) >= gate.quorum or not registry_complete:
+        return []
+    known = ", ".join(approvers) or "none registered: add an `approvers:` section"
+    what = "approval(s)" if gate.allow_unsigned else "signed approval(s)"
     return [
         Problem(
             f"gates.{name}.quorum",
-            f"{gate.quorum} approvals needed, but only "
-            f"{len(set(gate.approvers))} approver(s) listed",
+            f"{gate.quorum} {what} needed, but only {len(people)} approver(s) could give one "
+            f"(a group counts as its registered members); registered: {known}",
         )
-        for name, gate in gates.items()
-        if gate.quorum > len(set(gate.approvers))
     ]
 
 
-def _placeholders_known(targets: Targets, smoke: list[SmokeCheck]) -> list[Problem]:
-    templates = [(f"smoke[{i}].url", check.url) for i, check in enumerate(smoke)]
-    templates.append(("targets.restart", targets.restart))
+def _placeholders_known(view: PlanView) -> list[Problem]:
+    templates = [(f"smoke[{i}].url", check.url) for i, check in view.items("smoke").items()]
+    restart = view.text("targets", "restart")
+    if restart is not None:
+        templates.append(("targets.restart", restart))
     problems = []
     for path, template in templates:
-        for host in targets.hosts:
+        for host in view.hosts().values():
             known = host.template_values()
             missing = sorted(placeholders(template) - set(known))
             if missing:
@@ -309,19 +425,32 @@ def _placeholders_known(targets: Targets, smoke: list[SmokeCheck]) -> list[Probl
                     )
                 )
                 break
+            if path.startswith("smoke") and (bad := _bad_url(host.fill(template))):
+                problems.append(Problem(path, f"on host {host.name!r}: {bad}"))
+                break
     return problems
 
 
-def _databases_known(
-    backups: list[Any], migrations: list[Migration], databases: dict[str, Any]
-) -> list[Problem]:
+def _bad_url(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as error:
+        return f"{url!r} is not a URL ({error})"
+    if not parts.hostname:
+        return f"{url!r} has no host to check"
+    return None
+
+
+def _databases_known(view: PlanView) -> list[Problem]:
+    databases = view.names("databases")
     accepted = ", ".join(databases) or "none defined: add a `databases:` section"
     problems = [
         Problem(f"backups[{i}].database", f"{b.database!r} is not a database; accepted: {accepted}")
-        for i, b in enumerate(backups)
+        for i, b in view.items("backups").items()
         if getattr(b, "database", None) is not None and b.database not in databases
     ]
-    for i, m in enumerate(migrations):
+    for i, m in view.items("migrations").items():
         path = f"migrations[{i}].database"
         if m.database is None and len(databases) != 1:
             problems.append(
@@ -334,17 +463,13 @@ def _databases_known(
     return problems
 
 
-def _migrations_safe(
-    migrations: list[Migration],
-    gates: dict[str, Gate],
-    backups: list[Any],
-    databases: dict[str, Any],
-) -> list[Problem]:
+def _migrations_safe(view: PlanView) -> list[Problem]:
     problems = []
+    gates, databases = view.names("gates"), view.names("databases")
     accepted = ", ".join(gates) or "none defined"
-    backed_up = {getattr(b, "database", None) for b in backups}
-    only = next(iter(databases)) if len(databases) == 1 else None
-    for i, m in enumerate(migrations):
+    backed_up = {getattr(b, "database", None) for b in view.items("backups").values()}
+    only = databases[0] if len(databases) == 1 else None
+    for i, m in view.items("migrations").items():
         database = m.database or only
         if not m.reversible and m.gate is None:
             problems.append(
@@ -357,7 +482,7 @@ def _migrations_safe(
             problems.append(
                 Problem(f"migrations[{i}].gate", f"{m.gate!r} is not a gate; accepted: {accepted}")
             )
-        if database is not None and database not in backed_up:
+        if database is not None and database not in backed_up and view.complete("backups"):
             fix = f"add {{kind: postgres, database: {database}}} to backups"
             problems.append(
                 Problem(
@@ -368,25 +493,87 @@ def _migrations_safe(
     return problems
 
 
-_CROSS_CHECKS: list[tuple[CrossCheck, tuple[str, ...]]] = [
-    (_databases_known, ("backups", "migrations", "databases")),
-    (_migrations_safe, ("migrations", "gates", "backups", "databases")),
-    (_unique_hosts, ("targets",)),
-    (_waves_cover_hosts, ("targets", "waves")),
-    (_wave_gates_exist, ("waves", "gates")),
-    (_gates_reachable, ("gates",)),
-    (_gates_signed, ("gates", "approvers", "environment")),
-    (_placeholders_known, ("targets", "smoke")),
+def _freezes_apart(view: PlanView) -> list[Problem]:
+    windows = sorted(view.items("freeze").items(), key=lambda item: item[1].starts)
+    return [
+        Problem(
+            f"freeze[{i}]",
+            f"{w.starts}..{w.ends} overlaps freeze[{j}] ({v.starts}..{v.ends}); "
+            "accepted: windows that do not overlap (merge them into one)",
+        )
+        for (j, v), (i, w) in itertools.pairwise(windows)
+        if w.starts <= v.ends
+    ]
+
+
+# The most a file a plan names may hold: an artifact is a release, not a disk image.
+_LARGEST = {"artifact": 16 * 2**30, "sql": 64 * 2**20, "key": 64 * 2**10}
+
+
+def _local_files_there(view: PlanView) -> list[Problem]:
+    """The files on this machine a plan names exist, are readable, and stay where they should,
+    when the plan is validated: not when the run reaches them."""
+    named: list[tuple[str, Any, str, int]] = []
+    artifact = view.text("release", "artifact")
+    if artifact is not None:
+        named.append(("release.artifact", artifact, "release artifact", _LARGEST["artifact"]))
+    for i, m in view.items("migrations").items():
+        named.append((f"migrations[{i}].sql", m.sql, "migration", _LARGEST["sql"]))
+    for i, host in view.hosts().items():
+        if host.identity_file is not None:
+            named.append(
+                (
+                    f"targets.hosts[{i}].identity_file",
+                    host.identity_file,
+                    "key file",
+                    _LARGEST["key"],
+                )
+            )
+    problems = []
+    for path, reference, what, largest in named:
+        found, problem = local_file(reference, view.base, what, largest)
+        if problem and (view.check_files or "leads out" in problem):
+            problems.append(Problem(path, problem))
+        elif what == "release artifact" and view.check_files and not tarfile.is_tarfile(found):
+            problems.append(Problem(path, f"{found} is not a tarball (.tar, .tar.gz)"))
+    return problems
+
+
+_CROSS_CHECKS: list[Callable[[PlanView], list[Problem]]] = [
+    _databases_known,
+    _migrations_safe,
+    _unique_names,
+    _waves_cover_hosts,
+    _wave_gates_exist,
+    _gates_signed,
+    _placeholders_known,
+    _freezes_apart,
+    _local_files_there,
 ]
 
 
 def _resolve_paths(plan: Plan, base: Path) -> Plan:
     """Relative paths in a plan are relative to the plan file, as in docker compose."""
-    release = plan.release.model_copy(update={"artifact": base / plan.release.artifact})
-    targets = plan.targets.model_copy(update={"path": base / plan.targets.path})
-    migrations = [m.model_copy(update={"sql": base / m.sql}) for m in plan.migrations]
+
+    def here(path: Path) -> Path:
+        return base / path.expanduser()
+
+    release = plan.release.model_copy(update={"artifact": here(plan.release.artifact)})
+    hosts = [
+        host.model_copy(
+            update={
+                "path": here(host.path)
+                if host.path and plan.targets.transport == "local"
+                else host.path,
+                "identity_file": here(host.identity_file) if host.identity_file else None,
+            }
+        )
+        for host in plan.targets.hosts
+    ]
+    targets = plan.targets.model_copy(update={"path": here(plan.targets.path), "hosts": hosts})
+    migrations = [m.model_copy(update={"sql": here(m.sql)}) for m in plan.migrations]
     storage = plan.backup_storage.model_copy(
-        update={"directory": base / plan.backup_storage.directory.expanduser()}
+        update={"directory": here(plan.backup_storage.directory)}
     )
     return plan.model_copy(
         update={
