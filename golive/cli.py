@@ -270,7 +270,8 @@ def _find(run_id: str) -> RunJournal:
 
 
 def _bad_input(message: str) -> NoReturn:
-    Console(stderr=True).print(f"[red]{escape(message)}[/]", highlight=False)
+    # soft_wrap: the terminal wraps long lines, so a path or command is never split by golive.
+    Console(stderr=True).print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
     sys.exit(EXIT_BAD_INPUT)
 
 

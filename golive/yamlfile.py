@@ -51,42 +51,51 @@ class _Loader(_Base):  # type: ignore[misc]
         self.duplicates: list[tuple[str, str]] = []
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> Any:
-        seen: dict[Any, int] = {}
+        seen: dict[Any, str] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE:
                 continue
             key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
+            where = _line(key_node, column=True)
             if key in seen:
                 self.duplicates.append(
                     (
-                        f"line {line}",
-                        f"key {_short(key)} is given twice (first on line {seen[key]}); "
+                        where,
+                        f"key {_short(key)} is given twice (first at {seen[key]}); "
                         "a YAML mapping takes each key once: remove one of them",
                     )
                 )
-            seen.setdefault(key, line)
+            seen.setdefault(key, where)
         return super().construct_mapping(node, deep=deep)
 
 
-def read_bytes(path: Path, what: str = "file", limit: int = MAX_BYTES) -> bytes:
-    """The file's bytes, if it is a regular file of at most `limit` bytes."""
+def open_regular(path: Path, what: str, limit: int) -> int:
+    """An open descriptor of `path`, if it is a regular file of 1 to `limit` bytes."""
     try:
         # O_NONBLOCK: opening a fifo must not wait for a writer; fstat then tells what it is.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise YamlRefused("", f"the {what} does not exist") from None
+        raise YamlRefused("", f"the {what} {path} does not exist") from None
     except OSError as error:
-        raise YamlRefused("", f"cannot read the {what}: {error.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise YamlRefused("", f"the {what} is not a regular file ({_kind(info.st_mode)})")
-        if info.st_size > limit:
-            raise YamlRefused("", f"the {what} is {info.st_size} bytes; at most {limit} are read")
+        raise YamlRefused("", f"cannot read the {what} {path}: {error.strerror}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"the {what} {path} is not a regular file ({_kind(info.st_mode)})"
+    elif not 0 < info.st_size <= limit:
+        problem = f"the {what} {path} is {_size(info.st_size)}; accepted: 1 byte to {_size(limit)}"
+    if problem:
+        os.close(fd)
+        raise YamlRefused("", problem)
+    return fd
+
+
+def read_bytes(path: Path, what: str = "file", limit: int = MAX_BYTES) -> bytes:
+    """The file's bytes, if it is a regular file of at most `limit` bytes."""
+    with os.fdopen(open_regular(path, what, limit), "rb") as file:
         data = file.read(limit + 1)
     if len(data) > limit:
-        raise YamlRefused("", f"the {what} is larger than {limit} bytes")
+        raise YamlRefused("", f"the {what} {path} grew past {limit} bytes while being read")
     return data
 
 
@@ -180,8 +189,11 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
-def _line(at: Node | yaml.Event) -> str:
-    return f"line {at.start_mark.line + 1}" if at.start_mark else ""
+def _line(at: Node | yaml.Event, column: bool = False) -> str:
+    mark = at.start_mark
+    if mark is None:
+        return ""
+    return f"line {mark.line + 1}" + (f", column {mark.column + 1}" if column else "")
 
 
 def _line_of(error: yaml.MarkedYAMLError) -> str:
@@ -203,6 +215,13 @@ def _kind(mode: int) -> str:
         stat.S_ISSOCK: "a socket",
     }
     return next((name for test, name in kinds.items() if test(mode)), "not a file")
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit}"
+    return f"{count} bytes"
 
 
 def _short(value: Any, limit: int = 60) -> str:
