@@ -25,6 +25,7 @@ from golive.record import hosts_to_restore, migrated_databases
 from golive.transport import close_run
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
+from tasks.backups import backup_paths
 from tasks.databases import apply_migration, back_up_database
 from tasks.hosts import deploy_host, on_every_host
 from tasks.preflight import preflight
@@ -92,6 +93,7 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
             {"name": w.name, "hosts": list(w.hosts), "gate": w.wave.gate} for w in plan_file.waves
         ],
         gate_names=list(plan.gates),
+        backup_paths=backup_paths(plan),
         approvers_sha256=plan_file.approvers_digest,
         api_url=str(context.client.api_url) if context else None,
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,18 +20,41 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from golive.errors import GoLiveError, PlanError
-from golive.home import runs_dir
+from golive.errors import GoLiveError, JournalCorrupt, PlanError
+from golive.home import golive_home, runs_dir
 from golive.journal import RunJournal
+from golive.plan import SAFE_NAME
 from golive.planfile import PlanFile, load_plan
+from golive.private import private_dir
 from golive.record import summarize
 from golive.report import render_summary
 
 console = Console()
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 1, 2, 3
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a fault in golive itself, not in what it was given
 
 
-@click.group()
+def console_main() -> None:
+    """The `golive` command. Click answers misuse (exit 2); golive's own errors are one clear
+    message (exit 1); anything else is golive's fault: one line, and the trace in a file."""
+    try:
+        main(standalone_mode=True)
+    except GoLiveError as error:
+        Console(stderr=True).print(f"[red]{escape(str(error))}[/]", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_FAILED)
+    except Exception as error:
+        report = crash_report(error)
+        Console(stderr=True).print(
+            f"[red]golive failed unexpectedly ({type(error).__name__}: "
+            f"{escape(_first_line(error))}). This is a fault in golive, not in what you gave it."
+            f"\nThe full trace is in {report}; please include it when you report this.[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Go-live orchestrator: verified backups, waves, smoke checks, gates, automatic rollback."""
 
@@ -131,19 +156,46 @@ def reject(
     help="Where to write the private key (default: NAME.key).",
 )
 @click.option("--passphrase-env", metavar="VAR", help="Encrypt the key with this variable's value.")
-def keygen(name: str, out: Path | None, passphrase_env: str | None) -> None:
+@click.option("--no-passphrase", is_flag=True, help="Write the key unencrypted (not advised).")
+def keygen(name: str, out: Path | None, passphrase_env: str | None, no_passphrase: bool) -> None:
     """Make an approver's Ed25519 key pair; prints the public key to register in the plan."""
     from golive.signing import new_key_pair
 
+    if not SAFE_NAME.match(name):
+        _bad_input(
+            f"{name!r} is not an approver name (it looks like a path?); accepted: letters, "
+            "digits, '.', '_', '-'. Choose where the key goes with --out"
+        )
     private = out or Path(f"{name}.key")
-    if private.exists():
+    if not private.parent.is_dir():
+        _bad_input(f"the folder {private.parent} does not exist; create it or choose another --out")
+    if private.exists() or private.is_symlink():
         _bad_input(f"{private} exists already; choose another --out")
-    public = new_key_pair(private, os.environ.get(passphrase_env) if passphrase_env else None)
+    passphrase = _keygen_passphrase(passphrase_env, no_passphrase)
+    public = new_key_pair(private, passphrase)
     console.print(
         f"Private key: {private} (keep it to yourself)\nRegister the public key in "
         f'the plan:\n\napprovers:\n  {name}: {{public_key: "{public}"}}',
         highlight=False,
     )
+
+
+def _keygen_passphrase(variable: str | None, none_wanted: bool) -> str | None:
+    """A key is encrypted unless its maker says plainly that it should not be."""
+    if variable and none_wanted:
+        _bad_input("--passphrase-env and --no-passphrase exclude each other; choose one")
+    if none_wanted:
+        return None
+    if not variable:
+        _bad_input(
+            "a private key is written encrypted: give --passphrase-env VAR (the variable "
+            "holding its passphrase), or --no-passphrase to write it unencrypted"
+        )
+    passphrase = os.environ.get(variable)
+    if not passphrase:
+        state = "is empty" if variable in os.environ else "is not set"
+        _bad_input(f"--passphrase-env {variable}: the variable {state}; nothing was written")
+    return passphrase
 
 
 @main.command()
@@ -204,6 +256,11 @@ def _decide(
 ) -> None:
     from golive.signing import load_private_key
 
+    if decision == "reject" and not comment.strip():
+        _bad_input("a rejection needs a reason: --comment 'what is wrong'")
+    if key_file is not None and not key_file.is_file():
+        _bad_input(f"--key {key_file}: no such key file; `golive keygen NAME` makes one")
+    passphrase = _passphrase(passphrase_env)
     journal = _find(run_id)
     started = next(journal.of_kind("run.started"), {})
     gates = started.get("gate_names", [])
@@ -218,7 +275,6 @@ def _decide(
     from tasks.approvals import decide_gate
 
     try:
-        passphrase = os.environ.get(passphrase_env) if passphrase_env else None
         key = load_private_key(key_file, passphrase) if key_file else None
         decided = decide_gate(journal, decision, approver, comment, key, gate=gate)
     except GoLiveError as refused:
@@ -227,6 +283,14 @@ def _decide(
         f"{decision}d gate {decided!r} of run {journal.run_id} as {escape(approver)}; "
         f"the run takes it up within a second. `golive status {journal.run_id}` to follow."
     )
+
+
+def _passphrase(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    if not os.environ.get(variable):
+        _bad_input(f"--passphrase-env {variable}: the variable is not set or empty")
+    return os.environ[variable]
 
 
 def _open_gate(journal: RunJournal) -> dict[str, Any] | None:
@@ -244,7 +308,11 @@ def _list_runs() -> None:
     table = Table("run", "release", "environment", "state", "started")
     journals = sorted(runs_dir().glob("*/journal.jsonl"), key=lambda p: p.stat().st_mtime)
     for path in journals[-20:]:
-        r: dict[str, Any] = summarize(RunJournal(path.parent).entries())
+        try:
+            r: dict[str, Any] = summarize(RunJournal(path.parent).entries())
+        except JournalCorrupt as unreadable:
+            table.add_row(path.parent.name, "", "", f"unreadable (line {unreadable.line})", "")
+            continue
         table.add_row(
             path.parent.name,
             f"{r.get('release')} {r.get('version')}",
@@ -273,6 +341,25 @@ def _bad_input(message: str) -> NoReturn:
     # soft_wrap: the terminal wraps long lines, so a path or command is never split by golive.
     Console(stderr=True).print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def crash_report(error: BaseException) -> Path:
+    """Write the trace of an unexpected error to a private file; return where it is."""
+    folder = golive_home() / "crash-reports"
+    try:
+        private_dir(folder)
+        fd, name = tempfile.mkstemp(prefix="golive-", suffix=".txt", dir=folder)
+    except OSError:
+        fd, name = tempfile.mkstemp(prefix="golive-crash-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as report:
+        report.write(f"golive {' '.join(sys.argv[1:])}\n\n")
+        traceback.print_exception(error, file=report)
+    return Path(name)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else "no message"
 
 
 def _quiet_prefect_console() -> None:

@@ -15,13 +15,16 @@
     │   └── SoakFailed            error rate or latency went over the soak thresholds
     ├── RunFailed                 the run stopped: why, and what rollback did about it
     ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
-    └── RunNotFound               no run record with that id
+    ├── RunNotFound               no run record with that id
+    │   └── AmbiguousRun          several runs start with that prefix; lists them
+    └── JournalCorrupt            a journal line that does not read back: file and line
 
 Every message says what happened, to what, and where to look next.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -168,6 +171,47 @@ class RunNotFound(GoLiveError):
         super().__init__(
             f"no run {run_id!r} in {runs_dir}; `golive status` with no argument lists the runs"
         )
+
+
+class AmbiguousRun(RunNotFound):
+    def __init__(self, prefix: str, candidates: Sequence[str]) -> None:
+        GoLiveError.__init__(
+            self,
+            f"{prefix!r} could be any of {len(candidates)} runs: {', '.join(candidates[:10])}"
+            f"{' ...' if len(candidates) > 10 else ''}; give more of the run id",
+        )
+
+
+class JournalCorrupt(GoLiveError):
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(
+            f"{path}, line {line}: {reason}. The journal was changed or cut short (a crash "
+            "while writing?); nothing was done. Keep the file as it is for whoever investigates"
+        )
+
+
+_OS_ERRORS = {
+    errno.ENOSPC: ("the disk is full (no space left on device)", "free space there and retry"),
+    errno.EDQUOT: ("the disk quota is used up", "free space or raise the quota"),
+    errno.EACCES: ("permission denied", "give the deploying user access to it"),
+    errno.EPERM: ("the operation is not permitted", "give the deploying user the right to it"),
+    errno.EROFS: ("the file system is read-only", "remount it read-write or deploy elsewhere"),
+    errno.ENOENT: ("it does not exist", "check the path"),
+    errno.EXDEV: ("a link across file systems was refused", "keep it on one file system"),
+    errno.ECONNRESET: ("the connection was lost", "check the host and the network, then retry"),
+    errno.EPIPE: ("the connection was lost", "check the host and the network, then retry"),
+}
+
+
+def describe_os_error(error: OSError, what: str) -> str:
+    """An OSError in words, with what it concerned and what to do, instead of '[Errno N]'."""
+    known = _OS_ERRORS.get(error.errno or -1)
+    if known is None:
+        return f"{what}: {error.strerror or error}"
+    reason, fix = known
+    return f"{what}: {reason}; {fix}"
 
 
 def tail(output: str, lines: int = 10) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,13 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from golive.errors import RunNotFound
+from golive.errors import AmbiguousRun, JournalCorrupt, RunNotFound
 from golive.home import runs_dir
+from golive.private import private_dir
 
 Entry = dict[str, Any]
 Listener = Callable[[Entry], None]
 
 _listeners: list[Listener] = []
+_RUN_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 _lock = threading.Lock()
 
 
@@ -44,14 +47,18 @@ class RunJournal:
     @classmethod
     def create(cls, run_id: str) -> RunJournal:
         run_dir = runs_dir() / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(run_dir)  # a run's folder holds its backups
         return cls(run_dir)
 
     @classmethod
     def find(cls, run_id: str) -> RunJournal:
         """The journal of a past or running run; accepts a unique prefix of its id."""
-        matches = sorted(runs_dir().glob(f"{run_id}*/journal.jsonl")) if run_id else []
-        if len(matches) != 1:
+        if not _RUN_ID.match(run_id):
+            raise RunNotFound(run_id, str(runs_dir()))
+        matches = sorted(runs_dir().glob(f"{run_id}*/journal.jsonl"))
+        if len(matches) > 1:
+            raise AmbiguousRun(run_id, [m.parent.name for m in matches])
+        if not matches:
             raise RunNotFound(run_id, str(runs_dir()))
         return cls(matches[0].parent)
 
@@ -73,8 +80,12 @@ class RunJournal:
     def entries(self) -> list[Entry]:
         if not self.path.exists():
             return []
-        with self.path.open(encoding="utf-8") as file:
-            return [json.loads(line) for line in file if line.strip()]
+        entries = []
+        with self.path.open("rb") as file:
+            for number, line in enumerate(file, 1):
+                if line.strip():
+                    entries.append(_entry(line, str(self.path), number))
+        return entries
 
     def of_kind(self, *kinds: str) -> Iterator[Entry]:
         return (e for e in self.entries() if e["kind"] in kinds)
@@ -90,3 +101,14 @@ class RunJournal:
             self.write("step.failed", stage=stage, **about, error=str(error))
             raise
         self.write("step.finished", stage=stage, **about, result=result)
+
+
+def _entry(line: bytes, path: str, number: int) -> Entry:
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        cut = "" if line.endswith(b"\n") else " (the line is cut short)"
+        raise JournalCorrupt(path, number, f"not a journal entry{cut}: {error}") from None
+    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+        raise JournalCorrupt(path, number, "not a journal entry: it has no kind")
+    return entry

@@ -9,6 +9,19 @@ from pathlib import Path
 
 from golive.errors import HostCommandError
 
+# What a host command inherits from golive's environment: enough to find programs and speak
+# the user's language, and nothing else. golive's own secrets (PGPASSWORD, a plan's
+# password_env, Prefect's API key) never reach a restart command or the application it starts.
+_PASSED_ON = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+
+
+def host_environment() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in _PASSED_ON or name.startswith("LC_")
+    }
+
 
 class LocalShell:
     def __init__(self, host: str) -> None:
@@ -23,6 +36,7 @@ class LocalShell:
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                env=host_environment(),
             )
         except subprocess.TimeoutExpired as expired:
             output = expired.output if isinstance(expired.output, str) else ""

@@ -26,7 +26,7 @@ from pydantic import (
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]{0,252}$")
@@ -74,7 +74,7 @@ def _placeholder_name(value: str) -> str:
 
 
 def _safe_name(value: str) -> str:
-    if not _SAFE_NAME.match(value):
+    if not SAFE_NAME.match(value):
         raise ValueError(
             f"{value!r} cannot be used as a name on disk; accepted: letters, digits, '.', '_', '-'"
         )

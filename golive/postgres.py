@@ -20,10 +20,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from golive.errors import GoLiveError
 from golive.manifest import sha256_of
+from golive.private import private_dir
 
 RowCounts = dict[str, int]
 
@@ -38,11 +40,14 @@ class DatabaseError(GoLiveError):
 @dataclass(frozen=True)
 class Database:
     name: str  # the plan's name for it
-    host: str
-    port: int
+    host: str  # or several, "db1,db2", as libpq takes them
+    port: int | str
     dbname: str
     user: str
     password: SecretStr | None = None
+    # Other libpq connection options from a DSN (sslmode, sslrootcert, target_session_attrs,
+    # ...): kept, and passed to every connection and every pg_dump/pg_restore.
+    options: dict[str, str] = field(default_factory=dict)
 
     def connect(
         self, dbname: str | None = None, autocommit: bool = False
@@ -50,16 +55,24 @@ class Database:
         secret = self.password.get_secret_value() if self.password else None
         try:
             return psycopg.connect(
-                host=self.host,
-                port=self.port,
-                dbname=dbname or self.dbname,
-                user=self.user,
+                self.conninfo(dbname),
                 password=secret,
                 autocommit=autocommit,
-                connect_timeout=10,
+                connect_timeout=self.options.get("connect_timeout", 10),
             )
         except psycopg.OperationalError as error:
             raise DatabaseError(self.name, "connect", first_line(error)) from None
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        """Where and who, with every connection option, and never the password."""
+        return make_conninfo(
+            "",
+            host=self.host,
+            port=str(self.port),
+            dbname=dbname or self.dbname,
+            user=self.user,
+            **{k: v for k, v in self.options.items() if k != "connect_timeout"},
+        )
 
     def env(self) -> dict[str, str]:
         """Environment for pg_dump/pg_restore: where and who, and the password out of sight."""
@@ -85,16 +98,27 @@ class Dump:
 def dump(db: Database, destination: Path) -> Dump:
     """pg_dump --format=custom, and the row count of every table in the same snapshot."""
     _require("pg_dump")
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(destination.parent)
     started = time.monotonic()
-    command = ["pg_dump", "--format=custom", "--snapshot=", f"--file={destination}", db.dbname]
+    command = [
+        "pg_dump",
+        "--format=custom",
+        "--snapshot=",
+        f"--file={destination}",
+        f"--dbname={db.conninfo()}",
+    ]
     with db.connect() as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
         command[2] = f"--snapshot={snapshot}"
         # pg_dump reads the snapshot while this session counts its rows: same data, at once.
         dumping = subprocess.Popen(
-            command, env=db.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            command,
+            env=db.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            umask=0o077,  # the dump is owner-only from its first byte
         )
         counts = row_counts(conn)
         _, errors = dumping.communicate()
@@ -138,7 +162,7 @@ def verify(db: Database, backup: Dump) -> RowCounts:
             [
                 "pg_restore",
                 "--no-owner",
-                f"--dbname={scratch}",
+                f"--dbname={db.conninfo(scratch)}",
                 "--exit-on-error",
                 str(backup.path),
             ],
@@ -161,7 +185,7 @@ def restore(db: Database, backup: Dump) -> RowCounts:
             "--single-transaction",
             "--exit-on-error",
             "--no-owner",
-            f"--dbname={db.dbname}",
+            f"--dbname={db.conninfo()}",
             str(backup.path),
         ],
     )

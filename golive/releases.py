@@ -13,18 +13,21 @@ file transfers share one SFTP channel; so each step is one command, and files tr
 
 from __future__ import annotations
 
+import errno
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from shlex import quote
 
-from golive.errors import DeployError, HostCommandError
+from golive.errors import DeployError, HostCommandError, describe_os_error
 from golive.manifest import MANIFEST_NAME, Manifest, changes_tarball, parse_sums, sha256_of
-from golive.plan import Host
+from golive.plan import Host, host_relative
+from golive.private import reserve_private
 from golive.shell import Shell
 
 QUICK = 60.0  # seconds allowed for golive's own bookkeeping commands
+REFUSED = 97  # exit code of a host step that refused a path outside the deploy root
 _HASH_FILES = f"find . -type f ! -name {MANIFEST_NAME} -print0 | xargs -0 -r sha256sum"
 _SWITCHED = "golive: current switched"
 
@@ -73,19 +76,26 @@ class HostReleases:
         """Is the deploy directory there, writable, with room? If so and `backup` names
         paths, pack them into the host's backup file for `fetch_backup`."""
         d = quote(self.directory)
-        pack = ""
+        pack, confine = "", ""
         if backup:
             names = " ".join(quote(p) for p in backup)
+            confine = f"cd {d} && {_confinement_script(backup)} && "
             pack = (
                 f" && if [ $free -ge {needed_bytes // 1024} ]; then cd {d} && existing=$(for "
-                f'p in {names}; do [ -e "$p" ] && echo "$p"; done; true) && tar chf - -T '
-                f"/dev/null $existing | gzip -1 > {quote(self._backup_file)}; fi"
+                f'p in {names}; do [ -e "$p" ] && echo "$p"; done; true) && umask 077 && tar chf - '
+                f"-T /dev/null $existing | gzip -1 > {quote(self._backup_file)}; fi"
             )
-        output = self.shell.run(
-            f"if [ ! -d {d} ]; then echo missing; elif [ ! -w {d} ]; then echo readonly; "
-            f"else free=$(df -Pk {d} | awk 'NR==2 {{print $4}}') && echo $free{pack}; fi",
-            QUICK * 5,
-        ).strip()
+        try:
+            output = self.shell.run(
+                f"if [ ! -d {d} ]; then echo missing; elif [ ! -w {d} ]; then echo readonly; "
+                f"else {confine}free=$(df -Pk {d} | awk 'NR==2 {{print $4}}') && "
+                f"echo $free{pack}; fi",
+                QUICK * 5,
+            ).strip()
+        except HostCommandError as error:
+            if error.exit_code != REFUSED:
+                raise
+            return HostCheck(self.host.name, [_refusal(error)], 0)
         if output in ("missing", "readonly"):
             state = "does not exist" if output == "missing" else "is not writable"
             return HostCheck(self.host.name, [f"deploy directory {self.directory} {state}"], 0)
@@ -103,9 +113,8 @@ class HostReleases:
 
     def fetch_backup(self, destination: Path) -> Archive:
         """Bring the backup `check` packed here, and remove it from the host."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.shell.get(self._backup_file, destination)
+            self.shell.get(self._backup_file, reserve_private(destination))
         finally:
             self.shell.remove(self._backup_file)
         return Archive(destination, sha256_of(destination), destination.stat().st_size)
@@ -117,10 +126,16 @@ class HostReleases:
 
     def restore_paths(self, archive: Path, paths: list[str]) -> list[str]:
         """Put `paths` back as `archive` holds them; a path it lacks did not exist then, and
-        is removed. Returns the paths restored from the archive."""
-        with tarfile.open(archive) as tar:
-            held = {name.split("/", 1)[0] for name in tar.getnames()}
-        present = [p for p in paths if p in held]
+        is removed. Returns the paths restored from the archive. Whatever a plan or a journal
+        says, nothing outside the deploy root is deleted or written: each path is checked
+        here, in the archive, and again on the host just before the deletion."""
+        for path in paths:
+            try:
+                host_relative(path)
+            except ValueError as refused:
+                raise DeployError(self.host.name, f"restore {path!r}", str(refused)) from None
+        held = _archive_roots(self.host.name, archive)
+        present = [p for p in paths if p.split("/", 1)[0] in held]
         upload = f"{self.directory}/.golive-restore.tar.gz"
         self.shell.put(archive, upload)
         extract = (
@@ -128,11 +143,19 @@ class HostReleases:
             if present
             else ""
         )
-        self.shell.run(
-            f"cd {quote(self.directory)} && rm -rf -- "
-            f"{' '.join(quote(p) for p in paths)}{extract} && rm -f {quote(upload)}",
-            QUICK * 5,
-        )
+        try:
+            self.shell.run(
+                f"cd {quote(self.directory)} && {_confinement_script(paths)} && rm -rf -- "
+                f"{' '.join(quote(p) for p in paths)}{extract} && rm -f {quote(upload)}",
+                QUICK * 5,
+            )
+        except HostCommandError as error:
+            self.shell.remove(upload)
+            if error.exit_code == REFUSED:
+                raise DeployError(
+                    self.host.name, "restore backed-up paths", _refusal(error)
+                ) from None
+            raise
         return present
 
     def current_release(self) -> str | None:
@@ -156,12 +179,35 @@ class HostReleases:
             stale.write_bytes(b"".join(p.encode() + b"\0" for p in gone))
             sums.write_text("".join(f"{e.sha256}  ./{p}\n" for p, e in manifest.files.items()))
             upload = manifest.artifact if on_host is None else changes_tarball(manifest, changed)
-            for local, suffix in ((upload, "upload.tar.gz"), (stale, "stale"), (sums, "sums")):
-                self.shell.put(local, f"{staging}.{suffix}")
+            try:
+                for local, suffix in ((upload, "upload.tar.gz"), (stale, "stale"), (sums, "sums")):
+                    self.shell.put(local, f"{staging}.{suffix}")
+            except OSError as error:
+                raise self._upload_failed(error, staging, upload.stat().st_size) from None
             sent = sum(path.stat().st_size for path in (upload, stale, sums))
         linked_from = current if on_host is not None else None
         mode = "full" if on_host is None else "incremental"
         return Transfer(mode, sent, manifest.artifact_bytes, reason, linked_from)
+
+    def _upload_failed(self, error: OSError, staging: str, size: int) -> DeployError:
+        """Remove what the failed upload left, and say why it failed: over SFTP a full disk
+        is only "Failure", so the host's free space is asked rather than guessed."""
+        self.shell.run(
+            f"rm -f {quote(staging)}.upload.tar.gz {quote(staging)}.stale {quote(staging)}.sums",
+            QUICK,
+        )
+        free = self.shell.run(f"df -Pk {quote(self.releases)} | awk 'NR==2 {{print $4}}'", QUICK)
+        free_bytes = int(free.strip() or 0) * 1024
+        if error.errno in (errno.ENOSPC, errno.EDQUOT) or free_bytes < size:
+            reason = (
+                f"the disk holding {self.releases} is full ({free_bytes // 1024} KiB free, the "
+                f"upload is {size // 1024} KiB); free space there and retry. The partial "
+                "upload was removed"
+            )
+        else:
+            reason = describe_os_error(error, f"sending the release to {self.releases}")
+            reason += "; the partial upload was removed"
+        return DeployError(self.host.name, "upload the release", reason)
 
     def _inventory(self, manifest: Manifest) -> tuple[str | None, dict[str, str] | None, str]:
         """The current release, and what it holds (path -> sha256) if an incremental copy
@@ -283,3 +329,42 @@ class HostReleases:
             raise HostCommandError(
                 self.host.name, command, error.exit_code, "\n".join(error.output_tail), error.reason
             ) from None
+
+
+def _confinement_script(paths: list[str]) -> str:
+    """Shell, run in the deploy root, that exits REFUSED naming the first of `paths` that
+    leads out of it as the host has it now: by '..', an absolute path, or a link."""
+    names = " ".join(quote(p) for p in paths)
+    return (
+        f'root=$(pwd -P) && for p in {names}; do case "$p" in /*|..|../*|*/..|*/../*) '
+        f'echo "golive refused $p: it is not below the deploy root $root"; exit {REFUSED};; esac; '
+        f'if [ -e "$p" ] || [ -L "$p" ]; then real=$(realpath -m -- "$p") && case "$real/" in '
+        f'"$root"/*) ;; *) echo "golive refused $p: it leads to $real, outside the deploy '
+        f'root $root"; exit {REFUSED};; esac; fi; done'
+    )
+
+
+def _refusal(error: HostCommandError) -> str:
+    said = [line for line in error.output_tail if line.startswith("golive refused")]
+    return said[-1].removeprefix("golive ") if said else str(error)
+
+
+def _archive_roots(host: str, archive: Path) -> set[str]:
+    """The top-level names a host backup holds, once every member is known to stay inside
+    the deploy root (no absolute names, no '..', no links leading out)."""
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    for member in members:
+        name = PurePosixPath(member.name)
+        target = PurePosixPath(member.linkname) if member.issym() or member.islnk() else None
+        escapes = name.is_absolute() or ".." in name.parts
+        if target is not None:
+            escapes |= target.is_absolute() or ".." in target.parts
+        if escapes:
+            raise DeployError(
+                host,
+                "restore backed-up paths",
+                f"{archive} holds {member.name!r}, which "
+                "leads outside the deploy root; nothing was restored from it",
+            )
+    return {m.name.split("/", 1)[0] for m in members}

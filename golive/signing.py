@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from golive.errors import GoLiveError
+from golive.private import write_private
 
 PUBLIC_PREFIX = "ed25519:"
 
@@ -52,10 +53,10 @@ def new_key_pair(private_file: Path, passphrase: str | None) -> str:
         if passphrase
         else serialization.NoEncryption()
     )
-    private_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    private_file.chmod(0o600)
+    write_private(private_file, pem)
     return public_key_text(key.public_key())
 
 

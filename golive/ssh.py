@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -123,11 +124,25 @@ class SshShell:
 
     def put(self, local: Path, remote: str) -> None:
         self.open()
-        self.connection.put(str(local), remote)
+        with self._connection_kept(f"sending {local.name} to {remote}"):
+            self.connection.put(str(local), remote)
 
     def get(self, remote: str, local: Path) -> None:
         self.open()
-        self.connection.get(remote, str(local))
+        with self._connection_kept(f"fetching {remote}"):
+            self.connection.get(remote, str(local))
+
+    @contextlib.contextmanager
+    def _connection_kept(self, doing: str) -> Iterator[None]:
+        """A transfer whose connection drops is HostUnreachable, not an SFTP error."""
+        try:
+            yield
+        except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError) as error:
+            raise HostUnreachable(
+                self.host,
+                self.settings.where,
+                f"lost the connection while {doing}: {_describe(error)}",
+            ) from None
 
     def readlink(self, remote: str) -> str | None:
         self.open()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tarfile
 
-from golive.errors import BackupError
+from golive.errors import BackupError, describe_os_error
 from golive.journal import RunJournal
 from golive.manifest import sha256_of
 from golive.plan import FilesBackup, Host, Plan
@@ -23,8 +23,11 @@ def fetch_backup(host: Host, releases: HostReleases, journal: RunJournal) -> dic
         destination = journal.run_dir / "backups" / f"{host.name}.tar.gz"
         try:
             archive = releases.fetch_backup(destination)
-        except (OSError, tarfile.TarError) as error:
-            raise BackupError(host.name, f"could not write {destination}: {error}") from error
+        except OSError as error:
+            reason = describe_os_error(error, f"fetching the backup into {destination}")
+            raise BackupError(host.name, reason) from error
+        except tarfile.TarError as error:
+            raise BackupError(host.name, f"{destination} is not a backup: {error}") from error
         verify(host.name, archive)
         result |= {
             "archive": str(archive.path),

@@ -18,6 +18,7 @@ from golive import migrations, postgres
 from golive.journal import RunJournal
 from golive.plan import Migration, Plan
 from golive.postgres import Database, DatabaseError, Dump
+from golive.private import write_private
 
 
 def database(plan: Plan, name: str) -> Database:
@@ -67,14 +68,16 @@ def from_dsn(name: str, dsn: SecretStr) -> Database:
             "read DSN",
             "the block's dsn is not a libpq connection string or postgresql:// URI",
         ) from None
-    password = parts.get("password")
+    password = parts.pop("password", None)
+    where = {key: str(parts.pop(key)) for key in ("host", "port", "dbname", "user") if key in parts}
     return Database(
         name,
-        str(parts.get("host", "127.0.0.1")),
-        int(parts.get("port") or 5432),
-        str(parts.get("dbname", name)),
-        str(parts.get("user", "postgres")),
+        where.get("host", "127.0.0.1"),
+        where.get("port", "5432"),
+        where.get("dbname", name),
+        where.get("user", "postgres"),
         SecretStr(str(password)) if password else None,
+        options={key: str(value) for key, value in parts.items()},
     )
 
 
@@ -89,7 +92,8 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
         backup = postgres.dump(db, storage / f"{journal.run_id}.dump")
         postgres.verify(db, backup)
         sidecar = backup.path.with_suffix(".json")
-        sidecar.write_text(json.dumps(asdict(backup) | {"path": str(backup.path)}, indent=2))
+        sidecar_text = json.dumps(asdict(backup) | {"path": str(backup.path)}, indent=2)
+        write_private(sidecar, sidecar_text.encode())
         journal.write(
             "database.backed_up",
             database=name,

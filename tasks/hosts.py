@@ -11,9 +11,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
+from golive.errors import DeployError
 from golive.journal import RunJournal
 from golive.manifest import manifest_of
-from golive.plan import Host, Plan
+from golive.plan import SAFE_NAME, Host, Plan
 from golive.releases import SwitchFailed
 from golive.transport import connect
 from tasks.backups import backup_paths
@@ -67,8 +68,12 @@ def restore_host(
     transport = connect(plan, host, journal.run_id)
     backup = journal.run_dir / "backups" / f"{host.name}.tar.gz"
     with journal.step("restore", host=host.name) as result:
+        if release is not None and not SAFE_NAME.match(release):
+            raise DeployError(host.name, f"switch back to {release!r}", "not a release name")
         transport.switch(release)
-        paths = backup_paths(plan)[1:]  # the release itself came back with `current`
+        # What the run backed up, as its journal says: the same paths it found at its start.
+        started = next(journal.of_kind("run.started"), {})
+        paths = started.get("backup_paths", backup_paths(plan))[1:]  # `current` is back already
         if paths and backup.exists():
             result["files_restored"] = transport.restore_paths(backup, paths)
         if release is not None:

@@ -106,7 +106,10 @@ def test_a_bad_plan_is_refused_with_every_problem_and_nothing_written(
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda p: p.write_bytes(b"release: x\n" + b"#" * (2 * 2**20)), "2 MiB; accepted: 1 byte to 1 MiB"),
+        (
+            lambda p: p.write_bytes(b"release: x\n" + b"#" * (2 * 2**20)),
+            "2 MiB; accepted: 1 byte to 1 MiB",
+        ),
         (lambda p: os.mkfifo(p), "not a regular file (a fifo)"),
         (lambda p: p.mkdir(), "not a regular file (a directory)"),
         (lambda p: p.symlink_to("/dev/zero"), "not a regular file (a character device)"),

@@ -32,8 +32,9 @@ def golive(*args: str, api: bool = True, **env: str) -> subprocess.CompletedProc
     )
 
 
-def test_validate_accepts_the_demo_plan_and_shows_its_waves() -> None:
-    done = golive("validate", str(DEMO_PLAN), api=False)
+def test_validate_accepts_the_demo_plan_and_shows_its_waves(tmp_path: Path) -> None:
+    plan = DemoFleet(tmp_path).write_plan("2.0.0")  # beside the artifact it names
+    done = golive("validate", str(plan), api=False)
     assert done.returncode == 0, done.stderr
     assert (
         "shop-web 2.0.0 → demo, 3 hosts in 2 waves: canary [web1] → rest [web2, web3]"
@@ -42,7 +43,7 @@ def test_validate_accepts_the_demo_plan_and_shows_its_waves() -> None:
 
 
 def test_validate_prints_every_problem_with_its_path_and_exits_2(tmp_path: Path) -> None:
-    plan = yaml.safe_load(DEMO_PLAN.read_text())
+    plan = yaml.safe_load(DemoFleet(tmp_path).write_plan("2.0.0").read_text())
     plan["waves"][1]["hosts"] = "150%"
     plan["gates"]["go-ahead"]["timeout"] = "forever"
     plan["targets"]["transport"] = "carrier-pigeon"
@@ -51,10 +52,10 @@ def test_validate_prints_every_problem_with_its_path_and_exits_2(tmp_path: Path)
     done = golive("validate", str(tmp_path / "bad.yaml"), api=False)
 
     assert done.returncode == 2
-    assert "2 problems, nothing was run" in done.stderr
-    for path in ("targets.transport:", "gates.go-ahead.timeout:"):
+    assert "4 problems, nothing was run" in done.stderr
+    # A bad transport hides nothing: the waves are still checked against the hosts' names.
+    for path in ("targets.transport:", "gates.go-ahead.timeout:", "waves[1].hosts: '150%'"):
         assert path in done.stderr
-    assert "waves" not in done.stderr  # waves are checked against hosts once targets parse
 
 
 def test_validate_does_not_load_prefect() -> None:
@@ -196,7 +197,9 @@ def test_run_exits_3_when_hosts_were_taken_out_within_the_failure_budget(
 def test_keygen_then_a_signed_approve_from_another_process_passes_a_production_gate(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
-    made = golive("keygen", "bob", "--out", str(tmp_path / "bob.key"), api=False)
+    secret = {"BOB_PASSPHRASE": "correct horse"}
+    key = ("--key", str(tmp_path / "bob.key"), "--passphrase-env", "BOB_PASSPHRASE")
+    made = golive("keygen", "bob", "--out", key[1], "--passphrase-env", key[3], api=False, **secret)
     assert made.returncode == 0, made.stderr
     public = made.stdout.split('public_key: "')[1].split('"')[0]
     fleet = make_fleet(hosts=2)
@@ -226,12 +229,12 @@ def test_keygen_then_a_signed_approve_from_another_process_passes_a_production_g
         run["id"],
         "--as",
         "bob",
-        "--key",
-        str(tmp_path / "bob.key"),
+        *key,
         "--comment",
         "canary fine",
         api=False,
         GOLIVE_HOME=os.environ["GOLIVE_HOME"],
+        **secret,
     )
     flow.join(timeout=120)
 
