@@ -333,14 +333,15 @@ class HostReleases:
 
 def _confinement_script(paths: list[str]) -> str:
     """Shell, run in the deploy root, that exits REFUSED naming the first of `paths` that
-    leads out of it as the host has it now: by '..', an absolute path, or a link."""
+    leads out of it as the host has it now: by '..', an absolute path, or a link anywhere
+    along it (a path that does not exist yet is still written through its parents)."""
     names = " ".join(quote(p) for p in paths)
     return (
         f'root=$(pwd -P) && for p in {names}; do case "$p" in /*|..|../*|*/..|*/../*) '
         f'echo "golive refused $p: it is not below the deploy root $root"; exit {REFUSED};; esac; '
-        f'if [ -e "$p" ] || [ -L "$p" ]; then real=$(realpath -m -- "$p") && case "$real/" in '
-        f'"$root"/*) ;; *) echo "golive refused $p: it leads to $real, outside the deploy '
-        f'root $root"; exit {REFUSED};; esac; fi; done'
+        f'real=$(realpath -m -- "$p") && case "$real/" in "$root"/*) ;; *) echo "golive '
+        f'refused $p: it leads to $real, outside the deploy root $root"; exit {REFUSED};; '
+        f"esac; done"
     )
 
 
