@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -237,3 +238,31 @@ def test_a_missing_deploy_directory_is_reported_by_the_check(tmp_path: Path) -> 
 def test_the_check_reports_too_little_disk(host: HostReleases) -> None:
     check = host.check(needed_bytes=2**60)
     assert len(check.problems) == 1 and "MiB free in" in check.problems[0]
+
+
+@pytest.fixture
+def small_disk(host: HostReleases) -> Iterator[Path]:
+    """The host's deploy directory on a 1 MiB file system of its own, nearly full."""
+    if os.geteuid() != 0:
+        message = "mounting a small file system needs root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    directory = Path(host.directory)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)], check=True)
+    try:
+        (directory / "filler").write_bytes(os.urandom(700 * 1024))
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def test_a_disk_that_fills_up_during_the_upload_is_named_and_the_upload_removed(
+    host: HostReleases, small_disk: Path, tmp_path: Path
+) -> None:
+    big = {"blob.bin": random.Random(7).randbytes(600 * 1024)}  # does not compress
+
+    with pytest.raises(DeployError, match=r"upload the release.*the disk holding .* is full"):
+        host.stage(manifest_of(artifact(tmp_path, "2", big)), "2")
+
+    assert sorted(p.name for p in (small_disk / "releases").iterdir()) == []
