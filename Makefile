@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The SSH tests start their own sshd processes; they need the openssh-server package.
+# The SSH tests start their own sshd processes; they need the openssh-server package. The
+# database tests start a password-protected PostgreSQL cluster; they need its server binaries.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-.PHONY: demo test lint sshd bench
+.PHONY: demo test lint sshd postgres bench
 
 $(BIN)/golive: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +24,13 @@ lint: $(BIN)/golive
 	$(BIN)/mypy
 
 sshd:
-	@test -x /usr/sbin/sshd || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server; }
+	@test -x /usr/sbin/sshd || { $(SUDO) apt-get update -qq && $(APT_INSTALL) openssh-server; }
 
-test: lint sshd
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(APT_INSTALL) postgresql; }
+
+test: lint sshd postgres
 	$(BIN)/pytest
 
 bench: $(BIN)/golive sshd

@@ -25,7 +25,7 @@ from golive.demo.fleet import DemoFleet
 from golive.journal import Entry, RunJournal
 from golive.postgres import Database
 from tasks.approvals import decide_gate
-from tests.pg import database, postgres_server
+from tests.pg import database, password_server, postgres_server
 from tests.sshd import SshdFleet, require_sshd
 
 
@@ -150,6 +150,22 @@ def make_ssh_fleet(
 def pg_server() -> Iterator[tuple[str, int, str]]:
     with postgres_server() as server:
         yield server
+
+
+PG_PASSWORD = "planted-pg-password-8f3a"  # also searched for in everything a run leaves
+
+
+@pytest.fixture(scope="session")
+def pg_password_server() -> Iterator[tuple[str, int, str]]:
+    with password_server(PG_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture
+def guarded_db(pg_password_server: tuple[str, int, str]) -> Iterator[Database]:
+    """Like shop_db, on a server that lets nobody in without the password."""
+    with database(pg_password_server, password=PG_PASSWORD) as db:
+        yield db
 
 
 @pytest.fixture

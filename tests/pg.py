@@ -1,6 +1,9 @@
 """A real PostgreSQL for the tests: the machine's server on 127.0.0.1:5432 when it answers,
 otherwise a throwaway cluster started with initdb/pg_ctl in a temporary directory. Neither
-available fails the tests under CI=true and skips them elsewhere."""
+available fails the tests under CI=true and skips them elsewhere.
+
+`password_server()` is always a throwaway cluster that trusts nobody: every connection needs
+the password (scram-sha-256), so golive's PGPASSWORD path is exercised for real."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import SecretStr
 
 from golive.postgres import Database
 
@@ -36,16 +40,27 @@ def postgres_server() -> Iterator[tuple[str, int, str]]:
     if _answers("127.0.0.1", 5432):
         yield "127.0.0.1", 5432, "postgres"
         return
+    with _throwaway_cluster(_server_binaries()) as port:
+        yield "127.0.0.1", port, "postgres"
+
+
+@contextmanager
+def password_server(password: str) -> Iterator[tuple[str, int, str]]:
+    """(host, port, superuser) of a throwaway server that demands `password` of everyone."""
+    with _throwaway_cluster(_server_binaries(), password) as port:
+        yield "127.0.0.1", port, "postgres"
+
+
+def _server_binaries() -> Path:
     initdb = shutil.which("initdb") or next(
         iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None
     )
     if initdb is None:
-        message = "no PostgreSQL on 127.0.0.1:5432 and no initdb to start one"
+        message = "no initdb to start a PostgreSQL cluster (`make test` installs postgresql)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    with _throwaway_cluster(Path(initdb).parent) as port:
-        yield "127.0.0.1", port, "postgres"
+    return Path(initdb).parent
 
 
 def _answers(host: str, port: int) -> bool:
@@ -59,7 +74,7 @@ def _answers(host: str, port: int) -> bool:
 
 
 @contextmanager
-def _throwaway_cluster(bin_dir: Path) -> Iterator[int]:
+def _throwaway_cluster(bin_dir: Path, password: str | None = None) -> Iterator[int]:
     data = Path(tempfile.mkdtemp(prefix="golive-pg-"))
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:
@@ -71,7 +86,13 @@ def _throwaway_cluster(bin_dir: Path) -> Iterator[int]:
     def run(*args: str) -> None:
         subprocess.run([*as_postgres, *args], check=True, capture_output=True)
 
-    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust")
+    auth = ["--auth=trust"]
+    if password is not None:
+        (data / "pw").write_text(password)
+        if as_postgres:
+            shutil.chown(data / "pw", "postgres")
+        auth = ["--auth=scram-sha-256", f"--pwfile={data / 'pw'}"]
+    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", *auth)
     run(
         str(bin_dir / "pg_ctl"),
         "-D",
@@ -91,22 +112,24 @@ def _throwaway_cluster(bin_dir: Path) -> Iterator[int]:
 
 
 @contextmanager
-def database(server: tuple[str, int, str], name: str = "shop") -> Iterator[Database]:
+def database(
+    server: tuple[str, int, str], name: str = "shop", password: str | None = None
+) -> Iterator[Database]:
     """A fresh database holding customers and orders, dropped afterwards."""
     host, port, user = server
     dbname = f"golive_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(
-        host=host, port=port, user=user, dbname="postgres", autocommit=True
+        host=host, port=port, user=user, dbname="postgres", autocommit=True, password=password
     ) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    db = Database(name, host, port, dbname, user)
+    db = Database(name, host, port, dbname, user, SecretStr(password) if password else None)
     with db.connect() as conn:
         conn.execute(ORDERS.encode())
     try:
         yield db
     finally:
         with psycopg.connect(
-            host=host, port=port, user=user, dbname="postgres", autocommit=True
+            host=host, port=port, user=user, dbname="postgres", autocommit=True, password=password
         ) as admin:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))

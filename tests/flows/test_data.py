@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
 from golive.errors import RunFailed
 from golive.postgres import Database
-from tests.conftest import decision
+from tests.conftest import PG_PASSWORD, decision
 from tests.flows.test_golive import kinds, only_run, serving
 from tests.pg import fingerprint
 
@@ -39,13 +40,13 @@ def data_plan(
     tmp_path: Path,
     version: str,
     waves: Any = WAVES,
+    password_env: str | None = None,
     **migration: Any,
 ) -> str:
     (tmp_path / "0042_cents.sql").write_text(MIGRATION)
+    where = {"host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user}
     sections = {
-        "databases": {
-            "shop": {"host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user}
-        },
+        "databases": {"shop": where | ({"password_env": password_env} if password_env else {})},
         "backups": [
             {"kind": "files", "paths": ["shared"]},
             {"kind": "postgres", "database": "shop"},
@@ -86,6 +87,49 @@ def test_a_go_live_that_fails_after_migrating_restores_the_database_exactly(
     assert record["databases"]["shop"]["restored"] is True
     assert record["databases"]["shop"]["backup"]["verified"] is True
     assert kinds(journal).index("database.backed_up") < kinds(journal).index("migration.applying")
+
+
+def test_a_database_that_demands_a_password_is_backed_up_and_restored_without_revealing_it(
+    make_fleet: Callable[..., DemoFleet],
+    guarded_db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    golive_home: Path,
+) -> None:
+    monkeypatch.setenv("SHOP_PW", PG_PASSWORD)
+    fleet = make_fleet(hosts=2)
+    before = fingerprint(guarded_db)
+
+    with pytest.raises(RunFailed, match="smoke check 'health' failed"):
+        go_live(data_plan(fleet, guarded_db, tmp_path, "3.0.0", password_env="SHOP_PW"))
+
+    assert fingerprint(guarded_db) == before
+    _, record = only_run()
+    assert record["databases"]["shop"]["restored"] is True
+    [dump] = (tmp_path / "backups").rglob("*.dump")
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert stat.S_IMODE(dump.parent.stat().st_mode) == 0o700
+    secret = PG_PASSWORD.encode()
+    for written in [*golive_home.rglob("*"), *(tmp_path / "backups").rglob("*")]:
+        assert not written.is_file() or secret not in written.read_bytes(), written
+    for host in fleet.hosts:
+        pid = (fleet.host_dir(host.name) / "run" / "app.pid").read_text()
+        assert secret not in Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def test_a_wrong_password_stops_the_run_before_any_change_and_says_where(
+    make_fleet: Callable[..., DemoFleet],
+    guarded_db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOP_PW", "not-the-password")
+    fleet = make_fleet(hosts=2)
+
+    with pytest.raises(RunFailed, match=r"database 'shop', connect: .*password authentication"):
+        go_live(data_plan(fleet, guarded_db, tmp_path, "2.0.0", password_env="SHOP_PW"))
+
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
 
 
 def test_after_a_point_of_no_return_hosts_roll_back_but_the_data_rolls_forward(

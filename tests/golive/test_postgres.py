@@ -11,6 +11,7 @@ from golive import migrations, postgres
 from golive.migrations import MigrationFailed
 from golive.plan import Migration
 from golive.postgres import Database, DatabaseError
+from tasks.databases import from_dsn
 from tests.pg import fingerprint
 
 
@@ -145,3 +146,32 @@ def test_the_password_reaches_pg_tools_by_environment_only() -> None:
     db = Database("shop", "db1", 5432, "shop", "golive", SecretStr("s3cret"))
     assert db.env()["PGPASSWORD"] == "s3cret"
     assert "s3cret" not in repr(db) and "s3cret" not in db.where
+
+
+def test_connection_options_in_a_dsn_are_kept_for_connections_and_pg_tools(
+    guarded_db: Database, tmp_path: Path
+) -> None:
+    # Two hosts (the first refuses), an application name and sslmode: none may be dropped.
+    assert guarded_db.password is not None
+    password = guarded_db.password.get_secret_value()
+    dsn = (
+        f"host=127.0.0.1,{guarded_db.host} port=1,{guarded_db.port} dbname={guarded_db.dbname} "
+        f"user={guarded_db.user} password={password} sslmode=disable "
+        "application_name=golive-dsn-test"
+    )
+    db = from_dsn("shop", SecretStr(dsn))
+
+    assert db.options == {"sslmode": "disable", "application_name": "golive-dsn-test"}
+    assert password not in db.conninfo() and "application_name=golive-dsn-test" in db.conninfo()
+    with db.connect() as conn:
+        assert conn.execute("SELECT current_setting('application_name')").fetchone() == (
+            "golive-dsn-test",
+        )
+    backup = postgres.dump(db, tmp_path / "shop.dump")
+    assert postgres.verify(db, backup) == backup.row_counts
+
+
+def test_a_dsn_with_a_wrong_password_names_the_database_and_the_step(guarded_db: Database) -> None:
+    dsn = f"host={guarded_db.host} port={guarded_db.port} dbname={guarded_db.dbname} password=no"
+    with pytest.raises(DatabaseError, match=r"database 'shop', connect: .*password"):
+        from_dsn("shop", SecretStr(dsn)).connect()
