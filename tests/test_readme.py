@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from golive.demo.fleet import build_artifact
 from golive.planfile import load_plan
 
 README = Path(__file__).parents[1] / "README.md"
@@ -17,5 +18,6 @@ def test_the_example_plan_in_the_readme_validates(tmp_path: Path) -> None:
         if block.startswith("release:")
     ]
     (tmp_path / "plan.yaml").write_text(example)
+    build_artifact(tmp_path / "dist", "2.0.0")  # a plan's files must be there to validate
     plan_file = load_plan(tmp_path / "plan.yaml")
     assert [w.hosts for w in plan_file.waves] == [("web1",), ("web2",), ("web3", "web4")]
