@@ -60,6 +60,8 @@ def _deployed(host: dict[str, Any], step: dict[str, Any]) -> None:
         host["error"] = step["error"]
         return
     transfer = step["result"].get("transfer") or {}
+    if step["result"].get("changed") is False:
+        host["after"] = f"{step['result']['after']} (already there)"
     host |= {
         "seconds": step["result"].get("seconds"),
         "transfer": transfer.get("mode"),
@@ -70,7 +72,7 @@ def _deployed(host: dict[str, Any], step: dict[str, Any]) -> None:
 
 def _switch(record: dict[str, Any], entry: Entry) -> None:
     host = record["hosts"].setdefault(entry["host"], {})
-    host.setdefault("before", entry["from"])
+    host.setdefault("before", entry["from"])  # runs recorded before host.found existed
     if entry["kind"] == "host.switched":
         host["after"] = entry["to"]
 
@@ -109,6 +111,9 @@ _FOLDS: dict[str, Fold] = {
     "step.finished": _step_ended,
     "step.failed": _step_ended,
     "gate.*": lambda record, entry: record["gates"].append(entry),
+    "host.found": lambda r, e: r["hosts"].setdefault(e["host"], {}).setdefault(
+        "before", e["release"]
+    ),
     "host.switching": _switch,
     "host.switched": _switch,
     "host.taken_out": _taken_out,

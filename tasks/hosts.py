@@ -31,6 +31,7 @@ def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[
         started = time.monotonic()
         transport = connect(plan, host, journal.run_id)
         before = transport.current_release()
+        journal.write("host.found", host=host.name, wave=wave, release=before)
         result |= {"before": before, "after": version, "changed": before != version}
         if before == version:
             return result

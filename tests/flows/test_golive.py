@@ -271,3 +271,16 @@ def test_a_gate_that_passes_on_timeout_lets_the_run_complete(
     [passed] = list(journal.of_kind("gate.passed"))
     assert (passed["by"], passed["approvers"]) == ("timeout", [])
     assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
+
+
+def test_the_record_shows_what_each_host_had_even_when_nothing_was_switched(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", gates={}, soak=None, waves=[{"name": "all", "hosts": "100%"}])
+    go_live(str(plan))
+
+    record = go_live(str(plan))  # the same release again: every host is already there
+
+    assert {h["before"] for h in record["hosts"].values()} == {"2.0.0"}
+    assert {h["after"] for h in record["hosts"].values()} == {"2.0.0 (already there)"}
