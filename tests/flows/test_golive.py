@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from flows.golive import go_live
+from flows.rollback import rollback
 from golive.demo.fleet import DemoFleet
 from golive.errors import PlanError, RollbackIncomplete, RunFailed
 from golive.home import runs_dir
@@ -284,3 +285,17 @@ def test_the_record_shows_what_each_host_had_even_when_nothing_was_switched(
 
     assert {h["before"] for h in record["hosts"].values()} == {"2.0.0"}
     assert {h["after"] for h in record["hosts"].values()} == {"2.0.0 (already there)"}
+
+
+def test_a_run_can_be_rolled_back_after_the_files_its_plan_names_are_gone(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", gates={}, soak=None, waves=[{"name": "all", "hosts": "100%"}])
+    go_live(str(plan))
+    (fleet.root / "artifacts" / "shop-web-2.0.0.tar.gz").unlink()
+    journal, _ = only_run()
+
+    rollback(str(plan), journal.run_id, reason="found a problem later")
+
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
