@@ -111,9 +111,9 @@ def test_a_bad_plan_is_refused_with_every_problem_and_nothing_written(
             "2 MiB; accepted: 1 byte to 1 MiB",
         ),
         (lambda p: os.mkfifo(p), "not a regular file (a fifo)"),
-        (lambda p: p.mkdir(), "not a regular file (a directory)"),
+        (lambda p: p.mkdir(), "is a directory"),
         (lambda p: p.symlink_to("/dev/zero"), "not a regular file (a character device)"),
-        (lambda p: None, "the plan file does not exist"),
+        (lambda p: None, "plan.yaml does not exist"),
     ],
     ids=["huge", "fifo", "directory", "dev-zero", "missing"],
 )
