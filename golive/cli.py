@@ -20,7 +20,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from golive.errors import GoLiveError, JournalCorrupt, PlanError
+from golive.errors import GoLiveError, JournalCorrupt, PlanError, describe_os_error
 from golive.home import golive_home, runs_dir
 from golive.journal import RunJournal
 from golive.plan import SAFE_NAME
@@ -169,10 +169,17 @@ def keygen(name: str, out: Path | None, passphrase_env: str | None, no_passphras
     private = out or Path(f"{name}.key")
     if not private.parent.is_dir():
         _bad_input(f"the folder {private.parent} does not exist; create it or choose another --out")
-    if private.exists() or private.is_symlink():
+    try:
+        taken = private.exists() or private.is_symlink()
+    except OSError as error:
+        _bad_input(describe_os_error(error, f"cannot write {private}") + "; nothing was written")
+    if taken:
         _bad_input(f"{private} exists already; choose another --out")
     passphrase = _keygen_passphrase(passphrase_env, no_passphrase)
-    public = new_key_pair(private, passphrase)
+    try:
+        public = new_key_pair(private, passphrase)
+    except OSError as error:
+        _bad_input(describe_os_error(error, f"cannot write {private}") + "; nothing was written")
     console.print(
         f"Private key: {private} (keep it to yourself)\nRegister the public key in "
         f'the plan:\n\napprovers:\n  {name}: {{public_key: "{public}"}}',
@@ -259,7 +266,8 @@ def _decide(
     if decision == "reject" and not comment.strip():
         _bad_input("a rejection needs a reason: --comment 'what is wrong'")
     if key_file is not None and not key_file.is_file():
-        _bad_input(f"--key {key_file}: no such key file; `golive keygen NAME` makes one")
+        state = "is not a regular file" if key_file.exists() else "does not exist"
+        _bad_input(f"--key {key_file} {state}; `golive keygen NAME` makes a key file")
     passphrase = _passphrase(passphrase_env)
     journal = _find(run_id)
     started = next(journal.of_kind("run.started"), {})
@@ -312,6 +320,9 @@ def _list_runs() -> None:
             r: dict[str, Any] = summarize(RunJournal(path.parent).entries())
         except JournalCorrupt as unreadable:
             table.add_row(path.parent.name, "", "", f"unreadable (line {unreadable.line})", "")
+            continue
+        except (KeyError, TypeError, AttributeError):  # entries golive does not write
+            table.add_row(path.parent.name, "", "", "unreadable (not a golive journal)", "")
             continue
         table.add_row(
             path.parent.name,

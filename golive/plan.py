@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections import Counter
 from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -24,12 +25,15 @@ from pydantic import (
     model_validator,
 )
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]{0,252}$")
+# \Z, not $: a `$` also matches before a final newline, and "2.4.0\n" is no release name.
+SAFE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+_PLACEHOLDER = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_ENV_VAR = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+_ADDRESS = re.compile(r"\A[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]{0,252}\Z")
+_DATE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+BUILT_IN_PLACEHOLDERS = ("name", "address")
 LONGEST = 30 * 86400.0  # no wait, timeout or soak in a go-live is longer than 30 days
 # Names on a host that golive itself owns: a backup path naming them would let a rollback
 # delete the releases, the `current` link or golive's staging files.
@@ -38,10 +42,11 @@ RESERVED_ON_HOST = ("releases", "current")
 
 def parse_duration(value: Any) -> float:
     """'90s', '10m', '1h30m', '250ms' or a number of seconds -> seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    text = value.replace(" ", "") if isinstance(value, str) else ""
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e12:
         seconds = float(value)
-    elif isinstance(value, str) and value and _DURATION.sub("", value.replace(" ", "")) == "":
-        pairs = _DURATION.findall(value.replace(" ", ""))
+    elif text and _DURATION.sub("", text) == "":
+        pairs = _DURATION.findall(text)
         seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in pairs)
     else:
         raise ValueError(
@@ -56,10 +61,12 @@ def parse_duration(value: Any) -> float:
 def parse_fraction(value: Any) -> float:
     """'1%' or 0.01 -> 0.01."""
     text = str(value).strip() if isinstance(value, str | int | float) else "?"
-    try:
-        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a rate; accepted: a percentage like '1%'") from None
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?%?", text):
+        raise ValueError(f"{value!r} is not a rate; accepted: a percentage like '1%'")
+    fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not text.endswith("%") and fraction >= 1:
+        # A bare 1 could mean 1% or 100%: golive does not guess which.
+        raise ValueError(f"{value!r} is ambiguous; accepted: a percentage like '1%' or '100%'")
     if isinstance(value, bool) or not 0 <= fraction <= 1:
         raise ValueError(f"{value!r} is outside 0%..100%")
     return fraction
@@ -70,7 +77,17 @@ def _placeholder_name(value: str) -> str:
         raise ValueError(
             f"{value!r} cannot be a placeholder; accepted: letters, digits and '_', like http_port"
         )
+    if value in BUILT_IN_PLACEHOLDERS:
+        raise ValueError(f"{{{value}}} is golive's own (the host's {value}); choose another name")
     return value
+
+
+def _iso_date(value: Any) -> Any:
+    """A date as written in a plan: 2026-12-24. Not a number (seconds since 1970?), and not a
+    time of day, whose time zone a date would silently drop."""
+    if isinstance(value, date) or (isinstance(value, str) and _DATE.match(value)):
+        return value
+    raise ValueError(f"{value!r} is not a date; accepted: a date like 2026-12-24")
 
 
 def _safe_name(value: str) -> str:
@@ -142,7 +159,13 @@ def _env_var(value: str) -> str:
 def host_relative(value: str) -> str:
     """A path inside a host's deploy root: relative, with no '..', and not golive's own."""
     path = PurePosixPath(value)
-    if not value.strip() or path.is_absolute() or ".." in path.parts or str(path) == ".":
+    if (
+        not value.strip()
+        or "\n" in value
+        or path.is_absolute()
+        or ".." in path.parts
+        or str(path) == "."
+    ):
         raise ValueError(
             f"{value!r} is not inside the deploy root; accepted: a relative path below it, "
             "like 'shared' or 'shared/uploads' (no '..', not absolute)"
@@ -156,7 +179,7 @@ def host_relative(value: str) -> str:
 
 def deploy_root(value: Path) -> Path:
     """A host's deploy root: no '..' and not the file system's root."""
-    if ".." in value.parts or value == Path("/") or not str(value).strip():
+    if ".." in value.parts or not str(value).strip("/ ") or "\n" in str(value):
         raise ValueError(
             f"{str(value)!r} cannot be a deploy root; accepted: a directory of its own, "
             "like /srv/shop-web, without '..'"
@@ -209,7 +232,7 @@ def _wave_size(value: Any) -> Any:
 
 
 def _unique(values: list[Any]) -> list[Any]:
-    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    twice = sorted(str(v) for v, n in Counter(values).items() if n > 1)
     if twice:
         raise ValueError(f"{', '.join(twice)} given twice; accepted: each once")
     return values
@@ -440,6 +463,17 @@ class DatabaseRef(Section):
         None, description="Environment variable with the password."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _block_or_inline(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("block") and len(data) > 1:
+            others = ", ".join(sorted(str(k) for k in data if k != "block"))
+            raise ValueError(
+                f"names a block and also {others}; accepted: either `block` alone (the block "
+                "holds the connection) or the inline fields without it"
+            )
+        return data
+
 
 class BackupStorage(Section):
     block: SafeName | None = Field(
@@ -473,6 +507,11 @@ class MigrationCheck(Section):
         low, high = self.at_least, self.at_most
         if low is not None and high is not None and low > high:
             raise ValueError(f"at_least {low:g} is above at_most {high:g}: no value could pass")
+        exact = self.equals if isinstance(self.equals, float | int) else None
+        if exact is not None and (
+            (low is not None and exact < low) or (high is not None and exact > high)
+        ):
+            raise ValueError(f"equals {exact:g} is outside at_least/at_most: no value could pass")
         return self
 
 
@@ -490,8 +529,8 @@ class Freeze(Section):
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
     )
-    starts: date = Field(alias="from")
-    ends: date = Field(alias="to")
+    starts: Annotated[date, BeforeValidator(_iso_date)] = Field(alias="from")
+    ends: Annotated[date, BeforeValidator(_iso_date)] = Field(alias="to")
     reason: Text
 
     @model_validator(mode="after")

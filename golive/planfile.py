@@ -8,11 +8,11 @@ placeholders against host vars) run over every section that parsed.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import tarfile
 import types
 import typing
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,13 +119,15 @@ def local_file(reference: Any, base: Path, what: str, largest: int) -> tuple[Pat
     unless absolute; a regular, readable, non-empty file of at most `largest` bytes."""
     given = Path(str(reference)).expanduser()
     path = given if given.is_absolute() else base / given
-    if not given.is_absolute():
+    try:
         resolved = path.resolve()
-        if not resolved.is_relative_to(base):
-            return path, (
-                f"{str(reference)!r} leads out of the plan's folder {base} (to {resolved}); "
-                "accepted: a path inside that folder, or an absolute path if you mean it"
-            )
+    except (RuntimeError, OSError) as error:  # a link that leads to itself
+        return path, f"the {what} {path} cannot be followed: {error}"
+    if not given.is_absolute() and not resolved.is_relative_to(base):
+        return path, (
+            f"{str(reference)!r} leads out of the plan's folder {base} (to {resolved}); "
+            "accepted: a path inside that folder, or an absolute path if you mean it"
+        )
     try:
         os.close(yamlfile.open_regular(path, what, largest))
     except yamlfile.YamlRefused as refused:
@@ -154,21 +156,18 @@ def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Proble
         try:
             sections[name] = _adapter(annotation or field.annotation).validate_python(raw[name])
         except ValidationError as error:
-            problems += [_problem(field.annotation, name, e) for e in error.errors()]
+            found = [_problem(field.annotation, name, e, raw[name]) for e in error.errors()]
+            problems += _most_precise(found)
     return sections, problems
 
 
-# A tagged union (a backup's `kind`) puts the tag into error locations: not a YAML key.
-_UNION_TAGS = {"files", "postgres"}
-
-
-def _problem(annotation: Any, section: str, error: Any) -> Problem:
-    parts = error["loc"]
-    if section == "backups" and len(parts) > 1 and parts[1] in _UNION_TAGS:
-        parts = (parts[0], *parts[2:])
+def _problem(annotation: Any, section: str, error: Any, raw: Any = None) -> Problem:
+    parts = _in_the_file(error["loc"], raw) if section else error["loc"]
     loc = (section, *parts) if section else parts
     path = _yaml_path(loc)
     kind = error["type"]
+    if (plain := _plain(error)) is not None:
+        return Problem(path, plain)
     if kind == "extra_forbidden":
         accepted = ", ".join(_fields_at(annotation, error["loc"][:-1]))
         return Problem(path, f"unknown field; accepted: {accepted}")
@@ -184,6 +183,66 @@ def _problem(annotation: Any, section: str, error: Any) -> Problem:
         "" if isinstance(found, dict | list) or repr(found) in message else f" (found {found!r})"
     )
     return Problem(path, f"{message}{shown}")
+
+
+def _most_precise(found: list[Problem]) -> list[Problem]:
+    """One problem a place, and none about a place that a deeper problem already explains: a
+    union (a count, a share or names) fails once per branch it tried."""
+    paths = {p.path for p in found}
+    kept: dict[str, Problem] = {}
+    for problem in found:
+        deeper = any(other.startswith((f"{problem.path}[", f"{problem.path}.")) for other in paths)
+        if not deeper:
+            kept.setdefault(problem.path, problem)
+    return list(kept.values())
+
+
+def _in_the_file(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+    """An error's location as the file has it: pydantic adds the branch of a union it tried
+    (`int`, `list[str]`, a backup's `files`), which is no key of the plan."""
+    kept: list[Any] = []
+    current = raw
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if (isinstance(current, dict) and part in current) or (
+            isinstance(current, list) and isinstance(part, int) and part < len(current)
+        ):
+            current = current[part]
+        elif part != "[key]" and not (last and isinstance(current, dict)):
+            continue  # a union's branch name
+        kept.append(part)
+    return tuple(kept)
+
+
+# What to say, instead of pydantic's own words, when a value has the wrong type.
+_ACCEPTED = {
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "model_type": "a mapping of fields (name: value)",
+    "dict_type": "a mapping (name: value)",
+    "list_type": "a list ([a, b] or one '- item' a line)",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+}
+
+
+def _plain(error: Any) -> str | None:
+    kind, found = error["type"], error.get("input")
+    shown = _clip(repr(found), 60)
+    if kind in _ACCEPTED:
+        return f"{shown} is not accepted; accepted: {_ACCEPTED[kind]}"
+    if kind == "string_type" and isinstance(found, int | float) and not isinstance(found, bool):
+        return f"a text is needed, found the number {shown}; write it in quotes: '{found}'"
+    if kind == "string_type":
+        return f"a text is needed, found {shown}"
+    if kind == "union_tag_not_found":
+        return "a backup needs `kind`; accepted: files, postgres"
+    if kind == "union_tag_invalid":
+        tag = _clip(repr(error["ctx"]["tag"]), 40)
+        return f"kind {tag} is not accepted; accepted: files, postgres"
+    return None
 
 
 def _yaml_path(loc: tuple[Any, ...]) -> str:
@@ -316,35 +375,91 @@ def _cross_check(view: PlanView) -> list[Problem]:
 def _unique_names(view: PlanView) -> list[Problem]:
     """Hosts, waves, smoke checks, migrations and database backups: each named once."""
     problems = []
-    named = {
-        "targets.hosts": ({i: h.name for i, h in view.hosts().items()}, "name"),
-        "waves": ({i: w.name for i, w in view.items("waves").items()}, "name"),
-        "smoke": ({i: c.name for i, c in view.items("smoke").items()}, "name"),
-        "migrations": ({i: str(m.sql) for i, m in view.items("migrations").items()}, "sql"),
-        "backups": (
+    named = [
+        ("targets.hosts", {i: h.name for i, h in view.hosts().items()}, "name"),
+        ("waves", {i: w.name for i, w in view.items("waves").items()}, "name"),
+        ("smoke", {i: c.name for i, c in view.items("smoke").items()}, "name"),
+        (
+            "migrations",
+            {i: _resolved(view.base, m.sql) for i, m in view.items("migrations").items()},
+            "sql",
+        ),
+        ("targets.hosts", _deploy_dirs(view), "path"),
+        ("approvers", {a: who.public_key for a, who in view.items("approvers").items()}, "key"),
+        (
+            "backups",
             {i: b.database for i, b in view.items("backups").items() if hasattr(b, "database")},
             "database",
         ),
-    }
-    for section, (names, field) in named.items():
-        seen: dict[str, int] = {}
-        for index, name in sorted(names.items()):
+    ]
+    for section, names, field in named:
+        seen: dict[str, Any] = {}
+        for index, name in names.items():
+            if name is None:
+                continue
             if name in seen:
                 problems.append(
                     Problem(
-                        f"{section}[{index}].{field}",
-                        f"{name!r} is already {section}[{seen[name]}]; accepted: each once",
+                        f"{section}{_at(index)}.{field}",
+                        f"{_clip(repr(name), 80)} is already {section}{_at(seen[name])}; "
+                        "accepted: each once",
                     )
                 )
             seen.setdefault(name, index)
     return problems
 
 
+def _deploy_dirs(view: PlanView) -> dict[int, str | None]:
+    """Each host's deploy directory, for the hosts whose name is theirs alone."""
+    hosts = view.hosts()
+    names = Counter(h.name for h in hosts.values())
+    return {i: _deploy_dir(view, h) for i, h in hosts.items() if names[h.name] == 1}
+
+
+def _at(key: Any) -> str:
+    return f"[{key}]" if isinstance(key, int) else f".{key}"
+
+
+def _resolved(base: Path, path: Path) -> str:
+    try:
+        return str((base / path.expanduser()).resolve())
+    except (RuntimeError, OSError):
+        return str(base / path)
+
+
+def _deploy_dir(view: PlanView, host: Host) -> str | None:
+    """Where a host's releases go; two hosts in one place would overwrite each other."""
+    transport = view.text("targets", "transport") or "local"
+    root = view.text("targets", "path")
+    if transport not in ("local", "ssh"):
+        return None  # the transport's own problem is reported
+    if host.path is not None:
+        directory = str(host.path) if transport == "ssh" else _resolved(view.base, host.path)
+    elif root is None:
+        return None
+    elif transport == "local":
+        directory = _resolved(view.base, Path(root) / host.name)
+    else:
+        directory = root
+    return f"{host.address}:{host.port}:{directory}" if transport == "ssh" else directory
+
+
 def _waves_cover_hosts(view: PlanView) -> list[Problem]:
     names = view.host_names()
     if not view.complete("waves") or names is None:
         return []
-    return resolve_waves(view.sections["waves"], list(dict.fromkeys(names)))[1]
+    waves, problems = resolve_waves(view.sections["waves"], list(dict.fromkeys(names)))
+    for wave in waves:
+        budget = wave.wave.failure_budget(len(wave.hosts))
+        if wave.hosts and budget >= len(wave.hosts):
+            problems.append(
+                Problem(
+                    f"waves[{wave.index}].max_fail",
+                    f"{wave.wave.max_fail!r} lets all {len(wave.hosts)} host(s) of the wave "
+                    f"fail and the rollout go on; accepted: fewer than {len(wave.hosts)}",
+                )
+            )
+    return problems
 
 
 def _wave_gates_exist(view: PlanView) -> list[Problem]:
@@ -502,15 +617,21 @@ def _migrations_safe(view: PlanView) -> list[Problem]:
 
 def _freezes_apart(view: PlanView) -> list[Problem]:
     windows = sorted(view.items("freeze").items(), key=lambda item: item[1].starts)
-    return [
-        Problem(
-            f"freeze[{i}]",
-            f"{w.starts}..{w.ends} overlaps freeze[{j}] ({v.starts}..{v.ends}); "
-            "accepted: windows that do not overlap (merge them into one)",
-        )
-        for (j, v), (i, w) in itertools.pairwise(windows)
-        if w.starts <= v.ends
-    ]
+    problems = []
+    reach: tuple[int, Any] | None = None  # the window reaching furthest so far
+    for i, w in windows:
+        if reach is not None and w.starts <= reach[1].ends:
+            j, v = reach
+            problems.append(
+                Problem(
+                    f"freeze[{i}]",
+                    f"{w.starts}..{w.ends} overlaps freeze[{j}] ({v.starts}..{v.ends}); "
+                    "accepted: windows that do not overlap (merge them into one)",
+                )
+            )
+        if reach is None or w.ends > reach[1].ends:
+            reach = (i, w)
+    return problems
 
 
 # The most a file a plan names may hold: an artifact is a release, not a disk image.
@@ -541,8 +662,43 @@ def _local_files_there(view: PlanView) -> list[Problem]:
         found, problem = local_file(reference, view.base, what, largest)
         if problem and (view.check_files or "leads out" in problem):
             problems.append(Problem(path, problem))
-        elif what == "release artifact" and view.check_files and not tarfile.is_tarfile(found):
-            problems.append(Problem(path, f"{found} is not a tarball (.tar, .tar.gz)"))
+        elif what == "release artifact" and view.check_files and (bad := _not_a_release(found)):
+            problems.append(Problem(path, bad))
+    problems += _local_places(view)
+    return problems
+
+
+def _not_a_release(artifact: Path) -> str | None:
+    """A tarball with at least one file in it; only its first member is read here."""
+    try:
+        with tarfile.open(artifact) as tar:
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError):
+        return f"{artifact} is not a tarball (.tar, .tar.gz)"
+    return f"{artifact} is an empty tarball: it holds no files" if first is None else None
+
+
+def _local_places(view: PlanView) -> list[Problem]:
+    """Where golive writes on this machine: known_hosts (accept-new adds to it) and backup
+    storage. They may not exist yet, but may not be something else, or lead out of the
+    plan's folder when relative."""
+    places: list[tuple[str, Path, bool]] = [
+        (f"targets.hosts[{i}].known_hosts", host.known_hosts, False)
+        for i, host in view.hosts().items()
+    ]
+    storage = view.sections.get("backup_storage")
+    if storage is not None and storage.block is None:
+        places.append(("backup_storage.directory", storage.directory, True))
+    problems = []
+    for path, place, folder in places:
+        given = place.expanduser()
+        found = given if given.is_absolute() else view.base / given
+        resolved = Path(_resolved(view.base, given))
+        if not given.is_absolute() and not resolved.is_relative_to(view.base):
+            problems.append(Problem(path, f"{str(place)!r} leads out of the plan's folder"))
+        elif found.exists() and (found.is_dir() != folder or not (folder or found.is_file())):
+            wanted = "a folder" if folder else "a regular file"
+            problems.append(Problem(path, f"{found} exists and is not {wanted}"))
     return problems
 
 

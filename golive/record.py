@@ -111,8 +111,8 @@ _FOLDS: dict[str, Fold] = {
     "step.finished": _step_ended,
     "step.failed": _step_ended,
     "gate.*": lambda record, entry: record["gates"].append(entry),
-    "host.found": lambda r, e: r["hosts"].setdefault(e["host"], {}).setdefault(
-        "before", e["release"]
+    "host.found": lambda r, e: (
+        r["hosts"].setdefault(e["host"], {}).setdefault("before", e["release"])
     ),
     "host.switching": _switch,
     "host.switched": _switch,

@@ -22,6 +22,21 @@ from golive.errors import GoLiveError
 from golive.private import write_private
 
 PUBLIC_PREFIX = "ed25519:"
+_P = 2**255 - 19
+# The Ed25519 points of small order (as libsodium refuses them): signatures "by" them forge.
+_SMALL_ORDER = {
+    bytes.fromhex(point)
+    for point in (
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    )
+}
 
 
 class KeyError_(GoLiveError):
@@ -91,9 +106,20 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     if not text.startswith(PUBLIC_PREFIX):
         raise ValueError(f"a public key starts with {PUBLIC_PREFIX!r} (as `golive keygen` prints)")
     try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text[len(PUBLIC_PREFIX) :]))
+        raw = base64.b64decode(text[len(PUBLIC_PREFIX) :], validate=True)
+        key = Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:
         raise ValueError("not a valid Ed25519 public key") from None
+    flipped = raw[:31] + bytes([raw[31] ^ 0x80])  # the same point with its sign bit set
+    if (
+        raw in _SMALL_ORDER
+        or flipped in _SMALL_ORDER
+        or int.from_bytes(raw, "little") & ~(1 << 255) >= _P
+    ):
+        # A key of small order verifies forged signatures; a non-canonical one is not a key
+        # `golive keygen` makes. Either is someone trying to pass a gate without a key.
+        raise ValueError("not an Ed25519 public key golive accepts (a weak or malformed point)")
+    return key
 
 
 def sign(decision: Decision, key: Ed25519PrivateKey) -> str:

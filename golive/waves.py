@@ -34,6 +34,7 @@ class ResolvedWave:
 def resolve_waves(waves: list[Wave], hosts: list[str]) -> tuple[list[ResolvedWave], list[Problem]]:
     """Every wave's hosts, and every problem with how the waves cover the fleet."""
     problems: list[Problem] = []
+    fleet = set(hosts)
     named = _claim_named_hosts(waves, hosts, problems)
     free = [h for h in hosts if h not in named]
     covered = 0
@@ -41,7 +42,7 @@ def resolve_waves(waves: list[Wave], hosts: list[str]) -> tuple[list[ResolvedWav
     for index, wave in enumerate(waves):
         path = f"waves[{index}].hosts"
         if isinstance(wave.hosts, list):
-            chosen = [h for h in wave.hosts if h in hosts]
+            chosen = [h for h in wave.hosts if h in fleet]
         else:
             want = _wanted(wave.hosts, covered, len(hosts), path, problems)
             chosen, free = free[:want], free[want:]
@@ -69,12 +70,13 @@ def resolve_waves(waves: list[Wave], hosts: list[str]) -> tuple[list[ResolvedWav
 
 def _claim_named_hosts(waves: list[Wave], hosts: list[str], problems: list[Problem]) -> set[str]:
     claimed: dict[str, int] = {}
+    fleet = set(hosts)
     for index, wave in enumerate(waves):
         if not isinstance(wave.hosts, list):
             continue
         for position, name in enumerate(wave.hosts):
             path = f"waves[{index}].hosts[{position}]"
-            if name not in hosts:
+            if name not in fleet:
                 problems.append(
                     Problem(
                         path, f"{name!r} is not a host; accepted: {', '.join(dict.fromkeys(hosts))}"

@@ -7,18 +7,22 @@ A plan is handed to golive by whoever runs it, so the reader trusts nothing abou
   bomb) or into itself, are refused from the parsed node graph, before any value is built;
 - a key given twice in one mapping is an error naming both lines: silently keeping the last
   one can turn a production plan into a staging one;
+- keys are names: a key that YAML reads as a number, a boolean or null is refused;
 - dates stay text, so an impossible one (2026-02-30) is reported by the plan's schema with its
-  YAML path instead of crashing the parser.
+  YAML path instead of crashing the parser; so do YAML 1.1's base-60 numbers (`4:00` is not
+  240), and a number of more than 30 digits or a control character in a text is refused.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_BYTES = 1024 * 1024
@@ -57,7 +61,11 @@ class _Loader(_Base):  # type: ignore[misc]
                 continue
             key = self.construct_object(key_node)
             where = _line(key_node, column=True)
-            if key in seen:
+            if not isinstance(key, str):
+                self.duplicates.append(
+                    (where, f"key {key_node.value!r} is not a name; write it in quotes")
+                )
+            elif key in seen:
                 self.duplicates.append(
                     (
                         where,
@@ -88,6 +96,36 @@ def open_regular(path: Path, what: str, limit: int) -> int:
         os.close(fd)
         raise YamlRefused("", problem)
     return fd
+
+
+def _number(loader: _Loader, node: ScalarNode, kind: str) -> Any:
+    """Numbers as YAML 1.1 reads them, except base 60 (kept as text) and huge ones."""
+    if ":" in node.value:
+        return node.value
+    if len(node.value) > 30:
+        loader.duplicates.append((_line(node), f"{node.value[:20]}... is too long a number"))
+        return 0
+    constructor = (
+        SafeConstructor.construct_yaml_int
+        if kind == "int"
+        else SafeConstructor.construct_yaml_float
+    )
+    return constructor(loader, node)
+
+
+def _text(loader: _Loader, node: ScalarNode) -> str:
+    text: str = SafeConstructor.construct_yaml_str(loader, node)
+    if _CONTROL.search(text):
+        loader.duplicates.append(
+            (_line(node), "a text holds a control character (a NUL?); accepted: printable text")
+        )
+    return text
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, n: _number(loader, n, "int"))
+_Loader.add_constructor("tag:yaml.org,2002:float", lambda loader, n: _number(loader, n, "float"))
+_Loader.add_constructor("tag:yaml.org,2002:str", _text)
 
 
 def read_bytes(path: Path, what: str = "file", limit: int = MAX_BYTES) -> bytes:

@@ -39,6 +39,13 @@ def database(plan: Plan, name: str) -> Database:
             return from_dsn(name, block.dsn)
         return Database(name, block.host, block.port, block.database, block.user, block.password)
     secret = os.environ.get(ref.password_env) if ref.password_env else None
+    if ref.password_env and not secret:
+        raise DatabaseError(
+            name,
+            "read password",
+            f"the plan takes its password from ${ref.password_env}, which is not set here; "
+            "set it in the environment of the process that runs golive",
+        )
     return Database(
         name,
         ref.host,

@@ -54,6 +54,9 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     with tarfile.open(work / "dist/shop-web-2.4.0.tar.gz", "w:gz") as tar:
         tar.add(APP_SOURCE, arcname="app.py")
     (work / "dist/empty.tar.gz").touch()
+    tarfile.open(work / "dist/empty-tar.tar.gz", "w:gz").close()
+    (work / "loop1").symlink_to(work / "loop2")
+    (work / "loop2").symlink_to(work / "loop1")
     (work / "migrations/0042_cents.sql").write_text("ALTER TABLE orders ADD cents int;\n")
     shutil.copy(work / "dist/shop-web-2.4.0.tar.gz", tmp_path / "outside.tar.gz")
     (work / "dist/link-out.tar.gz").symlink_to(tmp_path / "outside.tar.gz")
