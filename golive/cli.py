@@ -161,20 +161,7 @@ def keygen(name: str, out: Path | None, passphrase_env: str | None, no_passphras
     """Make an approver's Ed25519 key pair; prints the public key to register in the plan."""
     from golive.signing import new_key_pair
 
-    if not SAFE_NAME.match(name):
-        _bad_input(
-            f"{name!r} is not an approver name (it looks like a path?); accepted: letters, "
-            "digits, '.', '_', '-'. Choose where the key goes with --out"
-        )
-    private = out or Path(f"{name}.key")
-    if not private.parent.is_dir():
-        _bad_input(f"the folder {private.parent} does not exist; create it or choose another --out")
-    try:
-        taken = private.exists() or private.is_symlink()
-    except OSError as error:
-        _bad_input(describe_os_error(error, f"cannot write {private}") + "; nothing was written")
-    if taken:
-        _bad_input(f"{private} exists already; choose another --out")
+    private = _new_key_file(name, out)
     passphrase = _keygen_passphrase(passphrase_env, no_passphrase)
     try:
         public = new_key_pair(private, passphrase)
@@ -187,22 +174,35 @@ def keygen(name: str, out: Path | None, passphrase_env: str | None, no_passphras
     )
 
 
+def _new_key_file(name: str, out: Path | None) -> Path:
+    """Where a new key may go: a name that is no path, a folder that exists, no file there."""
+    if not SAFE_NAME.match(name):
+        _bad_input(
+            f"{name!r} is not an approver name (it looks like a path?); accepted: letters, "
+            "digits, '.', '_', '-'. Choose where the key goes with --out"
+        )
+    private = out or Path(f"{name}.key")
+    try:
+        folder, taken = private.parent.is_dir(), private.exists() or private.is_symlink()
+    except OSError as error:
+        _bad_input(describe_os_error(error, f"cannot write {private}") + "; nothing was written")
+    if not folder:
+        _bad_input(f"the folder {private.parent} does not exist; create it or choose another --out")
+    if taken:
+        _bad_input(f"{private} exists already; choose another --out")
+    return private
+
+
 def _keygen_passphrase(variable: str | None, none_wanted: bool) -> str | None:
     """A key is encrypted unless its maker says plainly that it should not be."""
     if variable and none_wanted:
         _bad_input("--passphrase-env and --no-passphrase exclude each other; choose one")
-    if none_wanted:
-        return None
-    if not variable:
+    if not variable and not none_wanted:
         _bad_input(
             "a private key is written encrypted: give --passphrase-env VAR (the variable "
             "holding its passphrase), or --no-passphrase to write it unencrypted"
         )
-    passphrase = os.environ.get(variable)
-    if not passphrase:
-        state = "is empty" if variable in os.environ else "is not set"
-        _bad_input(f"--passphrase-env {variable}: the variable {state}; nothing was written")
-    return passphrase
+    return _passphrase(variable)
 
 
 @main.command()
@@ -294,11 +294,14 @@ def _decide(
 
 
 def _passphrase(variable: str | None) -> str | None:
+    """The value of a named passphrase variable; a name without a value is refused."""
     if variable is None:
         return None
-    if not os.environ.get(variable):
-        _bad_input(f"--passphrase-env {variable}: the variable is not set or empty")
-    return os.environ[variable]
+    passphrase = os.environ.get(variable)
+    if not passphrase:
+        state = "is empty" if variable in os.environ else "is not set"
+        _bad_input(f"--passphrase-env {variable}: the variable {state}; nothing was done")
+    return passphrase
 
 
 def _open_gate(journal: RunJournal) -> dict[str, Any] | None:
