@@ -8,8 +8,10 @@ the new release itself, and golive compares that with the artifact before switch
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
+import shutil
 import tarfile
 import tempfile
 import threading
@@ -103,8 +105,8 @@ def changes_tarball(manifest: Manifest, changed: list[str]) -> Path:
     """A tarball of the changed files, plus every directory and link (they cost nothing).
     Hosts on the same release lack the same files, so each distinct set is built once."""
     key = hashlib.sha256("\0".join([str(manifest.artifact), *sorted(changed)]).encode())
-    destination = Path(tempfile.gettempdir()) / f"golive-changes-{key.hexdigest()[:24]}.tar.gz"
     with _building:
+        destination = _scratch() / f"changes-{key.hexdigest()[:24]}.tar.gz"
         if (
             not destination.exists()
             or destination.stat().st_mtime < manifest.artifact.stat().st_mtime
@@ -114,6 +116,16 @@ def changes_tarball(manifest: Manifest, changed: list[str]) -> Path:
 
 
 _building = threading.Lock()
+_scratch_dir: list[Path] = []
+
+
+def _scratch() -> Path:
+    """This process's own folder for built tarballs (mkdtemp: 0700, an unpredictable name),
+    removed when it exits. A shared /tmp name could be planted by anyone on the machine."""
+    if not _scratch_dir:
+        _scratch_dir.append(Path(tempfile.mkdtemp(prefix="golive-changes-")))
+        atexit.register(shutil.rmtree, _scratch_dir[0], ignore_errors=True)
+    return _scratch_dir[0]
 
 
 def _write_changes(manifest: Manifest, wanted: set[str], destination: Path) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import os
 import random
+import stat
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from golive.demo.fleet import build_artifact
 from golive.errors import DeployError, HostCommandError
 from golive.local import LocalShell
-from golive.manifest import MANIFEST_NAME, UnsafeArtifact, manifest_of
+from golive.manifest import MANIFEST_NAME, UnsafeArtifact, changes_tarball, manifest_of
 from golive.plan import Host
 from golive.releases import HostReleases, SwitchFailed
 from golive.shell import Shell
@@ -266,3 +268,12 @@ def test_a_disk_that_fills_up_during_the_upload_is_named_and_the_upload_removed(
         host.stage(manifest_of(artifact(tmp_path, "2", big)), "2")
 
     assert sorted(p.name for p in (small_disk / "releases").iterdir()) == []
+
+
+def test_the_tarball_of_changed_files_is_built_in_a_private_folder(tmp_path: Path) -> None:
+    manifest = manifest_of(artifact(tmp_path, "2", files(3)))
+    built = changes_tarball(manifest, ["lib/module0.py"])
+    assert built.parent != Path(tempfile.gettempdir())  # no name anyone could plant first
+    assert stat.S_IMODE(built.parent.stat().st_mode) == 0o700
+    with tarfile.open(built) as tar:
+        assert [m.name for m in tar.getmembers() if m.isfile()] == ["lib/module0.py"]
