@@ -379,3 +379,6 @@ def _first_line(error: BaseException) -> str:
 def _quiet_prefect_console() -> None:
     # golive draws its own progress; Prefect's logs still reach its API and UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    # The temporary server of the embedded default gets 20 s to start; a busy 2-core machine
+    # can need more, and a run that gives up there has done nothing.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
