@@ -134,8 +134,8 @@ class HostReleases:
                 host_relative(path)
             except ValueError as refused:
                 raise DeployError(self.host.name, f"restore {path!r}", str(refused)) from None
-        held = _archive_roots(self.host.name, archive)
-        present = [p for p in paths if p.split("/", 1)[0] in held]
+        held = _archive_names(self.host.name, archive)
+        present = [p for p in paths if p in held]
         upload = f"{self.directory}/.golive-restore.tar.gz"
         self.shell.put(archive, upload)
         extract = (
@@ -350,9 +350,9 @@ def _refusal(error: HostCommandError) -> str:
     return said[-1].removeprefix("golive ") if said else str(error)
 
 
-def _archive_roots(host: str, archive: Path) -> set[str]:
-    """The top-level names a host backup holds, once every member is known to stay inside
-    the deploy root (no absolute names, no '..', no links leading out)."""
+def _archive_names(host: str, archive: Path) -> set[str]:
+    """The names a host backup holds, once every member is known to stay inside the deploy
+    root (no absolute names, no '..', no links leading out)."""
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
     for member in members:
@@ -368,4 +368,4 @@ def _archive_roots(host: str, archive: Path) -> set[str]:
                 f"{archive} holds {member.name!r}, which "
                 "leads outside the deploy root; nothing was restored from it",
             )
-    return {m.name.split("/", 1)[0] for m in members}
+    return {str(PurePosixPath(m.name)) for m in members}

@@ -277,3 +277,20 @@ def test_the_tarball_of_changed_files_is_built_in_a_private_folder(tmp_path: Pat
     assert stat.S_IMODE(built.parent.stat().st_mode) == 0o700
     with tarfile.open(built) as tar:
         assert [m.name for m in tar.getmembers() if m.isfile()] == ["lib/module0.py"]
+
+
+def test_nested_backed_up_paths_come_back_and_ones_that_did_not_exist_go(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    root = Path(host.directory)
+    (root / "shared" / "uploads").mkdir(parents=True)
+    (root / "shared" / "uploads" / "a.png").write_text("before")
+    archive = host.archive(["shared/uploads", "shared/cache"], tmp_path / "backup.tar.gz")
+    (root / "shared" / "uploads" / "a.png").write_text("after")
+    (root / "shared" / "cache").mkdir()
+
+    restored = host.restore_paths(archive.path, ["shared/uploads", "shared/cache"])
+
+    assert restored == ["shared/uploads"]
+    assert (root / "shared" / "uploads" / "a.png").read_text() == "before"
+    assert not (root / "shared" / "cache").exists()
