@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
 from golive.postgres import Database
+from tests.unavailable import unavailable
 
 ORDERS = """
 CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);
@@ -56,10 +56,7 @@ def _server_binaries() -> Path:
         iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None
     )
     if initdb is None:
-        message = "no initdb to start a PostgreSQL cluster (`make test` installs postgresql)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("no initdb to start a PostgreSQL cluster (`make test` installs postgresql)")
     return Path(initdb).parent
 
 

@@ -8,7 +8,6 @@ lists each host's key under [127.0.0.1]:<port>. A missing sshd fails the tests u
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import socket
 import subprocess
@@ -16,19 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.unavailable import unavailable
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
 def require_sshd() -> None:
     if not Path(SSHD).exists():
-        message = "sshd is not installed: `apt-get install openssh-server` (make test does it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("sshd is not installed: `apt-get install openssh-server` (make test does it)")
 
 
 def write_key_pair(private: Path) -> str:

@@ -26,6 +26,7 @@ from golive.shell import Shell
 from golive.ssh import SshShell
 from golive.transport import ssh_settings
 from tests.sshd import SshdFleet, require_sshd
+from tests.unavailable import unavailable
 
 
 @pytest.fixture(scope="module")
@@ -246,10 +247,7 @@ def test_the_check_reports_too_little_disk(host: HostReleases) -> None:
 def small_disk(host: HostReleases) -> Iterator[Path]:
     """The host's deploy directory on a 1 MiB file system of its own, nearly full."""
     if os.geteuid() != 0:
-        message = "mounting a small file system needs root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("mounting a small file system needs root")
     directory = Path(host.directory)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)], check=True)
     try:
