@@ -10,11 +10,12 @@ from __future__ import annotations
 import getpass
 import socket
 import time
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from prefect import flow
 from prefect.context import FlowRunContext
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from flows.rollback import restore_wave, rollback
 from golive.errors import GoLiveError, RunFailed, WaveFailed
@@ -74,6 +75,8 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
 
 
 def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
+    """The run's first entry holds all a rollback or an auditor needs: who and what
+    triggered it, the plan itself (it holds no secret values), the fleet and the waves."""
     plan = plan_file.plan
     context = FlowRunContext.get()
     journal = RunJournal.create(str(flow_run.id))
@@ -82,8 +85,11 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
         run_id=journal.run_id,
         flow_run_name=flow_run.name,
         triggered_by=triggered_by,
+        trigger=trigger(triggered_by),
+        golive_version=golive_version(),
         plan_path=str(plan_file.path),
         plan_sha256=plan_file.digest,
+        plan=plan.model_dump(mode="json", by_alias=True),
         release=plan.release.name,
         version=plan.release.version,
         owner=plan.release.owner,
@@ -177,7 +183,7 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoRetu
     what = f"{plan_file.plan.release.name} {plan_file.plan.release.version}"
     try:
         if changed and plan_file.plan.rollback.automatic:
-            rollback(str(plan_file.path), journal.run_id, reason=str(failure))
+            rollback(journal.run_id, reason=str(failure))
             undone = f"Rolled back, last wave first: {', '.join(changed)}."
             forward = next(journal.of_kind("database.roll_forward"), None)
             if forward is not None:
@@ -197,6 +203,33 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoRetu
 
 def whoami() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def trigger(claimed: str) -> dict[str, str | None]:
+    """Who started the run as this machine sees it; `claimed` (`--as`) is only a claim."""
+    return {
+        "claimed": claimed,
+        "os_user": getpass.getuser(),
+        "machine": socket.gethostname(),
+        "deployment": f"{flow_run.flow_name}/{deployment.name}" if deployment.id else None,
+        "schedule": _schedule(),
+    }
+
+
+def _schedule() -> str | None:
+    """When a deployment's schedule created this run, the time it was scheduled for."""
+    context = FlowRunContext.get()
+    run = context.flow_run if context else None
+    if run is None or not run.auto_scheduled or run.expected_start_time is None:
+        return None
+    return run.expected_start_time.isoformat()
+
+
+def golive_version() -> str:
+    try:
+        return version("golive")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _limits(plan: Plan, duration: float) -> Soak:

@@ -1,7 +1,8 @@
 """Rollback: put every host the run switched back on the release it had, last wave first.
 
-What to undo comes from the run's journal, never from memory, so the same flow serves a
-failing run and, later, an operator rolling back a run whose process died.
+What to undo, and the plan it was done by, come from the run store, never from memory or the
+plan file, so the same flow serves a failing run and, later, an operator rolling back a run
+whose process died, from any machine that reaches the store and the hosts.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from prefect import flow
 from golive.errors import RollbackIncomplete
 from golive.journal import RunJournal
 from golive.plan import Plan
-from golive.planfile import load_plan
-from golive.record import hosts_to_restore, migrated_databases, point_of_no_return
+from golive.record import hosts_to_restore, migrated_databases, point_of_no_return, stored_plan
 from golive.transport import resolve_blocks
 from tasks.databases import restore_database
 from tasks.hosts import on_every_host, restore_host
@@ -20,10 +20,10 @@ from tasks.smoke import smoke_check_host
 
 
 @flow(name="rollback", flow_run_name="rollback {run_id}")
-def rollback(plan_path: str, run_id: str, reason: str) -> dict[str, str | None]:
-    # A rollback needs none of the files the plan names: it may run after they are gone.
-    plan, _ = resolve_blocks(load_plan(plan_path, check_files=False).plan)
-    journal = RunJournal.find(run_id)
+def rollback(run_id: str, reason: str) -> dict[str, str | None]:
+    """Put back what run `run_id` changed, as the run store records it."""
+    journal = RunJournal.find(run_id).verified()
+    plan, _ = resolve_blocks(stored_plan(journal.entries()))
     changed = hosts_to_restore(journal.entries())
     journal.write("rollback.started", reason=reason, hosts=[host for _, host, _ in changed])
     failures: dict[str, str] = {}
@@ -33,7 +33,7 @@ def rollback(plan_path: str, run_id: str, reason: str) -> dict[str, str | None]:
     failures |= restore_data(plan, journal)
     journal.write("rollback.finished", complete=not failures, failed=sorted(failures))
     if failures:
-        raise RollbackIncomplete(failures, str(journal.path))
+        raise RollbackIncomplete(failures, f"golive audit show {journal.run_id}")
     return {host: before for _, host, before in changed}
 
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,16 +21,20 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from golive.errors import GoLiveError, JournalCorrupt, PlanError, describe_os_error
-from golive.home import golive_home, runs_dir
-from golive.journal import RunJournal
+from golive.errors import GoLiveError, PlanError, RunNotFound, StoreError, describe_os_error
+from golive.home import golive_home
+from golive.journal import RunJournal, refused_imports, run_store
 from golive.plan import SAFE_NAME
 from golive.planfile import PlanFile, load_plan
 from golive.private import private_dir
+from golive.progress import describe
 from golive.record import summarize
 from golive.report import render_summary
+from golive.store import RunRow, RunStore
 
 console = Console()
+_DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+_EXPORTS = ("jsonl", "csv", "html")
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 1, 2, 3
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a fault in golive itself, not in what it was given
 
@@ -210,7 +215,14 @@ def _keygen_passphrase(variable: str | None, none_wanted: bool) -> str | None:
 def status(run_id: str | None) -> None:
     """Where a run is and what it has done; with no RUN, the recent runs."""
     if run_id is None:
-        _list_runs()
+        _list_runs(_store().run_rows()[:20])
+        for run, why in refused_imports.items():
+            console.print(
+                f"[yellow]{escape(why.path)} was not imported into the run store "
+                f"(it does not read back): `golive status {run}` says why[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
         return
     journal = _find(run_id)
     record = summarize(journal.entries())
@@ -218,6 +230,164 @@ def status(run_id: str | None) -> None:
     waiting = _open_gate(journal) if record["state"] == "running" else None
     if waiting is not None:
         console.print(Markdown(f"{waiting['brief']}\n\nTo decide: `{waiting['approve_command']}`"))
+
+
+@main.group()
+def audit() -> None:
+    """Read, verify and export the run store: for auditors."""
+
+
+@audit.command("list")
+@click.option("--environment", help="Only runs on this environment.")
+@click.option("--release", help="Only runs of this release (name, version or both).")
+@click.option("--state", help="Only runs in this state (completed, failed, partial, running).")
+@click.option("--since", type=click.DateTime(_DATE_FORMATS), help="Started on or after.")
+@click.option("--until", type=click.DateTime(_DATE_FORMATS), help="Started on or before.")
+@click.option("--who", help="Only runs whose trigger contains this (user, machine).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def audit_list(limit: int, **filters: Any) -> None:
+    """One line a run, newest first."""
+    rows = _selected_runs(filters)
+    _list_runs(rows[:limit])
+    if len(rows) > limit:
+        console.print(f"[dim]… {len(rows) - limit} older runs; raise --limit to see them[/]")
+
+
+@audit.command("show")
+@click.argument("run_id", metavar="RUN")
+def audit_show(run_id: str) -> None:
+    """A run's timeline: stages, waves, hosts, gates, rollbacks, who and when."""
+    journal = _find(run_id)
+    entries = journal.entries()
+    record = summarize(entries)
+    console.print(Markdown(render_summary(record, journal.run_dir / "record.json")))
+    table = Table("#", "at", "what", title="Timeline", title_justify="left")
+    for entry in entries:
+        table.add_row(str(entry["seq"]), entry["at"][11:23], escape(describe(entry)))
+    console.print(table)
+
+
+@audit.command("verify")
+@click.option("--head", metavar="HASH", help="A head published earlier: the store must hold it.")
+@click.option(
+    "--file",
+    "export",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify a jsonl export instead of the store (offline).",
+)
+def audit_verify(head: str | None, export: Path | None) -> None:
+    """Recompute every chain; name the first bad entry (exit 1) or say all is well."""
+    from golive import audit as ledger
+
+    if export is not None:
+        entries, links = _read_export(export)
+        verdict = ledger.verify(entries, links, head=head, only={e.run_id for e in entries})
+        where = str(export)
+    else:
+        store = _store()
+        runs = {row.run_id: row for row in store.run_rows()}
+        verdict = ledger.verify(store.all_entries(), store.heads(), runs, head=head)
+        where = f"run store {store.shown}"
+    _tell_verdict(where, verdict)
+
+
+@audit.command("export")
+@click.option("--format", "fmt", type=click.Choice(_EXPORTS), default="jsonl", show_default=True)
+@click.option("--run", "run_id", metavar="RUN", help="Only this run.")
+@click.option("--since", type=click.DateTime(_DATE_FORMATS), help="Runs started on or after.")
+@click.option("--until", type=click.DateTime(_DATE_FORMATS), help="Runs started on or before.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout)"
+)
+def audit_export(
+    fmt: str, run_id: str | None, since: datetime | None, until: datetime | None, out: Path | None
+) -> None:
+    """Runs as jsonl (verifiable offline), csv, or one self-contained HTML page."""
+    from golive import audit as ledger
+
+    store = _store()
+    if run_id is not None:
+        run_ids = [_find(run_id).run_id]
+    else:
+        rows = _selected_runs({"since": since, "until": until})
+        run_ids = [row.run_id for row in rows]
+    if out is not None and (out.exists() or not out.parent.is_dir()):
+        _bad_input(f"--out {out}: " + ("exists already" if out.exists() else "no such folder"))
+    if fmt == "jsonl":
+        text = "".join(ledger.export_jsonl(store.all_entries(run_ids), store.heads()))
+    elif fmt == "csv":
+        text = ledger.export_csv(store.all_entries(run_ids))
+    else:
+        text = _html_export(store, run_ids)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"{len(run_ids)} run(s) exported to {out}", highlight=False)
+
+
+def _selected_runs(filters: dict[str, Any]) -> list[RunRow]:
+    from golive.audit import select_runs
+
+    since, until = filters.get("since"), filters.get("until")
+    if since is not None:
+        filters["since"] = since.replace(tzinfo=since.tzinfo or UTC)
+    if until is not None:
+        if until.time() == time.min:  # a date alone means the whole day
+            until = until + timedelta(days=1) - timedelta(microseconds=1)
+        filters["until"] = until.replace(tzinfo=until.tzinfo or UTC)
+    rows = select_runs(_store().run_rows(), **filters)
+    if not rows and any(value is not None for value in filters.values()):
+        given = ", ".join(f"{k} {v}" for k, v in filters.items() if v is not None)
+        console.print(f"[red]no runs match: {escape(given)}[/]", highlight=False)
+        sys.exit(EXIT_FAILED)
+    return rows
+
+
+def _read_export(path: Path) -> tuple[list[Any], list[Any]]:
+    from golive.audit import read_jsonl
+
+    try:
+        with path.open(encoding="utf-8") as lines:
+            return read_jsonl(lines)
+    except (ValueError, UnicodeDecodeError) as error:
+        _bad_input(f"{path}: {error}; `golive audit export --format jsonl` writes what this reads")
+
+
+def _tell_verdict(where: str, verdict: Any) -> None:
+    if verdict.ok:
+        head = verdict.head
+        published = f"; latest head: link {head.pos} {head.hash}" if head else ""
+        console.print(
+            f"[green]✓ {escape(where)}: {verdict.runs} runs, {verdict.entries} entries and "
+            f"{verdict.links} links verify{published}[/]",
+            highlight=False,
+        )
+        return
+    Console(stderr=True).print(
+        f"[red]✗ {escape(where)} does not verify ({len(verdict.problems)} problem(s)); the "
+        "first bad entry of each run:[/]\n"
+        + "\n".join(f"  - {escape(problem)}" for problem in verdict.problems[:50]),
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.exit(EXIT_FAILED)
+
+
+def _html_export(store: RunStore, run_ids: list[str]) -> str:
+    from golive import audit as ledger
+    from golive.journal import as_entry
+    from golive.report import render_audit_html
+
+    runs = []
+    for run_id in run_ids:
+        entries = [as_entry(stored) for stored in store.entries(run_id)]
+        record = summarize(entries)
+        runs.append({"r": record, "timeline": ledger.timeline(record), "entries": entries})
+    verdict = ledger.verify(
+        store.all_entries(), store.heads(), {r.run_id: r for r in store.run_rows()}
+    )
+    return render_audit_html(runs, verdict, store.shown)
 
 
 @main.command()
@@ -315,26 +485,20 @@ def _open_gate(journal: RunJournal) -> dict[str, Any] | None:
     return waiting
 
 
-def _list_runs() -> None:
-    table = Table("run", "release", "environment", "state", "started")
-    journals = sorted(runs_dir().glob("*/journal.jsonl"), key=lambda p: p.stat().st_mtime)
-    for path in journals[-20:]:
-        try:
-            r: dict[str, Any] = summarize(RunJournal(path.parent).entries())
-        except JournalCorrupt as unreadable:
-            table.add_row(path.parent.name, "", "", f"unreadable (line {unreadable.line})", "")
-            continue
-        except (KeyError, TypeError, AttributeError):  # entries golive does not write
-            table.add_row(path.parent.name, "", "", "unreadable (not a golive journal)", "")
-            continue
+def _list_runs(rows: list[RunRow]) -> None:
+    table = Table("run", "release", "environment", "state", "started", "triggered by")
+    for column in table.columns:
+        column.no_wrap, column.overflow = True, "ellipsis"
+    for row in rows:
         table.add_row(
-            path.parent.name,
-            f"{r.get('release')} {r.get('version')}",
-            r.get("environment"),
-            r["state"],
-            str(r.get("started_at", ""))[:19],
+            row.run_id[:8],
+            f"{row.release or '?'} {row.version or ''}",
+            row.environment or "?",
+            row.state,
+            row.started_at[:19].replace("T", " "),
+            row.triggered_by or "",
         )
-    console.print(table if journals else f"no runs yet in {runs_dir()}")
+    console.print(table if rows else "no runs match")
 
 
 def _load(plan: Path) -> PlanFile:
@@ -347,8 +511,19 @@ def _load(plan: Path) -> PlanFile:
 def _find(run_id: str) -> RunJournal:
     try:
         return RunJournal.find(run_id)
-    except GoLiveError as error:
+    except RunNotFound as error:
         _bad_input(str(error))
+
+
+def _store() -> RunStore:
+    """The run store for reading; a store that is not there yet means no runs yet."""
+    try:
+        return run_store()
+    except StoreError as error:
+        if error.reason.startswith("there is no run store"):
+            console.print(f"no runs yet: {escape(str(error).split(';')[0])}", highlight=False)
+            sys.exit(0)
+        raise
 
 
 def _bad_input(message: str) -> NoReturn:

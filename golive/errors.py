@@ -15,8 +15,10 @@
     │   └── SoakFailed            error rate or latency went over the soak thresholds
     ├── RunFailed                 the run stopped: why, and what rollback did about it
     ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
-    ├── RunNotFound               no run record with that id
+    ├── RunNotFound               no run with that id in the run store
     │   └── AmbiguousRun          several runs start with that prefix; lists them
+    ├── StoreError                the run store cannot be used: which store, why, what to do
+    ├── RecordTampered            a run's entries do not verify: the first bad one; nothing done
     └── JournalCorrupt            a journal line that does not read back: file and line
 
 Every message says what happened, to what, and where to look next.
@@ -162,14 +164,14 @@ class RollbackIncomplete(GoLiveError):
         detail = "\n".join(f"  - {host}: {why}" for host, why in failures.items())
         super().__init__(
             f"rollback could not restore {len(failures)} host(s); they need a person:\n{detail}\n"
-            f"What each host had before is in the run record: {record}"
+            f"What each host had before is in the run store: `{record}`"
         )
 
 
 class RunNotFound(GoLiveError):
-    def __init__(self, run_id: str, runs_dir: str) -> None:
+    def __init__(self, run_id: str, store: str) -> None:
         super().__init__(
-            f"no run {run_id!r} in {runs_dir}; `golive status` with no argument lists the runs"
+            f"no run {run_id!r} in the run store {store}; `golive audit list` lists the runs"
         )
 
 
@@ -182,13 +184,34 @@ class AmbiguousRun(RunNotFound):
         )
 
 
+class StoreError(GoLiveError):
+    def __init__(self, store: str, reason: str, fix: str) -> None:
+        self.store = store
+        self.reason = reason
+        super().__init__(f"run store {store}: {reason}; {fix}")
+
+
+class RecordTampered(GoLiveError):
+    def __init__(self, run_id: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"run {run_id}'s entries in the run store do not verify, so golive will not act "
+            f"on them; nothing was done:\n"
+            + "\n".join(f"  - {p}" for p in self.problems[:10])
+            + "\n`golive audit verify` checks the whole store; keep it as it is for whoever "
+            "investigates"
+        )
+
+
 class JournalCorrupt(GoLiveError):
     def __init__(self, path: str, line: int, reason: str) -> None:
         self.path = path
         self.line = line
+        where = f"{path}, line {line}" if line else path
         super().__init__(
-            f"{path}, line {line}: {reason}. The journal was changed or cut short (a crash "
-            "while writing?); nothing was done. Keep the file as it is for whoever investigates"
+            f"{where}: {reason}. The journal was changed or cut short (a crash while "
+            "writing?), so it was not imported into the run store; nothing was done. Keep the "
+            "file as it is for whoever investigates"
         )
 
 

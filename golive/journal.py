@@ -1,8 +1,9 @@
-"""The run journal: everything a run does, appended as it happens.
+"""A run's journal: its entries in the run store, written as the run goes.
 
-One JSON object per line in `runs/<run id>/journal.jsonl`, flushed to disk before the step it
-describes goes on. It is the source of truth for what a run changed: rollback reads it (not
-in-memory hooks, which die with the process), and so do the run record and `golive status`.
+Each entry is committed to the store before the step it describes goes on. The store is the
+source of truth for what a run changed: rollback reads it (not in-memory hooks, which die with
+the process), and so do the run record, `golive status`, approvals and `golive audit`, from any
+machine that reaches the store.
 
 Entries that matter to rollback come in pairs around a change: `host.switching` is written
 before a host's `current` link moves and `host.switched` after, so a crash between the two
@@ -11,26 +12,21 @@ still leaves the host listed as "may have changed".
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from golive.errors import AmbiguousRun, JournalCorrupt, RunNotFound
+from golive import entries as kinds
+from golive.errors import JournalCorrupt, RecordTampered, RunNotFound
 from golive.home import runs_dir
 from golive.private import private_dir
+from golive.store import NewEntry, RunStore, StoredEntry, open_store
 
 Entry = dict[str, Any]
 Listener = Callable[[Entry], None]
 
 _listeners: list[Listener] = []
-_RUN_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
-_lock = threading.Lock()
 
 
 def subscribe(listener: Listener) -> Callable[[], None]:
@@ -40,52 +36,54 @@ def subscribe(listener: Listener) -> Callable[[], None]:
 
 
 class RunJournal:
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.path = run_dir / "journal.jsonl"
+    def __init__(self, run_id: str, store: RunStore) -> None:
+        self.run_id = run_id
+        self.store = store
 
     @classmethod
     def create(cls, run_id: str) -> RunJournal:
-        run_dir = runs_dir() / run_id
-        private_dir(run_dir)  # a run's folder holds its backups
-        return cls(run_dir)
+        return cls(run_id, run_store(create=True))
 
     @classmethod
     def find(cls, run_id: str) -> RunJournal:
-        """The journal of a past or running run; accepts a unique prefix of its id."""
-        if not _RUN_ID.match(run_id):
-            raise RunNotFound(run_id, str(runs_dir()))
-        matches = sorted(runs_dir().glob(f"{run_id}*/journal.jsonl"))
-        if len(matches) > 1:
-            raise AmbiguousRun(run_id, [m.parent.name for m in matches])
-        if not matches:
-            raise RunNotFound(run_id, str(runs_dir()))
-        return cls(matches[0].parent)
+        """A past or running run's journal; accepts a unique prefix of its id."""
+        store = run_store()
+        try:
+            return cls(store.find_run(run_id), store)
+        except RunNotFound:
+            for refused_id, why in refused_imports.items():
+                if refused_id.startswith(run_id):
+                    raise why from None
+            raise
 
     @property
-    def run_id(self) -> str:
-        return self.run_dir.name
+    def run_dir(self) -> Path:
+        """This machine's folder for what the run leaves besides entries: backups, reports."""
+        return private_dir(runs_dir() / self.run_id)
 
     def write(self, kind: str, **fields: Any) -> Entry:
-        entry = {"at": datetime.now(UTC).isoformat(), "kind": kind, **fields}
-        line = json.dumps(entry, default=str, sort_keys=False)
-        with _lock, self.path.open("a", encoding="utf-8") as file:
-            file.write(line + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+        version, body = kinds.checked(kind, fields)
+        seal = body["state"] if kind == "run.finished" else None
+        [stored] = self.store.append(self.run_id, [NewEntry(kind, version, body)], seal=seal)
+        entry = {"at": stored.at, "kind": kind, **body}
         for listener in list(_listeners):
             listener(entry | {"run_id": self.run_id})
         return entry
 
     def entries(self) -> list[Entry]:
-        if not self.path.exists():
-            return []
-        entries = []
-        with self.path.open("rb") as file:
-            for number, line in enumerate(file, 1):
-                if line.strip():
-                    entries.append(_entry(line, str(self.path), number))
-        return entries
+        return [as_entry(stored) for stored in self.store.entries(self.run_id)]
+
+    def verified(self) -> RunJournal:
+        """This journal, once its chain (and its seal, if it has one) verifies; before golive
+        acts on a run's entries from the store, as a rollback does."""
+        from golive.audit import verify
+
+        verdict = verify(
+            self.store.all_entries([self.run_id]), self.store.heads(), only={self.run_id}
+        )
+        if not verdict.ok:
+            raise RecordTampered(self.run_id, verdict.problems)
+        return self
 
     def of_kind(self, *kinds: str) -> Iterator[Entry]:
         return (e for e in self.entries() if e["kind"] in kinds)
@@ -103,12 +101,24 @@ class RunJournal:
         self.write("step.finished", stage=stage, **about, result=result)
 
 
-def _entry(line: bytes, path: str, number: int) -> Entry:
-    try:
-        entry = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        cut = "" if line.endswith(b"\n") else " (the line is cut short)"
-        raise JournalCorrupt(path, number, f"not a journal entry{cut}: {error}") from None
-    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
-        raise JournalCorrupt(path, number, "not a journal entry: it has no kind")
-    return entry
+def as_entry(stored: StoredEntry) -> Entry:
+    """A stored entry as its kind's model reads it, with where it sits in the chain."""
+    _, body = kinds.checked(stored.kind, stored.fields())
+    return {"at": stored.at, "kind": stored.kind, "seq": stored.seq, "hash": stored.hash, **body}
+
+
+_imported: set[str] = set()
+refused_imports: dict[str, JournalCorrupt] = {}  # old journals that could not be taken in
+
+
+def run_store(create: bool = False) -> RunStore:
+    """The run store, with the runs an older golive journaled under GOLIVE_HOME/runs taken in
+    (once; see golive/legacy.py). Without `create`, a store that is not there is an error."""
+    from golive.legacy import import_journals, old_journals
+
+    old = old_journals()
+    store = open_store(create=create or bool(old))
+    if old and store.shown not in _imported:
+        refused_imports.update(import_journals(store, old))
+        _imported.add(store.shown)
+    return store

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
+from rich.text import Text
 
 from golive import journal
 from golive.home import runs_dir
@@ -161,3 +162,24 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
         else f"[bold red]■ failed[/]: {escape(e['reason'].splitlines()[0])}"
     ),
 }
+
+
+def describe(entry: Entry) -> str:
+    """One plain line for an entry of any kind: what `golive audit show` lists."""
+    if entry["kind"] in ("step.finished", "step.failed"):
+        label = " ".join(str(entry[k]) for k in ("stage", "host", "wave") if entry.get(k))
+        return Text.from_markup(_finished(entry, label)).plain.strip()
+    line = _LINES.get(entry["kind"])
+    if line is not None and entry["kind"] != "run.started":
+        return Text.from_markup(line(entry, None)).plain.strip().splitlines()[0]
+    shown = {k: v for k, v in entry.items() if k not in _NOT_SHOWN and v not in (None, "", [])}
+    about = ", ".join(f"{k}={_short(v)}" for k, v in shown.items())
+    return f"{entry['kind']}: {about}" if about else entry["kind"]
+
+
+_NOT_SHOWN = {"at", "kind", "seq", "hash", "plan", "brief", "result", "run_id", "waves"}
+
+
+def _short(value: Any, most: int = 60) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= most else text[: most - 1] + "…"

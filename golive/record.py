@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from golive.journal import Entry
+from golive.plan import Plan
 
 _STEP_KEYS = ("stage", "host", "wave", "gate")
 Fold = Callable[[dict[str, Any], Entry], None]
@@ -30,8 +31,12 @@ def summarize(entries: Iterable[Entry]) -> dict[str, Any]:
     return record
 
 
+_NOT_IN_RECORD = ("kind", "plan", "seq", "hash")  # the plan itself stays in the store
+
+
 def _started(record: dict[str, Any], entry: Entry) -> None:
-    record |= {k: v for k, v in entry.items() if k != "kind"} | {"started_at": entry["at"]}
+    record |= {k: v for k, v in entry.items() if k not in _NOT_IN_RECORD}
+    record["started_at"] = entry["at"]
     record["hosts"] = {host: {} for host in entry["fleet"]}
 
 
@@ -160,3 +165,15 @@ def migrated_databases(entries: Iterable[Entry]) -> list[str]:
 
 def point_of_no_return(entries: Iterable[Entry]) -> Entry | None:
     return next((e for e in entries if e["kind"] == "migration.point_of_no_return"), None)
+
+
+def stored_plan(entries: Iterable[Entry]) -> Plan:
+    """The plan a run carried out, as its first entry holds it; no file is read, so it serves
+    after the plan's files are gone, and on another machine. (Runs an older golive recorded
+    hold only the plan's path.)"""
+    started = next(e for e in entries if e["kind"] == "run.started")
+    if started.get("plan") is None:
+        from golive.planfile import load_plan
+
+        return load_plan(started["plan_path"], check_files=False).plan
+    return Plan.model_validate(started["plan"])

@@ -16,6 +16,14 @@ _env = Environment(
 )
 
 
+# Exports for auditors are HTML: everything from the store is escaped.
+_html = Environment(
+    loader=PackageLoader("golive", "templates"),
+    undefined=ChainableUndefined,
+    autoescape=True,
+)
+
+
 def render_summary(record: dict[str, Any], record_path: Path) -> str:
     return _env.get_template("summary.md.j2").render(r=record, record_path=record_path)
 
@@ -23,3 +31,9 @@ def render_summary(record: dict[str, Any], record_path: Path) -> str:
 def render_gate_brief(record: dict[str, Any], gate: str, **facts: Any) -> str:
     """What an approver needs to see to decide a gate, in Markdown."""
     return _env.get_template("gate.md.j2").render(r=record, gate=gate, **facts)
+
+
+def render_audit_html(runs: list[dict[str, Any]], verdict: Any, store: str) -> str:
+    """One self-contained page: runs, their timelines as SVG, approvals, checks, rollbacks,
+    and how to verify the export."""
+    return _html.get_template("audit.html.j2").render(runs=runs, verdict=verdict, store=store)

@@ -75,7 +75,15 @@ def restore_host(
         # What the run backed up, as its journal says: the same paths it found at its start.
         started = next(journal.of_kind("run.started"), {})
         paths = started.get("backup_paths", backup_paths(plan))[1:]  # `current` is back already
-        if paths and backup.exists():
+        if paths and not backup.exists():
+            machine = (started.get("trigger") or {}).get("machine", "the machine that ran it")
+            raise DeployError(
+                host.name,
+                f"put back {', '.join(paths)}",
+                f"this run's backup of them is not on this machine ({backup}); it was kept on "
+                f"{machine}: roll back from there, or copy the backup here and retry",
+            )
+        if paths:
             result["files_restored"] = transport.restore_paths(backup, paths)
         if release is not None:
             transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)

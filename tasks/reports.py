@@ -23,8 +23,10 @@ from golive.report import render_summary
 
 @task(name="publish record", cache_policy=NO_CACHE)
 def publish_record(journal: RunJournal) -> dict[str, Any]:
-    """Write record.json and report.md next to the journal; publish both as artifacts."""
+    """Write record.json and report.md, derived from the run store, on this machine; publish
+    both as artifacts, with the store's head as this run sealed it."""
     record = summarize(journal.entries())
+    record["head"] = publish_head(journal)
     record_path = journal.run_dir / "record.json"
     record_path.write_text(json.dumps(record, indent=2, default=str))
     summary = render_summary(record, record_path)
@@ -45,3 +47,19 @@ def progress_bar(description: str) -> Callable[[float], None]:
         update_progress_artifact(artifact, percent)
 
     return move_to
+
+
+def publish_head(journal: RunJournal) -> dict[str, Any] | None:
+    """The store's latest head, shown outside the store: a store rebuilt later with a
+    consistent chain is caught by `golive audit verify --head` against it."""
+    heads = journal.store.heads()
+    if not heads:
+        return None
+    head = heads[-1]
+    create_markdown_artifact(
+        f"Run store head after run `{journal.run_id}`: link {head.pos}, `{head.hash}`.\n\n"
+        f"Check the store against it later: `golive audit verify --head {head.hash}`",
+        key="run-store-head",
+        description="The run store's chain of run heads, as this run sealed it",
+    )
+    return {"pos": head.pos, "hash": head.hash, "at": head.at}

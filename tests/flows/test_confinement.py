@@ -3,7 +3,6 @@ its secrets reach neither the deployed application nor what the run leaves behin
 
 from __future__ import annotations
 
-import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from golive.demo.fleet import DemoFleet
 from golive.errors import PreflightError, RollbackIncomplete, RunFailed
 from golive.journal import RunJournal
 from tests.flows.test_golive import only_run
+from tests.runstore import forge, rechain_heads
 
 NO_GATES = {"gates": {}, "soak": None, "waves": [{"name": "all", "hosts": "100%"}]}
 
@@ -29,10 +29,11 @@ def outside_the_fleet(fleet: DemoFleet) -> Path:
 
 
 def rewrite_journal(journal: RunJournal, **started: object) -> None:
-    """Edit the run's first entry in place, as someone with write access to the file could."""
-    lines = journal.path.read_text().splitlines()
-    first = json.loads(lines[0]) | started
-    journal.path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    """Edit the run's first entry, as someone with write access to the store could, and
+    rewrite every hash after it so the store still verifies: only the host's own
+    confinement stands between the edit and the files outside the deploy root."""
+    forge(journal.run_id, 1, rehash=True, **started)
+    rechain_heads()
 
 
 def test_a_rollback_refuses_a_journal_that_names_a_path_outside_the_deploy_root(
@@ -46,7 +47,7 @@ def test_a_rollback_refuses_a_journal_that_names_a_path_outside_the_deploy_root(
     rewrite_journal(journal, backup_paths=["current", "../precious"])
 
     with pytest.raises(RollbackIncomplete, match=r"'\.\./precious' is not inside the deploy root"):
-        rollback(str(plan), journal.run_id, reason="test")
+        rollback(journal.run_id, reason="test")
 
     assert (outside / "keep.txt").read_text() == "do not touch"
 
@@ -66,7 +67,7 @@ def test_a_backed_up_path_turned_into_a_link_leading_out_is_not_deleted_through(
     rewrite_journal(journal, backup_paths=["current", "shared/settings.json"])
 
     with pytest.raises(RollbackIncomplete, match="outside the deploy root"):
-        rollback(str(plan), journal.run_id, reason="test")
+        rollback(journal.run_id, reason="test")
 
     assert (outside / "keep.txt").read_text() == "do not touch"
     assert list((outside / "sub").iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,12 @@ from blocks.postgres import BackupStorage, PostgresDatabase
 from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
 from golive.errors import RunFailed
+from golive.home import golive_home
 from golive.postgres import Database
 from tests.conftest import PG_PASSWORD, decision
 from tests.flows.test_golive import kinds, only_run, serving
 from tests.pg import fingerprint
+from tests.runstore import runs
 
 MIGRATION = """
 ALTER TABLE orders ADD COLUMN total_cents bigint;
@@ -198,14 +201,7 @@ def test_only_the_newest_verified_backups_are_kept_and_the_pruning_is_recorded(
 
     dumps = list((tmp_path / "backups" / "demo" / "shop").glob("*.dump"))
     assert len(dumps) == 1
-    from golive.home import runs_dir
-    from golive.journal import RunJournal
-
-    pruned = [
-        e
-        for p in runs_dir().glob("*/journal.jsonl")
-        for e in RunJournal(p.parent).of_kind("backup.pruned")
-    ]
+    pruned = [e for journal in runs() for e in journal.of_kind("backup.pruned")]
     assert len(pruned) == 1 and pruned[0]["database"] == "shop"
 
 
@@ -248,5 +244,6 @@ def test_a_database_and_its_backup_storage_can_come_from_blocks(
     assert record["databases"]["shop"]["migrations"] == ["0042_cents.sql"]
     assert len(list((tmp_path / "vault" / "demo" / "shop").glob("*.dump"))) == 1
     journal, _ = only_run()
-    assert "unused-with-trust-auth" not in journal.path.read_text()
+    assert "unused-with-trust-auth" not in json.dumps(journal.entries())
+    assert b"unused-with-trust-auth" not in (golive_home() / "store.db").read_bytes()
     assert "unused-with-trust-auth" not in (journal.run_dir / "record.json").read_text()

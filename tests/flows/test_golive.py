@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,10 @@ from flows.golive import go_live
 from flows.rollback import rollback
 from golive.demo.fleet import DemoFleet
 from golive.errors import PlanError, RollbackIncomplete, RunFailed
-from golive.home import runs_dir
+from golive.home import golive_home
 from golive.journal import RunJournal
 from tests.conftest import decision
+from tests.runstore import record_of, runs
 
 GATED_WAVES = [
     {"name": "canary", "hosts": 1, "gate": "go-ahead"},
@@ -41,8 +41,8 @@ def serving(fleet: DemoFleet) -> dict[str, str]:
 
 
 def only_run() -> tuple[RunJournal, dict[str, Any]]:
-    [run_dir] = [p.parent for p in runs_dir().glob("*/journal.jsonl")]
-    return RunJournal(run_dir), json.loads((run_dir / "record.json").read_text())
+    [journal] = runs()
+    return journal, record_of(journal)
 
 
 def kinds(journal: RunJournal) -> list[str]:
@@ -167,7 +167,7 @@ def test_a_missing_artifact_stops_the_run_before_anything_changes(
     ):
         go_live(str(plan))
 
-    assert not list(runs_dir().glob("*/journal.jsonl"))
+    assert not (golive_home() / "store.db").exists()
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
 
 
@@ -296,6 +296,6 @@ def test_a_run_can_be_rolled_back_after_the_files_its_plan_names_are_gone(
     (fleet.root / "artifacts" / "shop-web-2.0.0.tar.gz").unlink()
     journal, _ = only_run()
 
-    rollback(str(plan), journal.run_id, reason="found a problem later")
+    rollback(journal.run_id, reason="found a problem later")
 
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}

@@ -16,9 +16,10 @@ from blocks.ssh import SshHost
 from flows.golive import go_live
 from golive.demo.fleet import APP_SOURCE, DemoFleet
 from golive.errors import RunFailed
-from golive.home import runs_dir
 from golive.journal import RunJournal
 from tests.flows.test_golive import kinds, serving
+from tests.runstore import record_of
+from tests.runstore import runs as runs_in_store
 from tests.sshd import SshdFleet, write_key_pair
 
 SshFleet = Callable[..., tuple[DemoFleet, dict[str, Any]]]
@@ -31,10 +32,7 @@ TWO_WAVES = [THREE_WAVES[0], THREE_WAVES[2]]
 
 
 def runs() -> list[tuple[RunJournal, dict[str, Any]]]:
-    journals = sorted(runs_dir().glob("*/journal.jsonl"), key=lambda p: p.stat().st_mtime)
-    return [
-        (RunJournal(p.parent), json.loads((p.parent / "record.json").read_text())) for p in journals
-    ]
+    return [(journal, record_of(journal)) for journal in runs_in_store()]
 
 
 def deploys(record: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -156,7 +156,7 @@ def test_status_lists_runs_and_shows_one(make_fleet: Callable[..., DemoFleet]) -
     listing = golive("status", api=False, **home)
     shown = golive("status", run_dir.name[:6], api=False, **home)
 
-    assert run_dir.name in listing.stdout and "completed" in listing.stdout
+    assert run_dir.name[:8] in listing.stdout and "completed" in listing.stdout
     assert "shop-web 2.0.0 → demo: COMPLETED" in shown.stdout
 
 

@@ -3,7 +3,6 @@ a traceback: each command runs in a fresh process from a fresh working folder.""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -65,6 +64,7 @@ def test_keygen_writes_an_owner_only_key_and_never_replaces_one(tmp_path: Path) 
 
 
 def make_runs(home: Path, *run_ids: str, line: str = "") -> None:
+    """Runs as an older golive journaled them: the store takes them in when first opened."""
     for run_id in run_ids:
         run_dir = home / "runs" / run_id
         run_dir.mkdir(parents=True)
@@ -98,21 +98,40 @@ def test_a_rejection_without_a_reason_is_refused_before_anything_is_sent(tmp_pat
         ),
         ("\x00\x01garbage\n", "line 1: not a journal entry"),
         ('{"at": "x"}\n', "line 1: not a journal entry: it has no kind"),
+        ('{"kind": "run.started"}\n', "a run store entry of kind 'run.started' does not have"),
     ],
-    ids=["truncated", "binary", "no-kind"],
+    ids=["truncated", "binary", "no-kind", "out-of-shape"],
 )
-def test_a_corrupt_journal_names_its_file_and_line(tmp_path: Path, line: str, says: str) -> None:
+def test_a_corrupt_old_journal_is_not_imported_and_is_named_by_file_and_line(
+    tmp_path: Path, line: str, says: str
+) -> None:
     make_runs(tmp_path / "home", "abc111", line=line)
     said = refused(golive(tmp_path, "status", "abc111"), code=1)
-    assert f"{tmp_path}/home/runs/abc111/journal.jsonl, {says}" in said
+    assert f"{tmp_path}/home/runs/abc111/journal.jsonl" in said and says in said
     listing = golive(tmp_path, "status")
-    assert listing.returncode == 0 and "unreadable (line 1)" in listing.stdout
+    assert listing.returncode == 0
+    assert "abc111/journal.jsonl was not imported" in listing.stdout + listing.stderr
 
 
 def test_an_internal_error_is_one_line_and_a_private_crash_report(tmp_path: Path) -> None:
-    # A journal entry golive itself would never write: reading it fails inside golive.
-    make_runs(tmp_path / "home", "abc111", line=json.dumps({"kind": "run.started"}) + "\n")
-    said = refused(golive(tmp_path, "status", "abc111"), code=70)
+    # A fault inside golive, injected into the real command in its own process.
+    make_runs(tmp_path / "home", "abc111")
+    inject = (
+        "import golive.cli as cli\n"
+        "def broken(entries): raise KeyError('kind')\n"
+        "cli.summarize = broken\n"
+        "cli.console_main()\n"
+    )
+    environment = os.environ | {"GOLIVE_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-c", inject, "status", "abc111"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = refused(done, code=70)
     assert "golive failed unexpectedly (KeyError" in said and "This is a fault in golive" in said
     [report] = (tmp_path / "home" / "crash-reports").iterdir()
     assert str(report) in said

@@ -1,0 +1,337 @@
+"""The kinds of entry a run writes to the run store, one pydantic model each.
+
+Every entry is checked against its kind's model when it is written and again when it is read,
+so every reader (the record, status, reports, approvals, rollback, audit) gets the same shape,
+with the defaults of fields added since filled in. A kind's `schema_version` goes up when its shape
+changes incompatibly; the store keeps the version each entry was written with.
+
+Secrets have no field here: a model refuses what it does not declare (`extra="forbid"`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from golive.errors import GoLiveError
+
+
+class EntryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+class Trigger(BaseModel):
+    """Who and what started a run, as far as this machine can tell."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    claimed: str  # `--as` or the deployment's parameter: a claim, not a proof
+    os_user: str
+    machine: str
+    deployment: str | None = None
+    schedule: str | None = None
+
+
+class RunStarted(EntryBody):
+    kind = "run.started"
+    run_id: str
+    flow_run_name: str
+    triggered_by: str
+    trigger: Trigger | None = None
+    golive_version: str = ""
+    plan_path: str
+    plan_sha256: str
+    plan: dict[str, Any] | None = None  # the validated plan; it holds no secret values
+    release: str
+    version: str
+    owner: str | None = None
+    environment: str
+    fleet: list[str]
+    waves: list[dict[str, Any]]
+    gate_names: list[str] = []
+    backup_paths: list[str] = []
+    approvers_sha256: str | None = None
+    api_url: str | None = None
+
+
+class RunFinished(EntryBody):
+    kind = "run.finished"
+    state: str
+    reason: str | None = None
+    rolled_back: list[str] = []
+
+
+class _Step(EntryBody):
+    stage: str
+    host: str | None = None
+    wave: int | str | None = None
+    gate: str | None = None
+
+
+class StepStarted(_Step):
+    kind = "step.started"
+
+
+class StepFinished(_Step):
+    kind = "step.finished"
+    result: dict[str, Any] = {}
+
+
+class StepFailed(_Step):
+    kind = "step.failed"
+    error: str
+
+
+class HostFound(EntryBody):
+    kind = "host.found"
+    host: str
+    wave: int
+    release: str | None
+
+
+class HostSwitching(EntryBody):
+    """Written before a host's `current` moves; `host.switched` after it has."""
+
+    kind = "host.switching"
+    host: str
+    wave: int
+    from_: str | None = Field(alias="from")  # `from` is a Python keyword
+    to: str
+
+
+class HostSwitched(HostSwitching):
+    kind = "host.switched"
+
+
+class HostSwitchAbandoned(HostSwitching):
+    kind = "host.switch_abandoned"
+
+
+class HostTakenOut(EntryBody):
+    kind = "host.taken_out"
+    host: str
+    reason: str
+
+
+class HostRestored(EntryBody):
+    kind = "host.restored"
+    host: str
+    to: str | None
+    ok: bool
+    error: str | None = None
+
+
+class WaveStarted(EntryBody):
+    kind = "wave.started"
+    wave: str
+    hosts: list[str]
+    max_fail: int = 0
+
+
+class WaveFinished(EntryBody):
+    kind = "wave.finished"
+    wave: str
+    hosts: list[str]
+    taken_out: list[str] = []
+
+
+class WavePause(EntryBody):
+    kind = "wave.pause"
+    wave: str
+    seconds: float
+
+
+class GateOpened(EntryBody):
+    kind = "gate.opened"
+    gate: str
+    approvers: list[str]
+    quorum: int
+    brief: str
+    timeout_seconds: float
+    approve_command: str
+
+
+class GateDecisionEntry(EntryBody):
+    kind = "gate.decision"
+    gate: str
+    approver: str
+    decision: Literal["approve", "reject"]
+    comment: str = ""
+    signed_at: str = ""
+    signature: str = ""
+
+
+class GateRefused(EntryBody):
+    kind = "gate.refused"
+    gate: str
+    claimed: str
+    decision: str
+    reason: str
+
+
+class GatePassed(EntryBody):
+    kind = "gate.passed"
+    gate: str
+    approvers: list[str]
+    by: str
+
+
+class GateTimedOut(EntryBody):
+    kind = "gate.timed_out"
+    gate: str
+    approvers: list[str]
+    outcome: str
+
+
+class RollbackStarted(EntryBody):
+    kind = "rollback.started"
+    reason: str
+    hosts: list[str]
+
+
+class RollbackFinished(EntryBody):
+    kind = "rollback.finished"
+    complete: bool
+    failed: list[str] = []
+
+
+class DatabaseBackedUp(EntryBody):
+    kind = "database.backed_up"
+    database: str
+    where: str
+    path: str
+    sha256: str
+    size: int
+    seconds: float
+    row_counts: dict[str, int]
+    verified: bool
+
+
+class BackupPruned(EntryBody):
+    kind = "backup.pruned"
+    database: str
+    removed: list[str]
+
+
+class _Migration(EntryBody):
+    database: str
+    file: str
+    reversible: bool = True
+
+
+class MigrationApplying(_Migration):
+    kind = "migration.applying"
+
+
+class MigrationApplied(_Migration):
+    kind = "migration.applied"
+
+
+class PointOfNoReturn(EntryBody):
+    kind = "migration.point_of_no_return"
+    database: str
+    file: str
+
+
+class DatabaseRestored(EntryBody):
+    kind = "database.restored"
+    database: str
+    ok: bool
+    error: str | None = None
+
+
+class DatabaseRollForward(EntryBody):
+    kind = "database.roll_forward"
+    databases: list[str]
+    reason: str
+
+
+class NotifySent(EntryBody):
+    kind = "notify.sent"
+    webhook: str
+    event: str
+    attempts: int
+
+
+class NotifyFailed(EntryBody):
+    kind = "notify.failed"
+    webhook: str
+    event: str
+    error: str
+    attempts: int = 0
+
+
+class HeadPublished(EntryBody):
+    kind = "store.head_published"
+    where: str
+    ok: bool
+    error: str | None = None
+
+
+class JournalImported(EntryBody):
+    """A run recorded by an older golive in `runs/<id>/journal.jsonl`, taken into the store:
+    the file's sha256 and line count, so the import can be checked against it."""
+
+    kind = "store.imported"
+    source: str
+    sha256: str
+    lines: int
+
+
+MODELS: dict[str, type[EntryBody]] = {
+    model.kind: model
+    for model in (
+        RunStarted,
+        RunFinished,
+        StepStarted,
+        StepFinished,
+        StepFailed,
+        HostFound,
+        HostSwitching,
+        HostSwitched,
+        HostSwitchAbandoned,
+        HostTakenOut,
+        HostRestored,
+        WaveStarted,
+        WaveFinished,
+        WavePause,
+        GateOpened,
+        GateDecisionEntry,
+        GateRefused,
+        GatePassed,
+        GateTimedOut,
+        RollbackStarted,
+        RollbackFinished,
+        DatabaseBackedUp,
+        BackupPruned,
+        MigrationApplying,
+        MigrationApplied,
+        PointOfNoReturn,
+        DatabaseRestored,
+        DatabaseRollForward,
+        NotifySent,
+        NotifyFailed,
+        HeadPublished,
+        JournalImported,
+    )
+}
+
+
+class UnknownEntry(GoLiveError):
+    def __init__(self, kind: str, problem: str) -> None:
+        self.kind = kind
+        super().__init__(f"a run store entry of kind {kind!r} {problem}")
+
+
+def checked(kind: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(version, fields in the kind's shape); refuses an unknown kind or a field out of shape."""
+    model = MODELS.get(kind)
+    if model is None:
+        raise UnknownEntry(kind, "is not one golive writes")
+    try:
+        body = model.model_validate(fields)
+    except ValidationError as error:
+        raise UnknownEntry(kind, f"does not have its shape: {error}") from None
+    return model.schema_version, body.model_dump(mode="json", by_alias=True)

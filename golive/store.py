@@ -1,0 +1,530 @@
+"""The run store: every run's entries, hash-chained and append-only, in one database.
+
+SQLite at `$GOLIVE_HOME/store.db` by default; another database (PostgreSQL for teams) when
+`GOLIVE_STORE_URL`, or the `golive-run-store` block that `GOLIVE_STORE_BLOCK` names, gives a
+URL. SQLAlchemy Core; the schema is kept by Alembic migrations (`golive/store_schema/`).
+
+    golive_runs     a row a run, written with its first entry: what `audit list` filters on
+    golive_entries  (run_id, seq) → at, kind, v, body (canonical JSON), prev, hash
+    golive_heads    the store-wide chain: a link when a run opens and each time it is sealed
+                    (its last entry's hash and the count), so a run deleted whole, or cut
+                    short after it was sealed, is caught
+
+`append` returns only once the entry is committed (SQLite: WAL with synchronous=FULL).
+Writers take the store's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: advisory locks),
+so many processes and machines append at once without losing or interleaving entries.
+golive never updates or deletes a row.
+
+    entry hash = sha256(prev ␟ run_id ␟ seq ␟ at ␟ kind ␟ v ␟ body)
+    link hash  = sha256(prev ␟ pos ␟ run_id ␟ event ␟ state ␟ entries ␟ run_head ␟ at)
+
+(␟ is U+001F; the text is UTF-8; the first prev of every chain is 64 zeros.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    exc,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+
+from golive.errors import AmbiguousRun, RunNotFound, StoreError
+from golive.home import golive_home
+from golive.private import create_private, private_dir
+
+GENESIS = "0" * 64
+SEP = "\x1f"
+SCHEMA_REVISION = "0001"  # the newest revision in golive/store_schema/versions
+VERSION_TABLE = "golive_store_version"
+URL_SETTING, BLOCK_SETTING = "GOLIVE_STORE_URL", "GOLIVE_STORE_BLOCK"
+
+metadata = MetaData()
+runs_table = Table(
+    "golive_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("started_at", String(40), nullable=False),
+    Column("environment", String(200)),
+    Column("release", String(200)),
+    Column("version", String(200)),
+    Column("triggered_by", String(400)),
+)
+entries_table = Table(
+    "golive_entries",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", String(40), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("v", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("prev", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+heads_table = Table(
+    "golive_heads",
+    metadata,
+    Column("pos", Integer, primary_key=True, autoincrement=False),
+    Column("run_id", String(64), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("run_head", String(64), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("prev", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+
+def entry_hash(prev: str, run_id: str, seq: int, at: str, kind: str, v: int, body: str) -> str:
+    return _sha256(prev, run_id, str(seq), at, kind, str(v), body)
+
+
+def link_hash(
+    prev: str, pos: int, run_id: str, event: str, state: str, entries: int, run_head: str, at: str
+) -> str:
+    return _sha256(prev, str(pos), run_id, event, state, str(entries), run_head, at)
+
+
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256(SEP.join(parts).encode()).hexdigest()
+
+
+def canonical(fields: dict[str, Any]) -> str:
+    """The one text of an entry's body that its hash covers."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    run_id: str
+    seq: int
+    at: str
+    kind: str
+    v: int
+    body: str
+    prev: str
+    hash: str
+
+    def fields(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.body)
+        return loaded
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of the store-wide chain of run heads."""
+
+    pos: int
+    run_id: str
+    event: str  # "opened" or "sealed"
+    state: str
+    entries: int
+    run_head: str
+    at: str
+    prev: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    started_at: str
+    environment: str | None
+    release: str | None
+    version: str | None
+    triggered_by: str | None
+    state: str
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    kind: str
+    v: int
+    fields: dict[str, Any]
+    at: str | None = None  # kept when importing an older run; otherwise the time of writing
+
+
+class RunStore:
+    """One run store, shared by every thread of this process (see `open_store`)."""
+
+    def __init__(self, engine: Engine, shown: str) -> None:
+        self.engine = engine
+        self.shown = shown  # the URL without its password, for messages
+        self._local_lock = threading.Lock()
+
+    # Writing
+
+    def append(
+        self, run_id: str, new: Sequence[NewEntry], seal: str | None = None
+    ) -> list[StoredEntry]:
+        """Append entries to a run's chain in one transaction; with `seal`, then seal the
+        run's head into the store's chain with that state. Returns the entries as stored."""
+        with self._writing([run_id]) as connection:
+            return self._append(connection, run_id, new, seal)
+
+    def import_run(self, run_id: str, new: Sequence[NewEntry], seal: str | None) -> bool:
+        """Append a whole older run, unless the store has it already (another process may be
+        importing it at the same moment). Returns whether it was imported."""
+        with self._writing([run_id]) as connection:
+            if self._last(connection, run_id) is not None:
+                return False
+            self._append(connection, run_id, new, seal)
+            return True
+
+    def _append(
+        self, connection: Connection, run_id: str, new: Sequence[NewEntry], seal: str | None
+    ) -> list[StoredEntry]:
+        last = self._last(connection, run_id)
+        seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
+        sealed_before = last is not None and self._sealed(connection, run_id)
+        stored: list[StoredEntry] = []
+        for entry in new:
+            seq += 1
+            at = entry.at or now()  # taken under the lock: times follow the chain's order
+            body = canonical(entry.fields)
+            digest = entry_hash(prev, run_id, seq, at, entry.kind, entry.v, body)
+            stored.append(StoredEntry(run_id, seq, at, entry.kind, entry.v, body, prev, digest))
+            connection.execute(entries_table.insert(), stored[-1].__dict__)
+            if seq == 1:
+                self._index_run(connection, run_id, at, entry)
+                self._link(connection, run_id, "opened", "running", 1, digest, at)
+            prev = digest
+        if seal is not None or sealed_before:
+            state = seal or self._last_state(connection, run_id)
+            self._link(connection, run_id, "sealed", state, seq, prev, now())
+        return stored
+
+    def _index_run(self, connection: Connection, run_id: str, at: str, first: NewEntry) -> None:
+        started = first.fields if first.kind == "run.started" else {}
+        connection.execute(
+            runs_table.insert(),
+            {
+                "run_id": run_id,
+                "started_at": at,
+                "environment": started.get("environment"),
+                "release": started.get("release"),
+                "version": started.get("version"),
+                "triggered_by": started.get("triggered_by"),
+            },
+        )
+
+    def _link(
+        self,
+        connection: Connection,
+        run_id: str,
+        event: str,
+        state: str,
+        entries: int,
+        run_head: str,
+        at: str,
+    ) -> Link:
+        last = connection.execute(
+            select(heads_table.c.pos, heads_table.c.hash).order_by(heads_table.c.pos.desc())
+        ).first()
+        pos, prev = (last.pos + 1, last.hash) if last else (1, GENESIS)
+        digest = link_hash(prev, pos, run_id, event, state, entries, run_head, at)
+        link = Link(pos, run_id, event, state, entries, run_head, at, prev, digest)
+        connection.execute(heads_table.insert(), link.__dict__)
+        return link
+
+    def _last(self, connection: Connection, run_id: str) -> StoredEntry | None:
+        row = connection.execute(
+            select(entries_table)
+            .where(entries_table.c.run_id == run_id)
+            .order_by(entries_table.c.seq.desc())
+            .limit(1)
+        ).first()
+        return StoredEntry(**row._mapping) if row else None
+
+    def _sealed(self, connection: Connection, run_id: str) -> bool:
+        return self._last_state(connection, run_id) != "running"
+
+    def _last_state(self, connection: Connection, run_id: str) -> str:
+        state = connection.execute(
+            select(heads_table.c.state)
+            .where(heads_table.c.run_id == run_id)
+            .order_by(heads_table.c.pos.desc())
+            .limit(1)
+        ).scalar()
+        return str(state or "running")
+
+    @contextmanager
+    def _writing(self, run_ids: Sequence[str]) -> Iterator[Connection]:
+        # One writer per process at a time, then the database's own write lock across
+        # processes and machines: the chain of a run and of the heads is read and extended
+        # in one transaction.
+        with self._local_lock, self._failing_clearly(), self.engine.connect() as connection:
+            connection = connection.execution_options(golive_write=True)
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    # One lock for the whole store: the heads chain is shared by every run.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(7365403612)"))
+                yield connection
+
+    # Reading
+
+    def entries(self, run_id: str) -> list[StoredEntry]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(entries_table)
+                .where(entries_table.c.run_id == run_id)
+                .order_by(entries_table.c.seq)
+            )
+            return [StoredEntry(**row._mapping) for row in rows]
+
+    def all_entries(self, run_ids: Sequence[str] | None = None) -> Iterator[StoredEntry]:
+        """Every entry (or those of `run_ids`), run by run, in chain order."""
+        query = select(entries_table).order_by(entries_table.c.run_id, entries_table.c.seq)
+        if run_ids is not None:
+            query = query.where(entries_table.c.run_id.in_(list(run_ids)))
+        with self._reading() as connection:
+            for row in connection.execute(query):
+                yield StoredEntry(*row)
+
+    def heads(self) -> list[Link]:
+        with self._reading() as connection:
+            rows = connection.execute(select(heads_table).order_by(heads_table.c.pos))
+            return [Link(*row) for row in rows]
+
+    def run_rows(self) -> list[RunRow]:
+        """Every run, newest first, with its latest state from the heads chain."""
+        with self._reading() as connection:
+            states = dict(
+                connection.execute(
+                    select(heads_table.c.run_id, heads_table.c.state).order_by(heads_table.c.pos)
+                ).all()
+            )
+            rows = connection.execute(
+                select(runs_table).order_by(runs_table.c.started_at.desc())
+            ).all()
+        return [RunRow(**row._mapping, state=states.get(row.run_id, "unknown")) for row in rows]
+
+    def find_run(self, run_id: str) -> str:
+        """The run whose id is `run_id`, or starts with it."""
+        if not run_id or len(run_id) > 64 or not all(c in "0123456789abcdef-" for c in run_id):
+            raise RunNotFound(run_id, self.shown)
+        with self._reading() as connection:
+            matches = connection.execute(
+                select(runs_table.c.run_id)
+                .where(runs_table.c.run_id.startswith(run_id, autoescape=True))
+                .order_by(runs_table.c.run_id)
+                .limit(11)
+            ).scalars()
+            found = [str(run) for run in matches]
+        if len(found) > 1:
+            raise AmbiguousRun(run_id, found)
+        if not found:
+            raise RunNotFound(run_id, self.shown)
+        return found[0]
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self._failing_clearly(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _failing_clearly(self) -> Iterator[None]:
+        try:
+            yield
+        except exc.DBAPIError as error:
+            raise _store_error(error, self.shown) from None
+
+
+def _store_error(error: exc.DBAPIError, shown: str) -> StoreError:
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    if "locked" in reason or "busy" in reason:
+        fix = (
+            f"another process held it for more than {lock_timeout():g} s; try again, or "
+            "raise GOLIVE_STORE_TIMEOUT"
+        )
+    elif "not a database" in reason or "malformed" in reason:
+        fix = "the file is damaged or not a run store; keep it for whoever investigates"
+    else:
+        fix = f"check {URL_SETTING} (or {BLOCK_SETTING}) and that the database is reachable"
+    return StoreError(shown, reason, fix)
+
+
+# Opening
+
+_stores: dict[str, RunStore] = {}
+_open_lock = threading.Lock()
+
+
+def store_url() -> str:
+    """The run store's URL: GOLIVE_STORE_URL, the block GOLIVE_STORE_BLOCK names, or SQLite
+    under GOLIVE_HOME."""
+    if url := os.environ.get(URL_SETTING):
+        return url
+    if block := os.environ.get(BLOCK_SETTING):
+        from blocks.store import load_run_store
+
+        return load_run_store(block)
+    return f"sqlite:///{golive_home() / 'store.db'}"
+
+
+def lock_timeout() -> float:
+    try:
+        return float(os.environ.get("GOLIVE_STORE_TIMEOUT", "30"))
+    except ValueError:
+        return 30.0
+
+
+def open_store(create: bool = False) -> RunStore:
+    """The run store, its schema brought up to date. Without `create`, a SQLite store that
+    does not exist yet is an error (reading creates nothing)."""
+    url = store_url()
+    with _open_lock:
+        if url not in _stores:
+            _stores[url] = _open(url, create)
+        return _stores[url]
+
+
+def forget_stores() -> None:
+    """Close every store this process opened (tests change GOLIVE_HOME between runs)."""
+    with _open_lock:
+        for store in _stores.values():
+            store.engine.dispose()
+        _stores.clear()
+
+
+def _open(url: str, create: bool) -> RunStore:
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise StoreError(
+            "(unreadable)",
+            f"{URL_SETTING} is not a database URL",
+            "give sqlite:///PATH or postgresql://USER@HOST/DB",
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(parsed.database or "", shown, create)
+    elif parsed.get_backend_name() == "postgresql":
+        engine = create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            connect_args={"connect_timeout": 10},
+            pool_pre_ping=True,
+        )
+    else:
+        raise StoreError(
+            shown, "golive keeps runs in SQLite or PostgreSQL", "give sqlite:// or postgresql://"
+        )
+    store = RunStore(engine, shown)
+    with store._failing_clearly():
+        _upgrade(store)
+    return store
+
+
+def _sqlite_engine(database: str, shown: str, create: bool) -> Engine:
+    path = Path(database).expanduser()
+    if not database or database == ":memory:":
+        raise StoreError(shown, "an in-memory store keeps nothing", "give a file: sqlite:///PATH")
+    if not path.exists():
+        if not create:
+            raise StoreError(shown, "there is no run store there yet", "no run was recorded")
+        _create_sqlite_file(path, shown)
+    engine = create_engine(
+        f"sqlite:///{path}",
+        connect_args={"timeout": lock_timeout(), "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _sqlite_connected)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _create_sqlite_file(path: Path, shown: str) -> None:
+    """Owner-only from the first byte: the store holds plans, hosts and decisions."""
+    try:
+        os.close(create_private(path))
+    except FileExistsError:
+        pass  # another process made it first
+    except OSError as error:
+        reason = f"cannot create it: {error.strerror}"
+        raise StoreError(shown, reason, "check GOLIVE_HOME") from None
+    private_dir(path.parent)
+
+
+def _sqlite_connected(connection: Any, _record: Any) -> None:
+    # Python's sqlite3 would open transactions on its own; SQLAlchemy's "begin" does it.
+    connection.isolation_level = None
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when append returns
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A writer takes the write lock at once, so its read of a chain's end cannot go stale.
+    write = connection.get_execution_options().get("golive_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _upgrade(store: RunStore) -> None:
+    """Bring the schema to this golive's revision, once, under the write lock; refuse a store
+    that a newer golive has written."""
+    if _revision(store) == SCHEMA_REVISION:
+        return
+    with store._writing([]) as connection:
+        current = _revision_on(connection)
+        if current == SCHEMA_REVISION:
+            return
+        if current is not None and current not in _known_revisions():
+            raise StoreError(
+                store.shown,
+                f"it was written by a newer golive (schema revision {current})",
+                "upgrade golive on this machine; nothing was changed",
+            )
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "store_schema"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, SCHEMA_REVISION)
+
+
+def _revision(store: RunStore) -> str | None:
+    with store.engine.connect() as connection:
+        return _revision_on(connection)
+
+
+def _revision_on(connection: Connection) -> str | None:
+    from sqlalchemy import inspect
+
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revision = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    return str(revision) if revision is not None else None
+
+
+def _known_revisions() -> set[str]:
+    folder = Path(__file__).parent / "store_schema" / "versions"
+    return {path.name.split("_")[0] for path in folder.glob("[0-9]*.py")}

@@ -1,0 +1,89 @@
+"""Test helpers for the run store: the runs it holds, and edits made behind golive's back,
+as someone with write access to the database could make them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from golive.journal import RunJournal, run_store
+from golive.store import GENESIS, canonical, entry_hash, link_hash, store_url
+
+
+def runs() -> list[RunJournal]:
+    """Every run in the store, oldest first."""
+    store = run_store()
+    return [RunJournal(row.run_id, store) for row in reversed(store.run_rows())]
+
+
+def record_of(journal: RunJournal) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((journal.run_dir / "record.json").read_text())
+    return record
+
+
+def sql(statement: str, **params: Any) -> list[Any]:
+    """Run SQL on the store directly, outside golive."""
+    engine = create_engine(store_url().replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def forge(run_id: str, seq: int, rehash: bool = False, **fields: Any) -> None:
+    """Change an entry's fields. With `rehash`, recompute the hashes of that entry and every
+    later one of the run, so the run's own chain is consistent again (only its seal and the
+    chain of run heads can tell)."""
+    [(body,)] = sql(
+        "SELECT body FROM golive_entries WHERE run_id = :r AND seq = :s", r=run_id, s=seq
+    )
+    sql(
+        "UPDATE golive_entries SET body = :b WHERE run_id = :r AND seq = :s",
+        b=canonical(json.loads(body) | fields),
+        r=run_id,
+        s=seq,
+    )
+    if rehash:
+        rechain(run_id)
+
+
+def rechain(run_id: str) -> None:
+    rows = sql(
+        "SELECT seq, at, kind, v, body FROM golive_entries WHERE run_id = :r ORDER BY seq",
+        r=run_id,
+    )
+    prev = GENESIS
+    for seq, at, kind, v, body in rows:
+        digest = entry_hash(prev, run_id, seq, at, kind, v, body)
+        sql(
+            "UPDATE golive_entries SET prev = :p, hash = :h WHERE run_id = :r AND seq = :s",
+            p=prev,
+            h=digest,
+            r=run_id,
+            s=seq,
+        )
+        prev = digest
+
+
+def rechain_heads() -> None:
+    """Recompute the whole chain of run heads over the entries as they now are: what a
+    forger who rewrites a store consistently does. Only a head published earlier catches it."""
+    links = sql("SELECT pos, run_id, event, state, entries, at FROM golive_heads ORDER BY pos")
+    prev = GENESIS
+    for pos, run_id, event, state, entries, at in links:
+        [(run_head,)] = sql(
+            "SELECT hash FROM golive_entries WHERE run_id = :r AND seq = :s", r=run_id, s=entries
+        )
+        digest = link_hash(prev, pos, run_id, event, state, entries, run_head, at)
+        sql(
+            "UPDATE golive_heads SET prev = :p, hash = :h, run_head = :rh WHERE pos = :pos",
+            p=prev,
+            h=digest,
+            rh=run_head,
+            pos=pos,
+        )
+        prev = digest
