@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The SSH tests start their own sshd processes; they need the openssh-server package. The
 # database tests start a password-protected PostgreSQL cluster; they need its server binaries.
+# The HTML export is rendered by Chromium.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-.PHONY: demo test lint sshd postgres bench
+.PHONY: demo test lint sshd postgres chromium bench
 
 $(BIN)/golive: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +31,11 @@ postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && $(APT_INSTALL) postgresql; }
 
-test: lint sshd postgres
+# The HTML export is checked in headless Chromium (Debian's package; no browser download).
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium; }
+
+test: lint sshd postgres chromium
 	$(BIN)/pytest
 
 bench: $(BIN)/golive sshd

@@ -215,7 +215,7 @@ def _keygen_passphrase(variable: str | None, none_wanted: bool) -> str | None:
 def status(run_id: str | None) -> None:
     """Where a run is and what it has done; with no RUN, the recent runs."""
     if run_id is None:
-        _list_runs(_store().run_rows()[:20])
+        _list_runs(_store(none_yet_is_fine=True).run_rows()[:20])
         for run, why in refused_imports.items():
             console.print(
                 f"[yellow]{escape(why.path)} was not imported into the run store "
@@ -515,12 +515,13 @@ def _find(run_id: str) -> RunJournal:
         _bad_input(str(error))
 
 
-def _store() -> RunStore:
-    """The run store for reading; a store that is not there yet means no runs yet."""
+def _store(none_yet_is_fine: bool = False) -> RunStore:
+    """The run store for reading. A store that is not there yet means no runs yet: fine for
+    `status`, an error for an auditor, who expects one."""
     try:
         return run_store()
     except StoreError as error:
-        if error.reason.startswith("there is no run store"):
+        if none_yet_is_fine and error.reason.startswith("there is no run store"):
             console.print(f"no runs yet: {escape(str(error).split(';')[0])}", highlight=False)
             sys.exit(0)
         raise

@@ -449,7 +449,12 @@ def _sqlite_engine(database: str, shown: str, create: bool) -> Engine:
         raise StoreError(shown, "an in-memory store keeps nothing", "give a file: sqlite:///PATH")
     if not path.exists():
         if not create:
-            raise StoreError(shown, "there is no run store there yet", "no run was recorded")
+            raise StoreError(
+                shown,
+                "there is no run store there yet",
+                f"no run was recorded there; to read another store, set {URL_SETTING} (or "
+                f"{BLOCK_SETTING}) or GOLIVE_HOME; nothing was written",
+            )
         _create_sqlite_file(path, shown)
     engine = create_engine(
         f"sqlite:///{path}",
@@ -490,18 +495,15 @@ def _sqlite_begin(connection: Connection) -> None:
 def _upgrade(store: RunStore) -> None:
     """Bring the schema to this golive's revision, once, under the write lock; refuse a store
     that a newer golive has written."""
-    if _revision(store) == SCHEMA_REVISION:
+    current = _revision(store)
+    _refuse_newer(store, current)
+    if current == SCHEMA_REVISION:
         return
     with store._writing([]) as connection:
         current = _revision_on(connection)
+        _refuse_newer(store, current)
         if current == SCHEMA_REVISION:
             return
-        if current is not None and current not in _known_revisions():
-            raise StoreError(
-                store.shown,
-                f"it was written by a newer golive (schema revision {current})",
-                "upgrade golive on this machine; nothing was changed",
-            )
         from alembic import command
         from alembic.config import Config
 
@@ -509,6 +511,15 @@ def _upgrade(store: RunStore) -> None:
         config.set_main_option("script_location", str(Path(__file__).parent / "store_schema"))
         config.attributes["connection"] = connection
         command.upgrade(config, SCHEMA_REVISION)
+
+
+def _refuse_newer(store: RunStore, revision: str | None) -> None:
+    if revision is not None and revision not in _known_revisions():
+        raise StoreError(
+            store.shown,
+            f"it was written by a newer golive (schema revision {revision})",
+            "upgrade golive on this machine; nothing was changed",
+        )
 
 
 def _revision(store: RunStore) -> str | None:

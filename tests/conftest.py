@@ -25,7 +25,7 @@ from golive.demo.fleet import DemoFleet
 from golive.journal import Entry, RunJournal
 from golive.postgres import Database
 from tasks.approvals import decide_gate
-from tests.pg import database, password_server, postgres_server
+from tests.pg import database, empty_database, password_server, postgres_server
 from tests.sshd import SshdFleet, require_sshd
 
 
@@ -173,3 +173,19 @@ def shop_db(pg_server: tuple[str, int, str]) -> Iterator[Database]:
     """A fresh database with customers and orders, named `shop` in plans."""
     with database(pg_server) as db:
         yield db
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(
+    request: pytest.FixtureRequest, golive_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The run store's URL, set in GOLIVE_STORE_URL: SQLite under GOLIVE_HOME, or a fresh
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{golive_home / 'store.db'}"
+        monkeypatch.setenv("GOLIVE_STORE_URL", url)
+        yield url
+        return
+    with empty_database(request.getfixturevalue("pg_server")) as url:
+        monkeypatch.setenv("GOLIVE_STORE_URL", url)
+        yield url

@@ -142,3 +142,21 @@ def fingerprint(db: Database) -> tuple[int, int, str]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), str(row[2])
+
+
+@contextmanager
+def empty_database(server: tuple[str, int, str]) -> Iterator[str]:
+    """A fresh, empty database on `server`, as a URL; dropped afterwards."""
+    host, port, user = server
+    dbname = f"golive_store_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as a:
+        a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    try:
+        yield f"postgresql://{user}@{host}:{port}/{dbname}"
+    finally:
+        with psycopg.connect(
+            host=host, port=port, user=user, dbname="postgres", autocommit=True
+        ) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )

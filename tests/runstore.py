@@ -87,3 +87,29 @@ def rechain_heads() -> None:
             pos=pos,
         )
         prev = digest
+
+
+def write_run(run_id: str, steps: int = 5, state: str | None = "completed", **started: Any) -> None:
+    """A small run written through golive's own journal, as a go-live writes one."""
+    journal = RunJournal.create(run_id)
+    journal.write(
+        "run.started",
+        **{
+            "run_id": run_id,
+            "flow_run_name": f"shop-web-{run_id[:4]}",
+            "triggered_by": "alice@laptop",
+            "plan_path": "/plans/shop.yaml",
+            "plan_sha256": "ab" * 32,
+            "release": "shop-web",
+            "version": "2.0.0",
+            "environment": "production",
+            "fleet": ["web1", "web2"],
+            "waves": [{"name": "all", "hosts": ["web1", "web2"], "gate": None}],
+        }
+        | started,
+    )
+    for number in range(steps):
+        with journal.step("deploy", host=f"web{number % 2 + 1}", wave=0) as result:
+            result["seconds"] = number
+    if state is not None:
+        journal.write("run.finished", state=state)

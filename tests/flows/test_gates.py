@@ -21,6 +21,7 @@ from flows.golive import go_live
 from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.errors import RunFailed
+from golive.home import golive_home
 from golive.journal import Entry, RunJournal
 from golive.signing import Decision, public_key_text, sign
 from tasks.approvals import GateDecision, submit, waiting_gate
@@ -270,4 +271,5 @@ def test_a_failing_webhook_is_recorded_and_never_stops_the_go_live(
     failed = next(run.of_kind("notify.failed"))
     assert (failed["error"], failed["attempts"]) == ("HTTPStatusError 500", 2)
     assert len(broken.received) == 4  # two events, two attempts each
-    assert "s3cr3t-token" not in run.path.read_text()
+    assert "s3cr3t-token" not in json.dumps(run.entries())
+    assert b"s3cr3t-token" not in (golive_home() / "store.db").read_bytes()
