@@ -263,13 +263,6 @@ class NotifyFailed(EntryBody):
     attempts: int = 0
 
 
-class HeadPublished(EntryBody):
-    kind = "store.head_published"
-    where: str
-    ok: bool
-    error: str | None = None
-
-
 class JournalImported(EntryBody):
     """A run recorded by an older golive in `runs/<id>/journal.jsonl`, taken into the store:
     the file's sha256 and line count, so the import can be checked against it."""
@@ -313,7 +306,6 @@ MODELS: dict[str, type[EntryBody]] = {
         DatabaseRollForward,
         NotifySent,
         NotifyFailed,
-        HeadPublished,
         JournalImported,
     )
 }

@@ -552,6 +552,17 @@ class RollbackPolicy(Section):
     )
 
 
+class AuditPolicy(Section):
+    head_file: Path | None = Field(
+        None,
+        description="A file outside the run store (another disk, a synced folder) that each "
+        "run appends the store's head to when it ends: time, link, hash, run.",
+    )
+    head_webhook: SafeName | None = Field(
+        None, description="A golive-webhook block each run posts the store's head to."
+    )
+
+
 class Plan(Section):
     release: Release
     environment: SafeName
@@ -568,6 +579,7 @@ class Plan(Section):
     notify: list[Webhook] = Field(default_factory=list)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     approvers: dict[SafeName, Approver] = Field(default_factory=dict)
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
 
     def host(self, name: str) -> Host:
         return next(h for h in self.targets.hosts if h.name == name)

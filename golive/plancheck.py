@@ -448,6 +448,9 @@ def _local_places(view: PlanView) -> list[Problem]:
     storage = view.sections.get("backup_storage")
     if storage is not None and storage.block is None:
         places.append(("backup_storage.directory", storage.directory, True))
+    audit = view.sections.get("audit")
+    if audit is not None and audit.head_file is not None:
+        places.append(("audit.head_file", audit.head_file, False))
     problems = []
     for path, place, folder in places:
         given = place.expanduser()

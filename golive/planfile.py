@@ -284,11 +284,14 @@ def _resolve_paths(plan: Plan, base: Path) -> Plan:
     storage = plan.backup_storage.model_copy(
         update={"directory": here(plan.backup_storage.directory)}
     )
+    head_file = plan.audit.head_file
+    audit = plan.audit.model_copy(update={"head_file": here(head_file) if head_file else None})
     return plan.model_copy(
         update={
             "release": release,
             "targets": targets,
             "migrations": migrations,
             "backup_storage": storage,
+            "audit": audit,
         }
     )

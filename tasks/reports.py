@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-from prefect import task
+import httpx
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -16,8 +19,10 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from golive.errors import describe_os_error
 from golive.journal import RunJournal
-from golive.record import summarize
+from golive.plan import AuditPolicy
+from golive.record import stored_plan, summarize
 from golive.report import render_summary
 
 
@@ -26,7 +31,7 @@ def publish_record(journal: RunJournal) -> dict[str, Any]:
     """Write record.json and report.md, derived from the run store, on this machine; publish
     both as artifacts, with the store's head as this run sealed it."""
     record = summarize(journal.entries())
-    record["head"] = publish_head(journal)
+    record["head"] = publish_head(journal, stored_plan(journal.entries()).audit)
     record_path = journal.run_dir / "record.json"
     record_path.write_text(json.dumps(record, indent=2, default=str))
     summary = render_summary(record, record_path)
@@ -49,9 +54,11 @@ def progress_bar(description: str) -> Callable[[float], None]:
     return move_to
 
 
-def publish_head(journal: RunJournal) -> dict[str, Any] | None:
+def publish_head(journal: RunJournal, audit: AuditPolicy) -> dict[str, Any] | None:
     """The store's latest head, shown outside the store: a store rebuilt later with a
-    consistent chain is caught by `golive audit verify --head` against it."""
+    consistent chain is caught by `golive audit verify --head` against it. It goes to the
+    report, a Prefect artifact, and the plan's head file and webhook; where it could not go is
+    said in the report and the run's log (not in the store: that would move the head)."""
     heads = journal.store.heads()
     if not heads:
         return None
@@ -62,4 +69,41 @@ def publish_head(journal: RunJournal) -> dict[str, Any] | None:
         key="run-store-head",
         description="The run store's chain of run heads, as this run sealed it",
     )
-    return {"pos": head.pos, "hash": head.hash, "at": head.at}
+    published = {"pos": head.pos, "hash": head.hash, "at": head.at, "run_id": journal.run_id}
+    failures = []
+    if audit.head_file is not None:
+        failures += _append_head(audit.head_file, published)
+    if audit.head_webhook is not None:
+        failures += _post_head(audit.head_webhook, published | {"store": journal.store.shown})
+    for failure in failures:
+        get_run_logger().warning("The run store's head was not published: %s", failure)
+    return published | {"not_published": failures}
+
+
+def _append_head(path: Path, head: dict[str, Any]) -> list[str]:
+    line = f"{head['at']} link {head['pos']} {head['hash']} run {head['run_id']}\n"
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with os.fdopen(descriptor, "a", encoding="utf-8") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:
+        return [describe_os_error(error, f"head file {path}")]
+    return []
+
+
+def _post_head(name: str, head: dict[str, Any]) -> list[str]:
+    from blocks.webhook import load_webhook
+
+    try:
+        hook = load_webhook(name)
+        response = httpx.post(
+            hook.url.get_secret_value(), json={"event": "store.head", **head}, timeout=hook.timeout
+        )
+        response.raise_for_status()
+    except ValueError:
+        return [f"no golive-webhook block named {name!r}"]
+    except httpx.HTTPError as failure:
+        return [f"webhook {name}: {type(failure).__name__}"]  # never its URL: it holds a token
+    return []

@@ -54,13 +54,17 @@ def other_machine(tmp_path: Path) -> dict[str, str]:
 
 
 def test_a_full_go_live_leaves_a_chain_that_verifies_and_a_timeline_to_read(
-    any_store: str, make_fleet: Callable[..., DemoFleet]
+    any_store: str, make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
     fleet = make_fleet(hosts=2)
-    go_live(str(fleet.write_plan("2.0.0", **ONE_WAVE)), triggered_by="alice")
+    heads = tmp_path / "elsewhere" / "heads.log"
+    heads.parent.mkdir()
+    audit = {"audit": {"head_file": str(heads)}}
+    go_live(str(fleet.write_plan("2.0.0", **ONE_WAVE, **audit)), triggered_by="alice")
     [run] = runs()
+    published = heads.read_text().split()[3]
 
-    verified = golive("audit", "verify")
+    verified = golive("audit", "verify", "--head", published)
     shown = golive("audit", "show", run.run_id[:8])
 
     assert verified.returncode == 0, verified.stderr
@@ -75,7 +79,7 @@ def test_a_full_go_live_leaves_a_chain_that_verifies_and_a_timeline_to_read(
     [found_web1] = [e for e in run.of_kind("host.found") if e["host"] == "web1"]
     assert found_web1["release"] == "1.0.0"
     head = run_store().heads()[-1].hash
-    assert head in (run.run_dir / "report.md").read_text()
+    assert head == published and head in (run.run_dir / "report.md").read_text()
 
 
 def test_another_machine_follows_approves_and_rolls_back_a_run_from_the_store_alone(
