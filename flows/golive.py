@@ -22,7 +22,7 @@ from golive.errors import GoLiveError, RunFailed, WaveFailed
 from golive.journal import RunJournal
 from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
-from golive.record import hosts_to_restore, migrated_databases
+from golive.record import hosts_to_restore, migrated_databases, plan_to_store
 from golive.transport import close_run
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
@@ -89,7 +89,7 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
         golive_version=golive_version(),
         plan_path=str(plan_file.path),
         plan_sha256=plan_file.digest,
-        plan=plan.model_dump(mode="json", by_alias=True),
+        plan=plan_to_store(plan),
         release=plan.release.name,
         version=plan.release.version,
         owner=plan.release.owner,

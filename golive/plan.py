@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     Strict,
     model_validator,
 )
@@ -239,7 +240,12 @@ def _unique(values: list[Any]) -> list[Any]:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
-Fraction = Annotated[float, BeforeValidator(parse_fraction)]
+# Kept as a number, which reads back the same; but 1 alone reads as ambiguous, so all is 100%.
+Fraction = Annotated[
+    float,
+    BeforeValidator(parse_fraction),
+    PlainSerializer(lambda f: "100%" if f >= 1 else f, when_used="json"),
+]
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 GateName = Annotated[str, AfterValidator(_gate_name)]
 Template = Annotated[str, AfterValidator(_not_blank), AfterValidator(_template)]

@@ -167,6 +167,12 @@ def point_of_no_return(entries: Iterable[Entry]) -> Entry | None:
     return next((e for e in entries if e["kind"] == "migration.point_of_no_return"), None)
 
 
+def plan_to_store(plan: Plan) -> dict[str, Any]:
+    """The plan as a run's first entry keeps it: what the plan file set (paths made absolute),
+    in the form `stored_plan` reads back to the same plan."""
+    return plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
 def stored_plan(entries: Iterable[Entry]) -> Plan:
     """The plan a run carried out, as its first entry holds it; no file is read, so it serves
     after the plan's files are gone, and on another machine. (Runs an older golive recorded

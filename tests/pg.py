@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -145,18 +146,27 @@ def fingerprint(db: Database) -> tuple[int, int, str]:
 
 
 @contextmanager
-def empty_database(server: tuple[str, int, str]) -> Iterator[str]:
-    """A fresh, empty database on `server`, as a URL; dropped afterwards."""
+def empty_database(server: tuple[str, int, str], password: str | None = None) -> Iterator[str]:
+    """A fresh, empty database on `server`, as a URL (with the password, if any); dropped
+    afterwards."""
     host, port, user = server
     dbname = f"golive_store_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as a:
-        a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    with admin_connection(server, password) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    login = f"{user}:{password}" if password else user
     try:
-        yield f"postgresql://{user}@{host}:{port}/{dbname}"
+        yield f"postgresql://{login}@{host}:{port}/{dbname}"
     finally:
-        with psycopg.connect(
-            host=host, port=port, user=user, dbname="postgres", autocommit=True
-        ) as admin:
+        with admin_connection(server, password) as admin:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
             )
+
+
+def admin_connection(
+    server: tuple[str, int, str], password: str | None = None
+) -> psycopg.Connection[Any]:
+    host, port, user = server
+    return psycopg.connect(
+        host=host, port=port, user=user, dbname="postgres", autocommit=True, password=password
+    )

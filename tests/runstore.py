@@ -4,10 +4,12 @@ as someone with write access to the database could make them."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from golive.errors import StoreError
 from golive.journal import RunJournal, run_store
 from golive.store import GENESIS, canonical, entry_hash, link_hash, store_url
 
@@ -113,3 +115,17 @@ def write_run(run_id: str, steps: int = 5, state: str | None = "completed", **st
             result["seconds"] = number
     if state is not None:
         journal.write("run.finished", state=state)
+
+
+def wait_for_gate(seconds: float = 60) -> str:
+    """The id of the one run in the store, once it waits at a gate."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            found = runs()
+        except StoreError:  # not created yet
+            found = []
+        if found and any(e["kind"] == "gate.opened" for e in found[0].entries()):
+            return found[0].run_id
+        time.sleep(0.2)
+    raise AssertionError("the run never opened its gate")

@@ -28,7 +28,7 @@ from golive.audit import read_jsonl
 from golive.demo.fleet import DemoFleet
 from golive.journal import run_store
 from tests.flows.test_golive import serving
-from tests.runstore import runs, write_run
+from tests.runstore import runs, wait_for_gate, write_run
 from tests.unavailable import unavailable
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
@@ -128,21 +128,6 @@ def test_another_machine_follows_approves_and_rolls_back_a_run_from_the_store_al
     assert golive("audit", "verify", **elsewhere).returncode == 0
     kinds = [e["kind"] for e in runs()[0].entries()]
     assert kinds[-1] == "rollback.finished" and "host.restored" in kinds
-
-
-def wait_for_gate(seconds: float = 60) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = runs() if _store_exists() else []
-        if found and any(e["kind"] == "gate.opened" for e in found[0].entries()):
-            return found[0].run_id
-        time.sleep(0.2)
-    raise AssertionError("the run never opened its gate")
-
-
-def _store_exists() -> bool:
-    url = os.environ["GOLIVE_STORE_URL"]
-    return not url.startswith("sqlite") or Path(url.removeprefix("sqlite:///")).exists()
 
 
 def test_audit_list_filters_runs_newest_first(golive_home: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from golive.demo.fleet import APP_SOURCE
 from golive.errors import PlanError
 from golive.planfile import load_plan
+from golive.record import plan_to_store, stored_plan
 from golive.signing import public_key_text
 
 GOOD: dict[str, Any] = {
@@ -70,6 +72,43 @@ def test_a_good_plan_loads_with_its_waves_resolved_and_paths_made_absolute(tmp_p
     assert plan_file.plan.gates["prod-approval"].timeout == 4 * 3600
     assert plan_file.plan.soak is not None and plan_file.plan.soak.max_error_rate == 0.01
     assert len(plan_file.digest) == 64
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"freeze": [{"from": "2026-12-24", "to": "2026-12-27", "reason": "holidays"}]},
+        {
+            "databases": {"shop": {"block": "pg-prod"}},
+            "backups": [{"kind": "postgres", "database": "shop"}],
+        },
+        {"soak": {"duration": "1m", "interval": "1s", "max_error_rate": "100%"}},
+        {"waves": [{"name": "all", "hosts": "100%", "max_fail": "50%", "parallel": 2}]},
+        {
+            "audit": {"head_file": "heads.log", "head_webhook": "ops"},
+            "notify": [{"webhook": "ops"}],
+        },
+        {
+            "targets": GOOD["targets"]
+            | {
+                "transport": "ssh",
+                "path": "/srv/shop",
+                "hosts": [
+                    {"name": f"web{i}", "address": f"10.0.0.{i}", "vars": {"http_port": 80}}
+                    for i in (1, 2, 3, 4)
+                ],
+            }
+        },
+    ],
+    ids=["good", "freeze", "database-block", "whole-rate", "shares", "audit", "ssh"],
+)
+def test_a_plan_kept_in_the_run_store_reads_back_as_the_same_plan(
+    tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    plan = load_plan(write(tmp_path, GOOD | changes)).plan
+    started = {"kind": "run.started", "plan": json.loads(json.dumps(plan_to_store(plan)))}
+    assert stored_plan([started]) == plan
 
 
 def test_yaml_that_does_not_parse_is_reported_with_its_line(tmp_path: Path) -> None:
