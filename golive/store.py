@@ -99,6 +99,15 @@ heads_table = Table(
 )
 
 
+_INSERT_ENTRY = entries_table.insert()
+_CHAIN_END = text(
+    "SELECT e.seq, e.hash, (SELECT h.state FROM golive_heads h WHERE h.run_id = :run_id "
+    "ORDER BY h.pos DESC LIMIT 1) AS state FROM golive_entries e WHERE e.run_id = :run_id "
+    "ORDER BY e.seq DESC LIMIT 1"
+)
+_HEADS_END = text("SELECT pos, hash FROM golive_heads ORDER BY pos DESC LIMIT 1")
+
+
 def entry_hash(prev: str, run_id: str, seq: int, at: str, kind: str, v: int, body: str) -> str:
     return _sha256(prev, run_id, str(seq), at, kind, str(v), body)
 
@@ -194,7 +203,7 @@ class RunStore:
         """Append a whole older run, unless the store has it already (another process may be
         importing it at the same moment). Returns whether it was imported."""
         with self._writing([run_id]) as connection:
-            if self._last(connection, run_id) is not None:
+            if self._chain_end(connection, run_id)[0]:
                 return False
             self._append(connection, run_id, new, seal)
             return True
@@ -202,9 +211,7 @@ class RunStore:
     def _append(
         self, connection: Connection, run_id: str, new: Sequence[NewEntry], seal: str | None
     ) -> list[StoredEntry]:
-        last = self._last(connection, run_id)
-        seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
-        sealed_before = last is not None and self._sealed(connection, run_id)
+        seq, prev, state = self._chain_end(connection, run_id)
         stored: list[StoredEntry] = []
         for entry in new:
             seq += 1
@@ -212,15 +219,20 @@ class RunStore:
             body = canonical(entry.fields)
             digest = entry_hash(prev, run_id, seq, at, entry.kind, entry.v, body)
             stored.append(StoredEntry(run_id, seq, at, entry.kind, entry.v, body, prev, digest))
-            connection.execute(entries_table.insert(), stored[-1].__dict__)
+            connection.execute(_INSERT_ENTRY, stored[-1].__dict__)
             if seq == 1:
                 self._index_run(connection, run_id, at, entry)
                 self._link(connection, run_id, "opened", "running", 1, digest, at)
             prev = digest
-        if seal is not None or sealed_before:
-            state = seal or self._last_state(connection, run_id)
-            self._link(connection, run_id, "sealed", state, seq, prev, now())
+        if seal is not None or state not in (None, "running"):  # a sealed run stays sealed
+            self._link(connection, run_id, "sealed", seal or str(state), seq, prev, now())
         return stored
+
+    def _chain_end(self, connection: Connection, run_id: str) -> tuple[int, str, str | None]:
+        """(last seq, its hash, the run's latest state in the heads chain); (0, GENESIS,
+        None) for a run with no entries yet."""
+        row = connection.execute(_CHAIN_END, {"run_id": run_id}).first()
+        return (row.seq, row.hash, row.state) if row else (0, GENESIS, None)
 
     def _index_run(self, connection: Connection, run_id: str, at: str, first: NewEntry) -> None:
         started = first.fields if first.kind == "run.started" else {}
@@ -246,35 +258,12 @@ class RunStore:
         run_head: str,
         at: str,
     ) -> Link:
-        last = connection.execute(
-            select(heads_table.c.pos, heads_table.c.hash).order_by(heads_table.c.pos.desc())
-        ).first()
+        last = connection.execute(_HEADS_END).first()
         pos, prev = (last.pos + 1, last.hash) if last else (1, GENESIS)
         digest = link_hash(prev, pos, run_id, event, state, entries, run_head, at)
         link = Link(pos, run_id, event, state, entries, run_head, at, prev, digest)
         connection.execute(heads_table.insert(), link.__dict__)
         return link
-
-    def _last(self, connection: Connection, run_id: str) -> StoredEntry | None:
-        row = connection.execute(
-            select(entries_table)
-            .where(entries_table.c.run_id == run_id)
-            .order_by(entries_table.c.seq.desc())
-            .limit(1)
-        ).first()
-        return StoredEntry(**row._mapping) if row else None
-
-    def _sealed(self, connection: Connection, run_id: str) -> bool:
-        return self._last_state(connection, run_id) != "running"
-
-    def _last_state(self, connection: Connection, run_id: str) -> str:
-        state = connection.execute(
-            select(heads_table.c.state)
-            .where(heads_table.c.run_id == run_id)
-            .order_by(heads_table.c.pos.desc())
-            .limit(1)
-        ).scalar()
-        return str(state or "running")
 
     @contextmanager
     def _writing(self, run_ids: Sequence[str]) -> Iterator[Connection]:
