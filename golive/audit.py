@@ -17,7 +17,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from golive.store import GENESIS, Link, RunRow, StoredEntry, entry_hash, link_hash
+from golive.store import GENESIS, Link, RunRow, StoredEntry, entry_hash, link_hash, now
 
 EXPORT_FORMATS = ("jsonl", "csv", "html")
 
@@ -37,10 +37,22 @@ class Verdict:
 
 @dataclass
 class _RunChain:
-    entries: int = 0
-    last_hash: str = GENESIS
-    first_hash: str = ""
+    hashes: list[str] = field(default_factory=list)  # by seq - 1
+    finished: dict[int, str] = field(default_factory=dict)  # run.finished states by seq
     first: StoredEntry | None = None
+
+    @property
+    def entries(self) -> int:
+        return len(self.hashes)
+
+    @property
+    def last_hash(self) -> str:
+        return self.hashes[-1] if self.hashes else GENESIS
+
+    def state_at(self, seq: int) -> str | None:
+        """The state the run's last run.finished entry up to `seq` gives, if any."""
+        ended = [number for number in self.finished if number <= seq]
+        return self.finished[max(ended)] if ended else None
 
 
 def verify(
@@ -62,10 +74,14 @@ def verify(
     verdict.problems += _check_seals(chains, links, only)
     if runs is not None:
         verdict.problems += _check_index(chains, runs)
+    for run_id in sorted((only or set()) - chains.keys() - {link.run_id for link in links}):
+        verdict.problems.append(
+            f"run {run_id} is named, but neither its entries nor its links are there"
+        )
     if head is not None and head not in {link.hash for link in links}:
         verdict.problems.append(
-            f"the published head {head} is not in this store's chain of run heads: the store "
-            "was rebuilt, rolled back or replaced since it was published"
+            f"the published head {head} is not in this chain of run heads: the store was "
+            "rebuilt, cut back or replaced since it was published"
         )
     return verdict
 
@@ -75,21 +91,28 @@ def _check_run(run_id: str, entries: Iterable[StoredEntry], verdict: Verdict) ->
     reported = False
     for entry in entries:
         verdict.entries += 1
-        chain.entries += 1
         chain.first = chain.first or entry
         problem = _entry_problem(entry, chain)
         if problem and not reported:
             verdict.problems.append(f"run {run_id}, entry {entry.seq} ({entry.kind}): {problem}")
             reported = True  # the first bad entry; what follows it cannot be trusted either
-        chain.first_hash = chain.first_hash or entry.hash
-        chain.last_hash = entry.hash
+        if entry.kind == "run.finished":
+            chain.finished[len(chain.hashes) + 1] = str(_fields(entry).get("state"))
+        chain.hashes.append(entry.hash)
     return chain
 
 
+def _fields(entry: StoredEntry) -> dict[str, Any]:
+    try:
+        return entry.fields()
+    except ValueError:
+        return {}
+
+
 def _entry_problem(entry: StoredEntry, chain: _RunChain) -> str | None:
-    if entry.seq != chain.entries:
+    if entry.seq != chain.entries + 1:
         return (
-            f"found where entry {chain.entries} should be: entries were deleted, inserted "
+            f"found where entry {chain.entries + 1} should be: entries were deleted, inserted "
             "or reordered"
         )
     if entry.prev != chain.last_hash:
@@ -102,6 +125,17 @@ def _entry_problem(entry: StoredEntry, chain: _RunChain) -> str | None:
     )
     if digest != entry.hash:
         return "its contents do not match its hash: the entry was edited"
+    return _shape_problem(entry)
+
+
+def _shape_problem(entry: StoredEntry) -> str | None:
+    """An entry golive would not have written, even if its hash is right."""
+    from golive.entries import UnknownEntry, checked
+
+    try:
+        checked(entry.kind, entry.fields())
+    except (UnknownEntry, ValueError, TypeError) as error:
+        return f"it is not an entry golive writes: {error}"
     return None
 
 
@@ -131,53 +165,63 @@ def _check_links(links: Sequence[Link]) -> list[str]:
 def _check_seals(
     chains: dict[str, _RunChain], links: Sequence[Link], only: set[str] | None
 ) -> list[str]:
-    problems = []
+    """Every link must hold its run's entry as it is now, runs only grow, a sealed state is
+    the one the run's entries give, and every run's newest entry has its link."""
+    problems: dict[str, str] = {}
     latest: dict[str, Link] = {}
-    opened: dict[str, Link] = {}
     for link in links:
-        latest[link.run_id] = link
-        if link.event == "opened":
-            opened.setdefault(link.run_id, link)
-    for run_id, link in latest.items():
-        if only is not None and run_id not in only:
+        if only is not None and link.run_id not in only:
             continue
-        chain = chains.get(run_id)
+        chain = chains.get(link.run_id)
         if chain is None:
-            problems.append(
-                f"run {run_id} is in the chain of run heads (link {opened.get(run_id, link).pos})"
-                " but has no entries: the run was deleted"
+            problems.setdefault(
+                link.run_id,
+                f"run {link.run_id} is in the chain of run heads (link {link.pos}) but has no "
+                "entries: the run was deleted",
             )
             continue
-        if run_id in opened and opened[run_id].run_head != chain.first_hash:
-            problems.append(f"run {run_id}: its first entry is not the one it was opened with")
-        if link.event == "sealed":
-            problems += _seal_problem(run_id, link, chain)
-    for run_id in chains.keys() - opened.keys():
-        problems.append(
-            f"run {run_id} has entries, but the chain of run heads never opened it: the run "
-            "was inserted"
+        problem = _link_problem(link, latest.get(link.run_id), chain)
+        if problem:
+            problems.setdefault(link.run_id, f"run {link.run_id}, link {link.pos}: {problem}")
+        latest[link.run_id] = link
+    for run_id, chain in chains.items():
+        if run_id not in latest:
+            problems.setdefault(
+                run_id,
+                f"run {run_id} has entries, but the chain of run heads never opened it: the "
+                "run was inserted",
+            )
+        elif latest[run_id].entries < chain.entries:
+            problems.setdefault(
+                run_id,
+                f"run {run_id}: its newest link holds entry {latest[run_id].entries}, but it "
+                f"has {chain.entries}: entries after {latest[run_id].entries} were added "
+                "outside golive",
+            )
+    return list(problems.values())
+
+
+def _link_problem(link: Link, before: Link | None, chain: _RunChain) -> str | None:
+    if before is not None and link.entries <= before.entries:
+        return f"it holds entry {link.entries} after link {before.pos} held {before.entries}"
+    if link.entries > chain.entries:
+        return (
+            f"it holds entry {link.entries}, but the run has only {chain.entries}: the "
+            f"entries after {chain.entries} were cut off (truncated)"
         )
-    return problems
-
-
-def _seal_problem(run_id: str, seal: Link, chain: _RunChain) -> list[str]:
-    if chain.entries < seal.entries:
-        return [
-            f"run {run_id}: sealed with {seal.entries} entries, but {chain.entries} are left: "
-            f"entries {chain.entries + 1}..{seal.entries} were cut off (truncated)"
-        ]
-    if chain.entries > seal.entries:
-        return [
-            f"run {run_id}: sealed with {seal.entries} entries, but it has {chain.entries}: "
-            f"entries after {seal.entries} were added outside golive"
-        ]
-    if chain.last_hash != seal.run_head:
-        return [f"run {run_id}: its last entry is not the one it was sealed with: rewritten"]
-    return []
+    if link.run_head != chain.hashes[link.entries - 1]:
+        return f"entry {link.entries} is not the one it holds: the run was rewritten"
+    ended = chain.state_at(link.entries)
+    if link.event == "sealed" and link.state != ended:
+        return f"it seals the run as {link.state!r}, but its entries end it as {ended!r}"
+    return None
 
 
 def _check_index(chains: dict[str, _RunChain], runs: dict[str, RunRow]) -> list[str]:
-    problems = []
+    problems = [
+        f"run {run_id} has entries but is missing from the list of runs: it was hidden"
+        for run_id in chains.keys() - runs.keys()
+    ]
     for run_id, row in runs.items():
         chain = chains.get(run_id)
         if chain is None or chain.first is None:
@@ -225,32 +269,64 @@ def select_runs(
 # Exports
 
 
-def export_jsonl(entries: Iterable[StoredEntry], links: Sequence[Link]) -> Iterator[str]:
-    """One JSON object a line: every entry as stored, then every link of the heads chain."""
+def export_jsonl(
+    entries: Iterable[StoredEntry], links: Sequence[Link], runs: Sequence[str], store: str
+) -> Iterator[str]:
+    """One JSON object a line: a header naming the runs exported, every entry of those runs
+    as stored, then every link of the heads chain (which holds every run's head: the chain
+    cannot be checked in part)."""
+    header = {"type": "export", "runs": list(runs), "store": store, "at": now()}
+    yield json.dumps(header, ensure_ascii=False) + "\n"
     for entry in entries:
         yield json.dumps({"type": "entry", **asdict(entry)}, ensure_ascii=False) + "\n"
     for link in links:
         yield json.dumps({"type": "head", **asdict(link)}, ensure_ascii=False) + "\n"
 
 
-def read_jsonl(lines: Iterable[str]) -> tuple[list[StoredEntry], list[Link]]:
-    """An export read back: the same entries and links, ready to verify offline."""
-    entries, links = [], []
+@dataclass
+class Export:
+    runs: list[str]
+    entries: list[StoredEntry]
+    links: list[Link]
+
+
+def read_jsonl(lines: Iterable[str]) -> Export:
+    """An export read back: the runs it says it holds, the same entries and links."""
+    export: Export | None = None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
             kind = item.pop("type")
-            if kind == "entry":
-                entries.append(StoredEntry(**item))
+            if export is None:
+                if kind != "export" or not _texts(item.get("runs")):
+                    raise ValueError("the first line is not the export's header")
+                export = Export(item["runs"], [], [])
+            elif kind == "entry":
+                export.entries.append(StoredEntry(**_typed(item, StoredEntry)))
             elif kind == "head":
-                links.append(Link(**item))
+                export.links.append(Link(**_typed(item, Link)))
             else:
                 raise ValueError(f"unknown type {kind!r}")
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise ValueError(f"line {number} is not an exported entry or head: {error}") from None
-    return entries, links
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+            raise ValueError(f"line {number} is not part of a golive export: {error}") from None
+    if export is None:
+        raise ValueError("it is empty: not a golive export")
+    return export
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _typed(item: dict[str, Any], shape: type[Any]) -> dict[str, Any]:
+    """The item's fields, each of the type the dataclass declares (int or str)."""
+    for name, declared in shape.__annotations__.items():
+        wanted = int if declared == "int" else str
+        if type(item.get(name)) is not wanted:
+            raise TypeError(f"{name} is not {wanted.__name__}")
+    return item
 
 
 def export_csv(entries: Iterable[StoredEntry]) -> str:

@@ -7,6 +7,7 @@ Prefect is imported only by the commands that run or resume flows: `golive valid
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -21,13 +22,14 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
+from golive.audit import Export
 from golive.errors import GoLiveError, PlanError, RunNotFound, StoreError, describe_os_error
 from golive.home import golive_home
 from golive.journal import RunJournal, refused_imports, run_store
 from golive.plan import SAFE_NAME
 from golive.planfile import PlanFile, load_plan
-from golive.private import private_dir
-from golive.progress import describe
+from golive.private import private_dir, write_private
+from golive.progress import describe, printable
 from golive.record import summarize
 from golive.report import render_summary
 from golive.store import RunRow, RunStore
@@ -35,6 +37,7 @@ from golive.store import RunRow, RunStore
 console = Console()
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 _EXPORTS = ("jsonl", "csv", "html")
+_STATES = ("running", "completed", "partial", "failed")
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 1, 2, 3
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a fault in golive itself, not in what it was given
 
@@ -85,6 +88,8 @@ def validate(plan: Path) -> None:
 def run(plan: Path, triggered_by: str) -> None:
     """Carry out a plan. Exit 0: live on every host; 3: live, but hosts were taken out within
     a failure budget; 1: failed (and rolled back); 2: the plan is not valid."""
+    if printable(triggered_by) != triggered_by or len(triggered_by) > 200:
+        _bad_input("--as: a name of at most 200 characters, without control characters")
     _load(plan)
     sys.exit(_run_go_live(plan, triggered_by))
 
@@ -226,10 +231,11 @@ def status(run_id: str | None) -> None:
         return
     journal = _find(run_id)
     record = summarize(journal.entries())
-    console.print(Markdown(render_summary(record, journal.run_dir / "record.json")))
+    console.print(Markdown(printable(render_summary(record, journal.run_dir / "record.json"))))
     waiting = _open_gate(journal) if record["state"] == "running" else None
     if waiting is not None:
-        console.print(Markdown(f"{waiting['brief']}\n\nTo decide: `{waiting['approve_command']}`"))
+        decide = f"{waiting['brief']}\n\nTo decide: `{waiting['approve_command']}`"
+        console.print(Markdown(printable(decide)))
 
 
 @main.group()
@@ -240,7 +246,7 @@ def audit() -> None:
 @audit.command("list")
 @click.option("--environment", help="Only runs on this environment.")
 @click.option("--release", help="Only runs of this release (name, version or both).")
-@click.option("--state", help="Only runs in this state (completed, failed, partial, running).")
+@click.option("--state", type=click.Choice(_STATES), help="Only runs in this state.")
 @click.option("--since", type=click.DateTime(_DATE_FORMATS), help="Started on or after.")
 @click.option("--until", type=click.DateTime(_DATE_FORMATS), help="Started on or before.")
 @click.option("--who", help="Only runs whose trigger contains this (user, machine).")
@@ -260,10 +266,10 @@ def audit_show(run_id: str) -> None:
     journal = _find(run_id)
     entries = journal.entries()
     record = summarize(entries)
-    console.print(Markdown(render_summary(record, journal.run_dir / "record.json")))
+    console.print(Markdown(printable(render_summary(record, journal.run_dir / "record.json"))))
     table = Table("#", "at", "what", title="Timeline", title_justify="left")
     for entry in entries:
-        table.add_row(str(entry["seq"]), entry["at"][11:23], escape(describe(entry)))
+        table.add_row(str(entry["seq"]), entry["at"][11:23], escape(printable(describe(entry))))
     console.print(table)
 
 
@@ -279,16 +285,18 @@ def audit_verify(head: str | None, export: Path | None) -> None:
     """Recompute every chain; name the first bad entry (exit 1) or say all is well."""
     from golive import audit as ledger
 
+    if head is not None and not re.fullmatch("[0-9a-f]{64}", head):
+        _bad_input(f"--head {head!r}: a head is 64 hexadecimal digits, as a report shows it")
     if export is not None:
-        entries, links = _read_export(export)
-        verdict = ledger.verify(entries, links, head=head, only={e.run_id for e in entries})
+        read = _read_export(export)
+        verdict = ledger.verify(read.entries, read.links, head=head, only=set(read.runs))
         where = str(export)
     else:
         store = _store()
         runs = {row.run_id: row for row in store.run_rows()}
         verdict = ledger.verify(store.all_entries(), store.heads(), runs, head=head)
         where = f"run store {store.shown}"
-    _tell_verdict(where, verdict)
+    _tell_verdict(where, verdict, checked_head=head is not None)
 
 
 @audit.command("export")
@@ -306,6 +314,8 @@ def audit_export(
     from golive import audit as ledger
 
     store = _store()
+    if run_id is not None and (since or until):
+        _bad_input("--run exports one run; --since and --until choose runs by date: not both")
     if run_id is not None:
         run_ids = [_find(run_id).run_id]
     else:
@@ -314,16 +324,20 @@ def audit_export(
     if out is not None and (out.exists() or not out.parent.is_dir()):
         _bad_input(f"--out {out}: " + ("exists already" if out.exists() else "no such folder"))
     if fmt == "jsonl":
-        text = "".join(ledger.export_jsonl(store.all_entries(run_ids), store.heads()))
+        lines = ledger.export_jsonl(store.all_entries(run_ids), store.heads(), run_ids, store.shown)
+        text = "".join(lines)
     elif fmt == "csv":
         text = ledger.export_csv(store.all_entries(run_ids))
     else:
         text = _html_export(store, run_ids)
     if out is None:
         click.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-        console.print(f"{len(run_ids)} run(s) exported to {out}", highlight=False)
+        return
+    try:
+        write_private(out, text.encode())  # it holds plans, hosts and decisions
+    except OSError as error:
+        _bad_input(describe_os_error(error, f"cannot write --out {out}") + "; nothing was written")
+    console.print(f"{len(run_ids)} run(s) exported to {out}", highlight=False)
 
 
 def _selected_runs(filters: dict[str, Any]) -> list[RunRow]:
@@ -344,7 +358,7 @@ def _selected_runs(filters: dict[str, Any]) -> list[RunRow]:
     return rows
 
 
-def _read_export(path: Path) -> tuple[list[Any], list[Any]]:
+def _read_export(path: Path) -> Export:
     from golive.audit import read_jsonl
 
     try:
@@ -354,7 +368,7 @@ def _read_export(path: Path) -> tuple[list[Any], list[Any]]:
         _bad_input(f"{path}: {error}; `golive audit export --format jsonl` writes what this reads")
 
 
-def _tell_verdict(where: str, verdict: Any) -> None:
+def _tell_verdict(where: str, verdict: Any, checked_head: bool) -> None:
     if verdict.ok:
         head = verdict.head
         published = f"; latest head: link {head.pos} {head.hash}" if head else ""
@@ -363,6 +377,11 @@ def _tell_verdict(where: str, verdict: Any) -> None:
             f"{verdict.links} links verify{published}[/]",
             highlight=False,
         )
+        if not checked_head:
+            console.print(
+                "[dim]Without --head, a store cut back to an earlier state or rebuilt "
+                "consistently looks the same: give a head published outside it.[/]"
+            )
         return
     Console(stderr=True).print(
         f"[red]✗ {escape(where)} does not verify ({len(verdict.problems)} problem(s)); the "
@@ -490,7 +509,7 @@ def _list_runs(rows: list[RunRow]) -> None:
     for column in table.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
     for row in rows:
-        table.add_row(
+        cells = (
             row.run_id[:8],
             f"{row.release or '?'} {row.version or ''}",
             row.environment or "?",
@@ -498,6 +517,7 @@ def _list_runs(rows: list[RunRow]) -> None:
             row.started_at[:19].replace("T", " "),
             row.triggered_by or "",
         )
+        table.add_row(*(escape(printable(cell)) for cell in cells))
     console.print(table if rows else "no runs match")
 
 

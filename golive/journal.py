@@ -103,7 +103,10 @@ class RunJournal:
 
 def as_entry(stored: StoredEntry) -> Entry:
     """A stored entry as its kind's model reads it, with where it sits in the chain."""
-    _, body = kinds.checked(stored.kind, stored.fields())
+    try:
+        _, body = kinds.checked(stored.kind, stored.fields())
+    except (kinds.UnknownEntry, ValueError) as error:
+        raise RecordTampered(stored.run_id, [f"entry {stored.seq}: {error}"]) from None
     return {"at": stored.at, "kind": stored.kind, "seq": stored.seq, "hash": stored.hash, **body}
 
 

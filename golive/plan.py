@@ -139,6 +139,12 @@ def _url(value: str) -> str:
             f"{value!r} is not a URL golive can check; accepted: http://host[:port]/path "
             "or https://..., with {placeholders}"
         )
+    if "@" in parts.netloc:
+        # A plan is kept in the run store and shown in reports: no place for a password.
+        raise ValueError(
+            "a URL with a user or password in it is not accepted: plans are kept in the run "
+            "store and shown in reports; accepted: http://host[:port]/path"
+        )
     return value
 
 

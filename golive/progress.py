@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -162,6 +163,12 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
         else f"[bold red]■ failed[/]: {escape(e['reason'].splitlines()[0])}"
     ),
 }
+
+
+def printable(text: str) -> str:
+    """Text from the store as a terminal may show it: no control characters (escape
+    sequences could restyle, hide or link what an auditor reads)."""
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C")
 
 
 def describe(entry: Entry) -> str:

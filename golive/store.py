@@ -6,9 +6,10 @@ URL. SQLAlchemy Core; the schema is kept by Alembic migrations (`golive/store_sc
 
     golive_runs     a row a run, written with its first entry: what `audit list` filters on
     golive_entries  (run_id, seq) → at, kind, v, body (canonical JSON), prev, hash
-    golive_heads    the store-wide chain: a link when a run opens and each time it is sealed
-                    (its last entry's hash and the count), so a run deleted whole, or cut
-                    short after it was sealed, is caught
+    golive_heads    the store-wide chain of run heads: after every append, a link holding
+                    the run's newest entry (its hash and number) and the run's state;
+                    "opened" for a run's first entry, "sealed" once it has ended. A run
+                    deleted, cut short or rewritten, sealed or not, breaks it
 
 `append` returns only once the entry is committed (SQLite: WAL with synchronous=FULL).
 Writers take the store's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: advisory locks),
@@ -46,6 +47,7 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    inspect,
     select,
     text,
 )
@@ -224,8 +226,13 @@ class RunStore:
                 self._index_run(connection, run_id, at, entry)
                 self._link(connection, run_id, "opened", "running", 1, digest, at)
             prev = digest
-        if seal is not None or state not in (None, "running"):  # a sealed run stays sealed
-            self._link(connection, run_id, "sealed", seal or str(state), seq, prev, now())
+        # Every append ends with a link, so the store-wide chain holds every run's latest
+        # entry as it was written: a run cannot be cut short or rewritten, sealed or not,
+        # without breaking it. Once sealed, a run stays sealed with its state.
+        state = seal or state or "running"
+        event = "sealed" if state != "running" else "appended"
+        if not (seq == 1 and event == "appended"):
+            self._link(connection, run_id, event, state, seq, prev, now())
         return stored
 
     def _chain_end(self, connection: Connection, run_id: str) -> tuple[int, str, str | None]:
@@ -380,10 +387,18 @@ def store_url() -> str:
 
 
 def lock_timeout() -> float:
+    given = os.environ.get("GOLIVE_STORE_TIMEOUT", "30")
     try:
-        return float(os.environ.get("GOLIVE_STORE_TIMEOUT", "30"))
+        seconds = float(given)
     except ValueError:
-        return 30.0
+        seconds = -1.0
+    if not 0 < seconds < 86400:
+        raise StoreError(
+            "(not opened)",
+            f"GOLIVE_STORE_TIMEOUT={given!r} is not a number of seconds",
+            "accepted: more than 0, e.g. 30",
+        )
+    return seconds
 
 
 def open_store(create: bool = False) -> RunStore:
@@ -413,7 +428,8 @@ def _open(url: str, create: bool) -> RunStore:
             f"{URL_SETTING} is not a database URL",
             "give sqlite:///PATH or postgresql://USER@HOST/DB",
         ) from None
-    shown = parsed.render_as_string(hide_password=True)
+    # Neither a password nor the query (libpq takes `password=` there too) is ever shown.
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(parsed.database or "", shown, create)
     elif parsed.get_backend_name() == "postgresql":
@@ -428,7 +444,7 @@ def _open(url: str, create: bool) -> RunStore:
         )
     store = RunStore(engine, shown)
     with store._failing_clearly():
-        _upgrade(store)
+        _upgrade(store, create)
     return store
 
 
@@ -451,6 +467,14 @@ def _sqlite_engine(database: str, shown: str, create: bool) -> Engine:
     )
     event.listen(engine, "connect", _sqlite_connected)
     event.listen(engine, "begin", _sqlite_begin)
+    if create:
+        # WAL lets readers read while a writer writes; the mode is kept in the file, so
+        # only a writer sets it (reading changes nothing).
+        connection = engine.raw_connection()
+        try:
+            connection.cursor().execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
     return engine
 
 
@@ -470,7 +494,6 @@ def _sqlite_connected(connection: Any, _record: Any) -> None:
     # Python's sqlite3 would open transactions on its own; SQLAlchemy's "begin" does it.
     connection.isolation_level = None
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when append returns
     cursor.close()
 
@@ -481,13 +504,16 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _upgrade(store: RunStore) -> None:
+def _upgrade(store: RunStore, create: bool) -> None:
     """Bring the schema to this golive's revision, once, under the write lock; refuse a store
-    that a newer golive has written."""
+    that a newer golive has written, and a database that is no run store. Only a writer
+    creates the schema: reading creates nothing."""
     current = _revision(store)
     _refuse_newer(store, current)
     if current == SCHEMA_REVISION:
         return
+    if current is None:
+        _refuse_foreign(store, create)
     with store._writing([]) as connection:
         current = _revision_on(connection)
         _refuse_newer(store, current)
@@ -500,6 +526,23 @@ def _upgrade(store: RunStore) -> None:
         config.set_main_option("script_location", str(Path(__file__).parent / "store_schema"))
         config.attributes["connection"] = connection
         command.upgrade(config, SCHEMA_REVISION)
+
+
+def _refuse_foreign(store: RunStore, create: bool) -> None:
+    with store.engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+    if tables & set(metadata.tables):
+        raise StoreError(
+            store.shown,
+            "it has golive's tables but no schema version (golive_store_version is gone)",
+            "it was damaged or edited; keep it for whoever investigates; nothing was changed",
+        )
+    if not create:
+        raise StoreError(
+            store.shown,
+            "it is not a run store (there are no golive tables in it)",
+            f"check {URL_SETTING} (or {BLOCK_SETTING}); nothing was written",
+        )
 
 
 def _refuse_newer(store: RunStore, revision: str | None) -> None:
@@ -517,8 +560,6 @@ def _revision(store: RunStore) -> str | None:
 
 
 def _revision_on(connection: Connection) -> str | None:
-    from sqlalchemy import inspect
-
     if not inspect(connection).has_table(VERSION_TABLE):
         return None
     revision = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()

@@ -68,7 +68,7 @@ def test_a_full_go_live_leaves_a_chain_that_verifies_and_a_timeline_to_read(
     shown = golive("audit", "show", run.run_id[:8])
 
     assert verified.returncode == 0, verified.stderr
-    assert "1 runs, " in verified.stdout and "links verify; latest head: link 2" in verified.stdout
+    assert "1 runs, " in verified.stdout and "links verify; latest head: link " in verified.stdout
     assert shown.returncode == 0, shown.stderr
     for step in ("✓ preflight", "✓ backup web1", "✓ deploy web2", "✓ smoke web1", "completed"):
         assert step in shown.stdout
@@ -159,14 +159,15 @@ def test_a_jsonl_export_reads_back_to_the_same_entries_and_verifies_offline(
     export = tmp_path / "runs.jsonl"
 
     done = golive("audit", "export", "--format", "jsonl", "--run", "aaaa", "--out", str(export))
-    entries, links = read_jsonl(export.read_text().splitlines())
+    read = read_jsonl(export.read_text().splitlines())
 
     assert done.returncode == 0, done.stderr
-    assert entries == list(run_store().all_entries(["aaaa0000-0000-0000-0000-000000000001"]))
-    assert links == run_store().heads()
-    offline = golive("audit", "verify", "--file", str(export), "--head", links[-1].hash)
+    assert read.runs == ["aaaa0000-0000-0000-0000-000000000001"]
+    assert read.entries == list(run_store().all_entries(read.runs))
+    assert read.links == run_store().heads()
+    offline = golive("audit", "verify", "--file", str(export), "--head", read.links[-1].hash)
     assert offline.returncode == 0, offline.stderr
-    assert "1 runs, 12 entries and 4 links verify" in offline.stdout
+    assert "1 runs, 12 entries and 24 links verify" in offline.stdout
 
     edited = export.read_text().replace('\\"seconds\\":3', '\\"seconds\\":0')
     assert edited != export.read_text()
@@ -174,6 +175,34 @@ def test_a_jsonl_export_reads_back_to_the_same_entries_and_verifies_offline(
     refused = golive("audit", "verify", "--file", str(export.with_name("edited.jsonl")))
     assert refused.returncode == 1
     assert "entry 9 (step.finished): its contents do not match its hash" in refused.stderr
+
+    header, *lines = export.read_text().splitlines(keepends=True)
+    cut = [line for line in lines if '"type": "entry"' not in line]  # the run's entries left out
+    export.with_name("cut.jsonl").write_text(header + "".join(cut))
+    missing = golive("audit", "verify", "--file", str(export.with_name("cut.jsonl")))
+    assert missing.returncode == 1 and "aaaa0000" in missing.stderr and "deleted" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("", "it is empty: not a golive export"),
+        ('{"type": "head"}\n', "line 1 is not part of a golive export"),
+        ("[" * 100_000 + "\n", "line 1 is not part of a golive export"),
+        (
+            '{"type": "export", "runs": ["a"]}\n{"type": "entry", "run_id": "a", "seq": 1, '
+            '"at": "x", "kind": "run.started", "v": 1, "body": {}, "prev": "", "hash": ""}\n',
+            "line 2 is not part of a golive export: body is not str",
+        ),
+    ],
+    ids=["empty", "no-header", "deep", "body-not-text"],
+)
+def test_a_file_that_is_not_an_export_is_named_not_verified(
+    tmp_path: Path, content: str, says: str
+) -> None:
+    (tmp_path / "bad.jsonl").write_text(content)
+    done = golive("audit", "verify", "--file", str(tmp_path / "bad.jsonl"))
+    assert done.returncode == 2 and says in done.stderr
 
 
 def test_the_readmes_procedure_verifies_an_export_without_golive(

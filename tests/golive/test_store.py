@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from golive.journal import RunJournal, run_store
+from golive.store import link_hash
 from tests.runstore import forge, rechain_heads, sql, write_run
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
@@ -56,11 +57,13 @@ def test_every_entry_is_chained_to_the_one_before_it_and_sealed(any_store: str) 
 
     assert [e.seq for e in entries] == list(range(1, 11))
     assert all(e.prev == before.hash for before, e in itertools.pairwise(entries))
-    assert [(h.run_id, h.event) for h in heads][:2] == [(first, "opened"), (first, "sealed")]
-    assert heads[1].run_head == entries[-1].hash and heads[1].entries == 10
+    mine = [h for h in heads if h.run_id == first]
+    assert [h.event for h in mine] == ["opened", *["appended"] * 8, "sealed"]
+    assert [h.entries for h in mine] == list(range(1, 11))
+    assert mine[-1].run_head == entries[-1].hash and mine[-1].state == "completed"
     verified = golive("audit", "verify")
     assert verified.returncode == 0, verified.stderr
-    assert "2 runs, 20 entries and 4 links verify" in verified.stdout
+    assert "2 runs, 20 entries and 20 links verify" in verified.stdout
 
 
 def test_an_entry_of_a_kind_golive_never_writes_is_refused_before_it_is_stored(
@@ -109,20 +112,20 @@ def test_an_entry_inserted_after_the_seal_is_named(any_store: str) -> None:
         p=last.hash,
         h="f" * 64,
     )
-    caught(f"run {first}: sealed with 10 entries, but it has 11")
+    caught(f"run {first}: its newest link holds entry 10, but it has 11")
 
 
 def test_a_truncated_run_is_named(any_store: str) -> None:
     first, _ = two_runs()
     sql("DELETE FROM golive_entries WHERE run_id = :r AND seq > 7", r=first)
-    caught(f"run {first}: sealed with 10 entries, but 7 are left: entries 8..10 were cut off")
+    caught("but the run has only 7: the entries after 7 were cut off (truncated)")
 
 
 def test_a_run_deleted_whole_is_named(any_store: str) -> None:
     _, second = two_runs()
     sql("DELETE FROM golive_entries WHERE run_id = :r", r=second)
     sql("DELETE FROM golive_runs WHERE run_id = :r", r=second)
-    caught(f"run {second} is in the chain of run heads (link 3) but has no entries")
+    caught(f"run {second} is in the chain of run heads (link 11) but has no entries")
 
 
 def test_a_run_inserted_whole_is_named(any_store: str) -> None:
@@ -133,6 +136,37 @@ def test_a_run_inserted_whole_is_named(any_store: str) -> None:
         r=first,
     )
     caught("run feedface has entries, but the chain of run heads never opened it")
+
+
+def test_a_run_still_going_cannot_be_rewritten_or_cut_short_either(any_store: str) -> None:
+    run_id = str(uuid.uuid4())
+    write_run(run_id, steps=4, state=None)  # running, or crashed: never sealed
+    forge(run_id, 5, rehash=True, result={"seconds": 999})
+    caught(f"run {run_id}, link 5: entry 5 is not the one it holds: the run was rewritten")
+
+
+def test_a_link_appended_to_turn_a_failed_run_into_a_completed_one_is_named(
+    any_store: str,
+) -> None:
+    _, second = two_runs()
+    [last] = sql("SELECT * FROM golive_heads ORDER BY pos DESC LIMIT 1")
+    forged = (last.prev, last.pos + 1, second, "sealed", "completed", 10, last.run_head, last.at)
+    sql(
+        "INSERT INTO golive_heads VALUES (:pos, :r, 'sealed', 'completed', 10, :h, :at, :p, :x)",
+        pos=last.pos + 1,
+        r=second,
+        h=last.run_head,
+        at=last.at,
+        p=last.hash,
+        x=link_hash(last.hash, *forged[1:]),
+    )
+    caught(f"run {second}, link {last.pos + 1}: it holds entry 10 after link {last.pos} held 10")
+
+
+def test_a_run_hidden_from_the_list_of_runs_is_named(any_store: str) -> None:
+    first, _ = two_runs()
+    sql("DELETE FROM golive_runs WHERE run_id = :r", r=first)
+    caught(f"run {first} has entries but is missing from the list of runs: it was hidden")
 
 
 def test_a_store_rewritten_consistently_is_caught_by_a_head_published_before(
@@ -148,7 +182,7 @@ def test_a_store_rewritten_consistently_is_caught_by_a_head_published_before(
     done = golive("audit", "verify", "--head", published)
 
     assert done.returncode == 1
-    assert f"the published head {published} is not in this store's chain" in done.stderr
+    assert f"the published head {published} is not in this chain of run heads" in done.stderr
 
 
 def test_twenty_processes_writing_runs_at_once_lose_nothing(any_store: str) -> None:
@@ -170,7 +204,7 @@ def test_twenty_processes_writing_runs_at_once_lose_nothing(any_store: str) -> N
     assert not any("locked" in e for e in errors)
     verified = golive("audit", "verify")
     assert verified.returncode == 0, verified.stderr
-    assert "20 runs, 840 entries and 40 links verify" in verified.stdout
+    assert "20 runs, 840 entries and 840 links verify" in verified.stdout
     assert {row.run_id for row in run_store().run_rows()} == set(run_ids)
 
 
@@ -256,3 +290,39 @@ def test_an_unknown_or_ambiguous_run_is_named(golive_home: Path) -> None:
     ambiguous = golive("audit", "show", "abc")
     assert unknown.returncode == 2 and "no run 'feedface' in the run store" in unknown.stderr
     assert ambiguous.returncode == 2 and "'abc' could be any of 2 runs" in ambiguous.stderr
+
+
+def test_a_database_that_is_no_run_store_is_named_and_given_no_schema(golive_home: Path) -> None:
+    golive_home.mkdir()
+    (golive_home / "store.db").touch()
+    done = golive("audit", "verify")
+    assert done.returncode == 1
+    assert "it is not a run store (there are no golive tables in it)" in done.stderr
+    assert (golive_home / "store.db").stat().st_size == 0
+
+
+def test_a_store_that_lost_its_schema_version_is_named_and_left_alone(golive_home: Path) -> None:
+    two_runs()
+    sql("DROP TABLE golive_store_version")
+    for command in (["audit", "list"], ["status"]):
+        done = golive(*command)
+        assert done.returncode == 1
+        assert "it has golive's tables but no schema version" in done.stderr
+
+
+def test_text_from_the_store_cannot_restyle_or_hide_what_a_terminal_shows(
+    golive_home: Path,
+) -> None:
+    write_run("aaaa0000-0000-0000-0000-000000000001", triggered_by="mallory [/] \x1b]8;;x\x1b\\")
+    write_run("bbbb0000-0000-0000-0000-000000000002", environment="prod[link=http://x]uction")
+    listing = golive("audit", "list")
+    shown = golive("audit", "show", "aaaa")
+    assert listing.returncode == 0 and shown.returncode == 0, listing.stderr + shown.stderr
+    assert "mallory [/]" in listing.stdout and "prod[link=http://x]uction" in listing.stdout
+    assert "\x1b]8" not in listing.stdout + shown.stdout
+
+
+def test_a_lock_timeout_that_is_no_number_is_named(golive_home: Path) -> None:
+    two_runs()
+    done = golive("audit", "list", GOLIVE_STORE_TIMEOUT="soon")
+    assert done.returncode == 1 and "GOLIVE_STORE_TIMEOUT='soon' is not a number" in done.stderr
