@@ -23,7 +23,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from golive.audit import Export
-from golive.errors import GoLiveError, PlanError, RunNotFound, StoreError, describe_os_error
+from golive.errors import (
+    GoLiveError,
+    PlanError,
+    RecordTampered,
+    RunNotFound,
+    StoreError,
+    describe_os_error,
+)
 from golive.home import golive_home
 from golive.journal import RunJournal, refused_imports, run_store
 from golive.plan import SAFE_NAME
@@ -264,6 +271,11 @@ def audit_list(limit: int, **filters: Any) -> None:
 def audit_show(run_id: str) -> None:
     """A run's timeline: stages, waves, hosts, gates, rollbacks, who and when."""
     journal = _find(run_id)
+    try:
+        journal.verified()
+    except RecordTampered as tampered:
+        Console(stderr=True).print(f"[red]{escape(str(tampered))}[/]", highlight=False)
+        console.print("[bold red]What follows may have been altered.[/]")
     entries = journal.entries()
     record = summarize(entries)
     console.print(Markdown(printable(render_summary(record, journal.run_dir / "record.json"))))

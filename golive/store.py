@@ -102,12 +102,26 @@ heads_table = Table(
 
 
 _INSERT_ENTRY = entries_table.insert()
-_CHAIN_END = text(
-    "SELECT e.seq, e.hash, (SELECT h.state FROM golive_heads h WHERE h.run_id = :run_id "
-    "ORDER BY h.pos DESC LIMIT 1) AS state FROM golive_entries e WHERE e.run_id = :run_id "
-    "ORDER BY e.seq DESC LIMIT 1"
+_INSERT_LINK = heads_table.insert()
+# Where a run's chain and the heads chain end, in one round trip.
+_ENDS = text(
+    "SELECT (SELECT seq FROM golive_entries WHERE run_id = :run_id ORDER BY seq DESC LIMIT 1)"
+    " AS seq, (SELECT hash FROM golive_entries WHERE run_id = :run_id ORDER BY seq DESC"
+    " LIMIT 1) AS hash, (SELECT state FROM golive_heads WHERE run_id = :run_id ORDER BY pos"
+    " DESC LIMIT 1) AS state, (SELECT pos FROM golive_heads ORDER BY pos DESC LIMIT 1) AS pos,"
+    " (SELECT hash FROM golive_heads ORDER BY pos DESC LIMIT 1) AS head"
 )
-_HEADS_END = text("SELECT pos, hash FROM golive_heads ORDER BY pos DESC LIMIT 1")
+
+
+@dataclass
+class _Ends:
+    """Where a run's chain and the heads chain end, moved on as an append extends them."""
+
+    seq: int
+    hash: str
+    state: str | None
+    pos: int
+    head: str
 
 
 def entry_hash(prev: str, run_id: str, seq: int, at: str, kind: str, v: int, body: str) -> str:
@@ -205,7 +219,7 @@ class RunStore:
         """Append a whole older run, unless the store has it already (another process may be
         importing it at the same moment). Returns whether it was imported."""
         with self._writing([run_id]) as connection:
-            if self._chain_end(connection, run_id)[0]:
+            if self._ends(connection, run_id).seq:
                 return False
             self._append(connection, run_id, new, seal)
             return True
@@ -213,33 +227,34 @@ class RunStore:
     def _append(
         self, connection: Connection, run_id: str, new: Sequence[NewEntry], seal: str | None
     ) -> list[StoredEntry]:
-        seq, prev, state = self._chain_end(connection, run_id)
+        ends = self._ends(connection, run_id)
         stored: list[StoredEntry] = []
         for entry in new:
-            seq += 1
+            ends.seq += 1
             at = entry.at or now()  # taken under the lock: times follow the chain's order
             body = canonical(entry.fields)
-            digest = entry_hash(prev, run_id, seq, at, entry.kind, entry.v, body)
-            stored.append(StoredEntry(run_id, seq, at, entry.kind, entry.v, body, prev, digest))
-            connection.execute(_INSERT_ENTRY, stored[-1].__dict__)
-            if seq == 1:
+            digest = entry_hash(ends.hash, run_id, ends.seq, at, entry.kind, entry.v, body)
+            row = StoredEntry(run_id, ends.seq, at, entry.kind, entry.v, body, ends.hash, digest)
+            connection.execute(_INSERT_ENTRY, row.__dict__)
+            stored.append(row)
+            ends.hash = digest
+            if ends.seq == 1:
                 self._index_run(connection, run_id, at, entry)
-                self._link(connection, run_id, "opened", "running", 1, digest, at)
-            prev = digest
+                self._link(connection, ends, run_id, "opened", "running", at)
         # Every append ends with a link, so the store-wide chain holds every run's latest
         # entry as it was written: a run cannot be cut short or rewritten, sealed or not,
         # without breaking it. Once sealed, a run stays sealed with its state.
-        state = seal or state or "running"
+        state = seal or ends.state or "running"
         event = "sealed" if state != "running" else "appended"
-        if not (seq == 1 and event == "appended"):
-            self._link(connection, run_id, event, state, seq, prev, now())
+        if not (ends.seq == 1 and event == "appended"):
+            self._link(connection, ends, run_id, event, state, now())
         return stored
 
-    def _chain_end(self, connection: Connection, run_id: str) -> tuple[int, str, str | None]:
-        """(last seq, its hash, the run's latest state in the heads chain); (0, GENESIS,
-        None) for a run with no entries yet."""
-        row = connection.execute(_CHAIN_END, {"run_id": run_id}).first()
-        return (row.seq, row.hash, row.state) if row else (0, GENESIS, None)
+    def _ends(self, connection: Connection, run_id: str) -> _Ends:
+        row = connection.execute(_ENDS, {"run_id": run_id}).one()
+        return _Ends(
+            row.seq or 0, row.hash or GENESIS, row.state, row.pos or 0, row.head or GENESIS
+        )
 
     def _index_run(self, connection: Connection, run_id: str, at: str, first: NewEntry) -> None:
         started = first.fields if first.kind == "run.started" else {}
@@ -256,21 +271,14 @@ class RunStore:
         )
 
     def _link(
-        self,
-        connection: Connection,
-        run_id: str,
-        event: str,
-        state: str,
-        entries: int,
-        run_head: str,
-        at: str,
-    ) -> Link:
-        last = connection.execute(_HEADS_END).first()
-        pos, prev = (last.pos + 1, last.hash) if last else (1, GENESIS)
-        digest = link_hash(prev, pos, run_id, event, state, entries, run_head, at)
-        link = Link(pos, run_id, event, state, entries, run_head, at, prev, digest)
-        connection.execute(heads_table.insert(), link.__dict__)
-        return link
+        self, connection: Connection, ends: _Ends, run_id: str, event: str, state: str, at: str
+    ) -> None:
+        """The heads chain's next link: this run's newest entry, its state."""
+        pos = ends.pos + 1
+        digest = link_hash(ends.head, pos, run_id, event, state, ends.seq, ends.hash, at)
+        link = Link(pos, run_id, event, state, ends.seq, ends.hash, at, ends.head, digest)
+        connection.execute(_INSERT_LINK, link.__dict__)
+        ends.pos, ends.head, ends.state = pos, digest, state
 
     @contextmanager
     def _writing(self, run_ids: Sequence[str]) -> Iterator[Connection]:

@@ -81,6 +81,9 @@ def test_an_edited_entry_is_named(any_store: str) -> None:
     first, _ = two_runs()
     forge(first, 5, result={"seconds": 0})
     caught(f"run {first}, entry 5 (step.finished): its contents do not match its hash")
+    shown = golive("audit", "show", first[:8])
+    assert "What follows may have been altered" in shown.stdout
+    assert "entries in the run store do not verify" in shown.stderr
 
 
 def test_a_deleted_entry_is_named(any_store: str) -> None:
