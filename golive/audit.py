@@ -17,6 +17,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
+from golive.entries import shape_problem
 from golive.store import GENESIS, Link, RunRow, StoredEntry, entry_hash, link_hash, now
 
 EXPORT_FORMATS = ("jsonl", "csv", "html")
@@ -130,13 +131,8 @@ def _entry_problem(entry: StoredEntry, chain: _RunChain) -> str | None:
 
 def _shape_problem(entry: StoredEntry) -> str | None:
     """An entry golive would not have written, even if its hash is right."""
-    from golive.entries import UnknownEntry, checked
-
-    try:
-        checked(entry.kind, entry.fields())
-    except (UnknownEntry, ValueError, TypeError) as error:
-        return f"it is not an entry golive writes: {error}"
-    return None
+    problem = shape_problem(entry.kind, entry.body)
+    return f"it is not an entry golive writes: {problem}" if problem else None
 
 
 def _check_links(links: Sequence[Link]) -> list[str]:

@@ -327,3 +327,16 @@ def checked(kind: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     except ValidationError as error:
         raise UnknownEntry(kind, f"does not have its shape: {error}") from None
     return model.schema_version, body.model_dump(mode="json", by_alias=True)
+
+
+def shape_problem(kind: str, body: str) -> str | None:
+    """Why a stored body (JSON text) is not an entry of its kind golive writes, if it is not;
+    parsed and checked in one pass, for verifying many entries."""
+    model = MODELS.get(kind)
+    if model is None:
+        return f"{kind!r} is not a kind golive writes"
+    try:
+        model.model_validate_json(body)
+    except ValidationError as error:
+        return f"it does not have the shape of {kind!r}: {error}"
+    return None

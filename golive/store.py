@@ -516,17 +516,21 @@ def _upgrade(store: RunStore, create: bool) -> None:
     """Bring the schema to this golive's revision, once, under the write lock; refuse a store
     that a newer golive has written, and a database that is no run store. Only a writer
     creates the schema: reading creates nothing."""
-    current = _revision(store)
-    _refuse_newer(store, current)
-    if current == SCHEMA_REVISION:
-        return
-    if current is None:
-        _refuse_foreign(store, create)
-    with store._writing([]) as connection:
+    with store.engine.connect() as connection:
         current = _revision_on(connection)
         _refuse_newer(store, current)
         if current == SCHEMA_REVISION:
             return
+        if not create:
+            _refuse_foreign(store, connection)
+    with store._writing([]) as connection:
+        # Again under the lock: another process may have created the schema meanwhile.
+        current = _revision_on(connection)
+        _refuse_newer(store, current)
+        if current == SCHEMA_REVISION:
+            return
+        if current is None:
+            _refuse_foreign(store, connection, creating=True)
         from alembic import command
         from alembic.config import Config
 
@@ -536,16 +540,18 @@ def _upgrade(store: RunStore, create: bool) -> None:
         command.upgrade(config, SCHEMA_REVISION)
 
 
-def _refuse_foreign(store: RunStore, create: bool) -> None:
-    with store.engine.connect() as connection:
-        tables = set(inspect(connection).get_table_names())
-    if tables & set(metadata.tables):
+def _refuse_foreign(store: RunStore, connection: Connection, creating: bool = False) -> None:
+    """A database golive may not read or create a schema in: golive's tables without a
+    schema version (damaged), or, for a reader, no golive tables at all."""
+    if _revision_on(connection) is not None:
+        return  # created by another process since we looked
+    if set(inspect(connection).get_table_names()) & set(metadata.tables):
         raise StoreError(
             store.shown,
             "it has golive's tables but no schema version (golive_store_version is gone)",
             "it was damaged or edited; keep it for whoever investigates; nothing was changed",
         )
-    if not create:
+    if not creating:
         raise StoreError(
             store.shown,
             "it is not a run store (there are no golive tables in it)",
@@ -560,11 +566,6 @@ def _refuse_newer(store: RunStore, revision: str | None) -> None:
             f"it was written by a newer golive (schema revision {revision})",
             "upgrade golive on this machine; nothing was changed",
         )
-
-
-def _revision(store: RunStore) -> str | None:
-    with store.engine.connect() as connection:
-        return _revision_on(connection)
 
 
 def _revision_on(connection: Connection) -> str | None:

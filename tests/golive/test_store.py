@@ -196,12 +196,13 @@ def test_twenty_processes_writing_runs_at_once_lose_nothing(any_store: str) -> N
         subprocess.Popen(
             [sys.executable, "-c", writer, run_id],
             cwd=cwd,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         for run_id in run_ids
     ]
-    errors = [p.communicate(timeout=300)[1] for p in processes]
+    errors = [p.communicate(timeout=300)[0] for p in processes]
 
     assert [p.returncode for p in processes] == [0] * 20, errors
     assert not any("locked" in e for e in errors)
