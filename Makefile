@@ -43,3 +43,4 @@ bench: $(BIN)/golive sshd
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/approval.py
+	$(BIN)/python bench/store.py

@@ -74,8 +74,45 @@ def writes(work: Path, count: int) -> None:
                 os.fsync(file.fileno())
         return (time.perf_counter() - started) / count
 
+    def bare_sqlite() -> float:
+        """The same chained append (an entry and its link) with sqlite3 alone: the floor for
+        a durable SQL store on this disk."""
+        home(work / f"b-{uuid.uuid4().hex}")
+        RunJournal.create("bare").write("step.started", stage="warm-up")
+        forget_stores()
+        connection = sqlite3.connect(work / os.environ["GOLIVE_HOME"] / "store.db")
+        connection.isolation_level = None
+        connection.execute("PRAGMA synchronous=FULL")
+        started = time.perf_counter()
+        for number in range(count):
+            connection.execute("BEGIN IMMEDIATE")
+            seq, prev = connection.execute(
+                "SELECT seq, hash FROM golive_entries WHERE run_id = 'bare' "
+                "ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            pos, head = connection.execute(
+                "SELECT pos, hash FROM golive_heads ORDER BY pos DESC LIMIT 1"
+            ).fetchone()
+            body = json.dumps({"stage": "deploy", "host": f"web{number}", "result": RESULT})
+            digest = hashlib.sha256(f"{prev}{seq}{body}".encode()).hexdigest()
+            connection.execute(
+                "INSERT INTO golive_entries VALUES ('bare', ?, '', 'step.finished', 1, ?, ?, ?)",
+                (seq + 1, body, prev, digest),
+            )
+            link = hashlib.sha256(f"{head}{pos}{digest}".encode()).hexdigest()
+            connection.execute(
+                "INSERT INTO golive_heads VALUES "
+                "(?, 'bare', 'appended', 'running', ?, ?, '', ?, ?)",
+                (pos + 1, seq + 1, digest, head, link),
+            )
+            connection.execute("COMMIT")
+        connection.close()
+        return (time.perf_counter() - started) / count
+
     ours, theirs = side_by_side(golive, jsonl)
     report(f"write one entry ({count} in a row)", ours, "JSONL append + fsync", theirs, "1.5x")
+    ours, theirs = side_by_side(golive, bare_sqlite)
+    report("  the same", ours, "bare sqlite3, same append and link", theirs, "for reference")
 
 
 def verifying(work: Path, entries: int) -> None:
