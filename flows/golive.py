@@ -20,6 +20,7 @@ from prefect.runtime import deployment, flow_run
 from flows.rollback import restore_wave, rollback
 from golive.errors import GoLiveError, RunFailed, WaveFailed
 from golive.journal import RunJournal
+from golive.lease import environment_lease
 from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import hosts_to_restore, migrated_databases, plan_to_store
@@ -47,31 +48,36 @@ def _run_name() -> str:
 def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
     """Release the plan's version to its hosts in waves; roll back on any failure."""
     plan_file = load_plan(plan_path)
-    plan = plan_file.plan
     journal = start_run(plan_file, triggered_by or whoami())
+    with environment_lease(journal, plan_file.plan.environment, "go-live"):
+        try:
+            release(plan_file, journal)
+        except Exception as failure:
+            fail(plan_file, journal, failure)
+        finally:
+            close_run(journal.run_id)
+        journal.write("run.finished", state="completed")
+        return publish_record(journal)
+
+
+def release(plan_file: PlanFile, journal: RunJournal) -> None:
+    """Everything between the lease and the close-out; any failure rolls back."""
+    plan = preflight(plan_file.plan, journal)  # and a verified backup of every host
+    back_up_databases(plan, journal)
+    migrate(plan, journal)
+    progress = progress_bar("hosts on the new release")
     live: list[str] = []  # hosts on the new release and still in the rollout
-    try:
-        plan = preflight(plan, journal)  # and a verified backup of every host
-        back_up_databases(plan, journal)
-        migrate(plan, journal)
-        progress = progress_bar("hosts on the new release")
-        for wave in plan_file.waves:
-            live += deploy_wave(plan, wave, journal)
-            progress(100 * len(live) / len(plan.targets.hosts))
-            if wave.wave.soak:
-                soak(plan, live, _limits(plan, wave.wave.soak), label=wave.name, journal=journal)
-            if wave.wave.gate:
-                wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], plan, journal)
-            if wave.wave.pause and wave is not plan_file.waves[-1]:
-                pause_between_waves(wave, journal)
-        if plan.soak:
-            soak(plan, live, plan.soak, label="all hosts", journal=journal)
-    except Exception as failure:
-        fail(plan_file, journal, failure)
-    finally:
-        close_run(journal.run_id)
-    journal.write("run.finished", state="completed")
-    return publish_record(journal)
+    for wave in plan_file.waves:
+        live += deploy_wave(plan, wave, journal)
+        progress(100 * len(live) / len(plan.targets.hosts))
+        if wave.wave.soak:
+            soak(plan, live, _limits(plan, wave.wave.soak), label=wave.name, journal=journal)
+        if wave.wave.gate:
+            wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], plan, journal)
+        if wave.wave.pause and wave is not plan_file.waves[-1]:
+            pause_between_waves(wave, journal)
+    if plan.soak:
+        soak(plan, live, plan.soak, label="all hosts", journal=journal)
 
 
 def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:

@@ -14,33 +14,54 @@ from golive.journal import RunJournal
 from golive.plan import Plan
 from golive.record import hosts_to_restore, migrated_databases, point_of_no_return, stored_plan
 from golive.transport import resolve_blocks
+from golive.undo import since_last_rollback
 from tasks.databases import restore_database
 from tasks.hosts import on_every_host, restore_host
 from tasks.smoke import smoke_check_host
 
 
 @flow(name="rollback", flow_run_name="rollback {run_id}")
-def rollback(run_id: str, reason: str) -> dict[str, str | None]:
-    """Put back what run `run_id` changed, as the run store records it."""
+def rollback(run_id: str, reason: str, restore_data: bool = True) -> dict[str, str | None]:
+    """Put back what run `run_id` changed, as the run store records it; with `restore_data`
+    false, the hosts only (the data rolls forward)."""
     journal = RunJournal.find(run_id).verified()
     plan, _ = resolve_blocks(stored_plan(journal.entries()))
-    changed = hosts_to_restore(journal.entries())
+    changed = hosts_to_restore(since_last_rollback(journal.entries()))
     journal.write("rollback.started", reason=reason, hosts=[host for _, host, _ in changed])
     failures: dict[str, str] = {}
     for wave in sorted({wave for wave, _, _ in changed}, reverse=True):
         releases = {host: before for w, host, before in changed if w == wave}
         failures |= restore_wave(plan, releases, journal)
-    failures |= restore_data(plan, journal)
+    failures |= restore_databases(plan, journal) if restore_data else keep_data(journal)
     journal.write("rollback.finished", complete=not failures, failed=sorted(failures))
     if failures:
         raise RollbackIncomplete(failures, f"golive audit show {journal.run_id}")
     return {host: before for _, host, before in changed}
 
 
-def restore_data(plan: Plan, journal: RunJournal) -> dict[str, str]:
+def keep_data(journal: RunJournal) -> dict[str, str]:
+    """The operator chose hosts only: the data stays as it is, and the record says so."""
+    migrated = [
+        name.removeprefix("database ")
+        for name in migrated_databases(since_last_rollback(journal.entries()))
+    ]
+    if migrated:
+        journal.write(
+            "database.roll_forward",
+            databases=migrated,
+            reason="the rollback was asked for hosts only (--hosts-only); the data stays as it "
+            "is, with every write since the backup, and must be fixed forward",
+        )
+    return {}
+
+
+def restore_databases(plan: Plan, journal: RunJournal) -> dict[str, str]:
     """Every migrated database back as its verified backup holds it; unless the run passed a
     point of no return, after which the data rolls forward and only hosts go back."""
-    migrated = [name.removeprefix("database ") for name in migrated_databases(journal.entries())]
+    migrated = [
+        name.removeprefix("database ")
+        for name in migrated_databases(since_last_rollback(journal.entries()))
+    ]
     beyond = point_of_no_return(journal.entries())
     if migrated and beyond is not None:
         journal.write(

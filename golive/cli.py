@@ -33,6 +33,7 @@ from golive.errors import (
 )
 from golive.home import golive_home
 from golive.journal import RunJournal, refused_imports, run_store
+from golive.lease import with_crashes
 from golive.plan import SAFE_NAME
 from golive.planfile import PlanFile, load_plan
 from golive.private import private_dir, write_private
@@ -40,11 +41,12 @@ from golive.progress import describe, printable
 from golive.record import summarize
 from golive.report import render_summary
 from golive.store import RunRow, RunStore
+from golive.undo import Undo
 
 console = Console()
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 _EXPORTS = ("jsonl", "csv", "html")
-_STATES = ("running", "completed", "partial", "failed")
+_STATES = ("running", "completed", "partial", "failed", "crashed", "rolled back", "refused")
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 1, 2, 3
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a fault in golive itself, not in what it was given
 
@@ -227,7 +229,8 @@ def _keygen_passphrase(variable: str | None, none_wanted: bool) -> str | None:
 def status(run_id: str | None) -> None:
     """Where a run is and what it has done; with no RUN, the recent runs."""
     if run_id is None:
-        _list_runs(_store(none_yet_is_fine=True).run_rows()[:20])
+        store = _store(none_yet_is_fine=True)
+        _list_runs(with_crashes(store, store.run_rows()[:20]))
         for run, why in refused_imports.items():
             console.print(
                 f"[yellow]{escape(why.path)} was not imported into the run store "
@@ -239,6 +242,15 @@ def status(run_id: str | None) -> None:
     journal = _find(run_id)
     record = summarize(journal.entries())
     console.print(Markdown(printable(render_summary(record, journal.run_dir / "record.json"))))
+    [row] = with_crashes(
+        journal.store, [r for r in journal.store.run_rows() if r.run_id == journal.run_id]
+    )
+    if row.state == "crashed":
+        console.print(
+            f"[bold red]Run {journal.run_id} crashed:[/] it never finished and its process no "
+            "longer holds the environment. Its hosts may be on mixed releases; roll it back: "
+            f"`golive rollback {journal.run_id[:8]}`"
+        )
     waiting = _open_gate(journal) if record["state"] == "running" else None
     if waiting is not None:
         decide = f"{waiting['brief']}\n\nTo decide: `{waiting['approve_command']}`"
@@ -362,7 +374,8 @@ def _selected_runs(filters: dict[str, Any]) -> list[RunRow]:
         if until.time() == time.min:  # a date alone means the whole day
             until = until + timedelta(days=1) - timedelta(microseconds=1)
         filters["until"] = until.replace(tzinfo=until.tzinfo or UTC)
-    rows = select_runs(_store().run_rows(), **filters)
+    store = _store()
+    rows = select_runs(with_crashes(store, store.run_rows()), **filters)
     if not rows and any(value is not None for value in filters.values()):
         given = ", ".join(f"{k} {v}" for k, v in filters.items() if v is not None)
         console.print(f"[red]no runs match: {escape(given)}[/]", highlight=False)
@@ -419,6 +432,99 @@ def _html_export(store: RunStore, run_ids: list[str]) -> str:
         store.all_entries(), store.heads(), {r.run_id: r for r in store.run_rows()}
     )
     return render_audit_html(runs, verdict, store.shown)
+
+
+@main.command("rollback")
+@click.argument("run_id", metavar="RUN")
+@click.option("--yes", is_flag=True, help="Roll back without asking.")
+@click.option(
+    "--hosts-only",
+    is_flag=True,
+    help="Put the hosts back; the data stays as it is (roll it forward).",
+)
+@click.option(
+    "--data",
+    type=click.Choice(["restore"]),
+    help="Also restore the databases the run migrated from its verified backups; every write "
+    "since the backup is lost.",
+)
+@click.option("--reason", default="", help="Why: kept in the run store.")
+def rollback_command(
+    run_id: str, yes: bool, hosts_only: bool, data: str | None, reason: str
+) -> None:
+    """Put back what a run changed, from the run store alone: a run whose process died
+    (crashed, killed), or one that finished but is bad (an emergency)."""
+    from golive.undo import what_to_undo
+
+    journal = _find(run_id).verified()
+    undo = what_to_undo(journal)
+    restore = _data_choice(undo, hosts_only, data)
+    _show_undo(undo, restore)
+    if not yes:
+        if not sys.stdin.isatty():
+            _bad_input("this would change hosts: confirm with --yes (no terminal to ask on)")
+        click.confirm("Roll back?", abort=True)
+    sys.exit(_roll_back(journal, undo, restore, reason or "emergency rollback"))
+
+
+def _data_choice(undo: Undo, hosts_only: bool, data: str | None) -> bool:
+    """Whether the databases are restored: after a crash, as an automatic rollback would;
+    after a finished run, only when asked, as it loses every write since the backup."""
+    if hosts_only and data:
+        _bad_input("--hosts-only and --data restore exclude each other; choose one")
+    if not undo.databases or hosts_only:
+        return False
+    if undo.beyond_return:
+        if data:
+            _bad_input(
+                f"run {undo.run_id} passed a point of no return ({undo.beyond_return}): its "
+                "data cannot be restored; roll back with --hosts-only and fix the data forward"
+            )
+        return False
+    if undo.finished and not data:
+        _bad_input(
+            f"run {undo.run_id} finished, and migrated {', '.join(undo.databases)}: restoring "
+            "the backup taken at its start loses every write made since. Choose --data "
+            "restore, or --hosts-only (the data stays as it is: fix it forward)"
+        )
+    return True
+
+
+def _show_undo(undo: Undo, restore: bool) -> None:
+    kind = "finished" if undo.finished else "crashed (its process is gone)"
+    table = Table("host", "goes back to", title=f"Rolling back run {undo.run_id}: {kind}")
+    for host, release in undo.hosts.items():
+        table.add_row(escape(host), escape(release or "no release (it had none)"))
+    console.print(table)
+    for name in undo.databases:
+        what = "restored from this run's verified backup" if restore else "left as it is"
+        console.print(f"database {escape(name)}: {what}", highlight=False)
+
+
+def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> int:
+    _quiet_prefect_console()
+    from flows.rollback import rollback
+    from golive.lease import environment_lease, holder
+
+    with environment_lease(
+        journal, undo.environment, "rollback", takes_over=[journal.run_id], record_refusal=False
+    ):
+        if not undo.finished:
+            journal.write("run.crashed", lease_expired_at=None, found_by=holder())
+        try:
+            rollback(journal.run_id, reason=reason, restore_data=restore)
+        except GoLiveError as failure:
+            journal.write("run.finished", state="rollback failed", reason=str(failure))
+            Console(stderr=True).print(f"[red]{escape(str(failure))}[/]", highlight=False)
+            return EXIT_FAILED
+        ended = "failed" if not undo.finished else "rolled back"
+        why = f"crashed; rolled back: {reason}" if not undo.finished else reason
+        journal.write("run.finished", state=ended, reason=why)
+    console.print(
+        f"[green]Run {journal.run_id} is rolled back: {len(undo.hosts)} host(s) back on their "
+        f"releases and answering.[/] `golive audit show {journal.run_id[:8]}` shows each step."
+    )
+    return 0
 
 
 @main.command()
@@ -520,6 +626,7 @@ def _list_runs(rows: list[RunRow]) -> None:
     table = Table("run", "release", "environment", "state", "started", "triggered by")
     for column in table.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
+    table.columns[0].min_width, table.columns[3].min_width = 8, 11  # ids and states whole
     for row in rows:
         cells = (
             row.run_id[:8],

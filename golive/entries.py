@@ -263,6 +263,29 @@ class NotifyFailed(EntryBody):
     attempts: int = 0
 
 
+class LeaseTaken(EntryBody):
+    kind = "lease.taken"
+    environment: str
+    holder: str
+    seconds: float
+
+
+class LeaseLost(EntryBody):
+    """The run's lease was taken by another process: it had not been renewed in time."""
+
+    kind = "lease.lost"
+    environment: str
+
+
+class RunCrashed(EntryBody):
+    """Written by `golive rollback` for a run whose process died: it never finished and its
+    lease had expired."""
+
+    kind = "run.crashed"
+    lease_expired_at: str | None
+    found_by: str
+
+
 class JournalImported(EntryBody):
     """A run recorded by an older golive in `runs/<id>/journal.jsonl`, taken into the store:
     the file's sha256 and line count, so the import can be checked against it."""
@@ -307,6 +330,9 @@ MODELS: dict[str, type[EntryBody]] = {
         NotifySent,
         NotifyFailed,
         JournalImported,
+        LeaseTaken,
+        LeaseLost,
+        RunCrashed,
     )
 }
 

@@ -15,6 +15,9 @@
     │   └── SoakFailed            error rate or latency went over the soak thresholds
     ├── RunFailed                 the run stopped: why, and what rollback did about it
     ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
+    ├── EnvironmentBusy           another run holds the environment: which, who, until when
+    ├── UnfinishedRun             the environment's last run crashed: roll it back first
+    ├── NothingToRollBack         a rollback refused: nothing changed, already undone, or later runs
     ├── RunNotFound               no run with that id in the run store
     │   └── AmbiguousRun          several runs start with that prefix; lists them
     ├── StoreError                the run store cannot be used: which store, why, what to do
@@ -27,6 +30,7 @@ Every message says what happened, to what, and where to look next.
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -166,6 +170,33 @@ class RollbackIncomplete(GoLiveError):
             f"rollback could not restore {len(failures)} host(s); they need a person:\n{detail}\n"
             f"What each host had before is in the run store: `{record}`"
         )
+
+
+class EnvironmentBusy(GoLiveError):
+    def __init__(self, environment: str, run_id: str, holder: str, purpose: str, expires: float):
+        self.environment = environment
+        self.run_id = run_id
+        left = max(0, round(expires - time.time()))
+        super().__init__(
+            f"environment {environment!r} is held by run {run_id} ({purpose}, {holder}; its "
+            f"lease runs {left} s more unless renewed); one go-live at a time per "
+            f"environment: wait for it to end, or see `golive status {run_id}`"
+        )
+
+
+class UnfinishedRun(GoLiveError):
+    def __init__(self, environment: str, run_ids: Sequence[str]) -> None:
+        self.run_ids = list(run_ids)
+        runs = ", ".join(self.run_ids)
+        super().__init__(
+            f"environment {environment!r} has an unfinished run whose process is gone "
+            f"(crashed or killed): {runs}. Its hosts may be on mixed releases; roll it back "
+            f"first: `golive rollback {self.run_ids[0]}`"
+        )
+
+
+class NothingToRollBack(GoLiveError):
+    pass
 
 
 class RunNotFound(GoLiveError):

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     Integer,
     MetaData,
     String,
@@ -59,7 +60,7 @@ from golive.private import create_private, private_dir
 
 GENESIS = "0" * 64
 SEP = "\x1f"
-SCHEMA_REVISION = "0001"  # the newest revision in golive/store_schema/versions
+SCHEMA_REVISION = "0002"  # the newest revision in golive/store_schema/versions
 VERSION_TABLE = "golive_store_version"
 URL_SETTING, BLOCK_SETTING = "GOLIVE_STORE_URL", "GOLIVE_STORE_BLOCK"
 
@@ -100,6 +101,17 @@ heads_table = Table(
     Column("hash", String(64), nullable=False),
 )
 
+
+leases_table = Table(
+    "golive_leases",
+    metadata,
+    Column("environment", String(200), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("holder", String(400), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("acquired_at", String(40), nullable=False),
+    Column("expires", Float, nullable=False),
+)
 
 _INSERT_ENTRY = entries_table.insert()
 _INSERT_LINK = heads_table.insert()
@@ -187,6 +199,18 @@ class RunRow:
     version: str | None
     triggered_by: str | None
     state: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds an environment, for which run, until when (seconds since the epoch)."""
+
+    environment: str
+    run_id: str
+    holder: str
+    purpose: str
+    acquired_at: str
+    expires: float
 
 
 @dataclass(frozen=True)
@@ -292,6 +316,50 @@ class RunStore:
                     # One lock for the whole store: the heads chain is shared by every run.
                     connection.execute(text("SELECT pg_advisory_xact_lock(7365403612)"))
                 yield connection
+
+    # Leases: the only rows golive changes; what they decide is also written as entries.
+
+    def take_lease(self, lease: Lease, now: float) -> Lease | None:
+        """Take the environment's lease, unless it is held and has not expired by `now`;
+        then return the lease that holds it."""
+        with self._writing([lease.run_id]) as connection:
+            held = self._lease_on(connection, lease.environment)
+            if held is not None and held.expires > now:
+                return held
+            connection.execute(
+                leases_table.delete().where(leases_table.c.environment == lease.environment)
+            )
+            connection.execute(leases_table.insert(), lease.__dict__)
+            return None
+
+    def renew_lease(self, lease: Lease, expires: float) -> bool:
+        """Move the lease's expiry on; False if its holder no longer holds it."""
+        with self._writing([lease.run_id]) as connection:
+            renewed = connection.execute(
+                leases_table.update()
+                .where(leases_table.c.environment == lease.environment)
+                .where(leases_table.c.holder == lease.holder)
+                .values(expires=expires)
+            )
+            return bool(renewed.rowcount)
+
+    def drop_lease(self, lease: Lease) -> None:
+        with self._writing([lease.run_id]) as connection:
+            connection.execute(
+                leases_table.delete()
+                .where(leases_table.c.environment == lease.environment)
+                .where(leases_table.c.holder == lease.holder)
+            )
+
+    def lease(self, environment: str) -> Lease | None:
+        with self._reading() as connection:
+            return self._lease_on(connection, environment)
+
+    def _lease_on(self, connection: Connection, environment: str) -> Lease | None:
+        row = connection.execute(
+            select(leases_table).where(leases_table.c.environment == environment)
+        ).first()
+        return Lease(**row._mapping) if row else None
 
     # Reading
 

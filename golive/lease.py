@@ -1,0 +1,145 @@
+"""One go-live per environment: a lease in the run store, held for the whole run.
+
+Prefect frees a deployment's concurrency slot while a run is paused at a gate, so golive holds
+its own lease per environment in the run store, across processes and machines. A go-live (or
+`golive rollback`) takes it before anything changes, renews it every third of its length while
+its process lives, and drops it when it ends. After a crash it expires: a run that is neither
+finished nor holding its lease has crashed, and must be rolled back before the environment
+takes another go-live. Lease times are the holders' clocks: keep machines on NTP.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from golive.errors import EnvironmentBusy, UnfinishedRun
+from golive.journal import RunJournal
+from golive.store import Lease, RunRow, RunStore
+
+LEASE_SETTING = "GOLIVE_LEASE_SECONDS"
+logger = logging.getLogger("golive.lease")
+
+
+def lease_seconds() -> float:
+    """How long a lease lasts without renewal (GOLIVE_LEASE_SECONDS, default 60)."""
+    try:
+        return max(1.0, float(os.environ.get(LEASE_SETTING, "60")))
+    except ValueError:
+        return 60.0
+
+
+def holder() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
+
+
+@contextmanager
+def environment_lease(
+    journal: RunJournal,
+    environment: str,
+    purpose: str,
+    takes_over: Sequence[str] = (),
+    record_refusal: bool = True,
+) -> Iterator[None]:
+    """Hold the environment for `journal`'s run while the block runs. Refused (and, with
+    `record_refusal`, the run recorded as refused) while another live process holds it, or
+    while another of its runs is unfinished. A rollback `takes_over` the unfinished run it
+    rolls back; never a lease that is still being renewed."""
+    seconds = lease_seconds()
+    try:
+        lease = take(journal.store, environment, journal.run_id, purpose, seconds, takes_over)
+    except (EnvironmentBusy, UnfinishedRun) as refused:
+        if record_refusal:
+            journal.write("run.finished", state="refused", reason=str(refused))
+        raise
+    journal.write("lease.taken", environment=environment, holder=lease.holder, seconds=seconds)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(journal, lease, seconds, stop), daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        journal.store.drop_lease(lease)
+
+
+def take(
+    store: RunStore,
+    environment: str,
+    run_id: str,
+    purpose: str,
+    seconds: float,
+    takes_over: Sequence[str] = (),
+) -> Lease:
+    now = time.time()
+    mine = Lease(environment, run_id, holder(), purpose, _iso(now), now + seconds)
+    held = store.take_lease(mine, now)
+    if held is not None:
+        raise EnvironmentBusy(environment, held.run_id, held.holder, held.purpose, held.expires)
+    unfinished = crashed_runs(store, environment, now, exclude=(run_id, *takes_over))
+    if unfinished:
+        store.drop_lease(mine)
+        raise UnfinishedRun(environment, unfinished)
+    return mine
+
+
+def crashed_runs(
+    store: RunStore, environment: str, now: float, exclude: Sequence[str] = ()
+) -> list[str]:
+    """Runs of the environment that never finished and hold no live lease, started before
+    the runs in `exclude`: their process died (or was killed) mid-run. (A run that started
+    at the same moment and lost the race for the lease is refused, not crashed.)"""
+    held = store.lease(environment)
+    alive = held.run_id if held is not None and held.expires > now else None
+    rows = [row for row in store.run_rows() if row.environment == environment]
+    mine = [row.started_at for row in rows if row.run_id in exclude]
+    started = min(mine) if mine else "9999"
+    return [
+        row.run_id
+        for row in rows
+        if row.state == "running"
+        and row.started_at < started
+        and row.run_id not in (alive, *exclude)
+    ]
+
+
+def with_crashes(store: RunStore, rows: list[RunRow]) -> list[RunRow]:
+    """The rows, with runs that are "running" but hold no live lease shown as crashed."""
+    now = time.time()
+    running = {row.environment for row in rows if row.state == "running" and row.environment}
+    leases = {environment: store.lease(environment) for environment in running}
+
+    def alive(row: RunRow) -> bool:
+        held = leases.get(row.environment or "")
+        return held is not None and held.run_id == row.run_id and held.expires > now
+
+    return [
+        replace(row, state="crashed") if row.state == "running" and not alive(row) else row
+        for row in rows
+    ]
+
+
+def _renew(journal: RunJournal, lease: Lease, seconds: float, stop: threading.Event) -> None:
+    while not stop.wait(seconds / 3):
+        try:
+            held = journal.store.renew_lease(lease, time.time() + seconds)
+        except Exception as error:  # a store down for a moment: try again next time
+            logger.warning("could not renew the lease on %s: %s", lease.environment, error)
+            continue
+        if not held:
+            logger.error("run %s lost its lease on %s", journal.run_id, lease.environment)
+            journal.write("lease.lost", environment=lease.environment)
+            return
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
