@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
+from uuid import UUID
 
 import click
 from rich.console import Console
@@ -520,6 +521,8 @@ def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> i
         ended = "failed" if not undo.finished else "rolled back"
         why = f"crashed; rolled back: {reason}" if not undo.finished else reason
         journal.write("run.finished", state=ended, reason=why)
+    if not undo.finished:
+        _crashed_in_prefect(journal)
     console.print(
         f"[green]Run {journal.run_id} is rolled back: {len(undo.hosts)} host(s) back on their "
         f"releases and answering.[/] `golive audit show {journal.run_id[:8]}` shows each step."
@@ -598,6 +601,25 @@ def _decide(
         f"{decision}d gate {decided!r} of run {journal.run_id} as {escape(approver)}; "
         f"the run takes it up within a second. `golive status {journal.run_id}` to follow."
     )
+
+
+def _crashed_in_prefect(journal: RunJournal) -> None:
+    """Prefect's record of the dead run says Crashed too, where its API can be reached."""
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(
+                UUID(journal.run_id),
+                Crashed(message="its process died; golive rolled it back"),
+                force=True,
+            )
+    except Exception:  # e.g. a temporary server that died with the run: nothing to update
+        console.print(
+            "[dim]The run's Prefect API is gone with it (or does not know the run): its "
+            "Prefect state could not be set to Crashed; the run store has it.[/]"
+        )
 
 
 def _passphrase(variable: str | None) -> str | None:

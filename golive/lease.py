@@ -109,7 +109,16 @@ def crashed_runs(
         if row.state == "running"
         and row.started_at < started
         and row.run_id not in (alive, *exclude)
+        and _gone(store, row, now)
     ]
+
+
+def _gone(store: RunStore, row: RunRow, now: float) -> bool:
+    """A run without a live lease is gone once it has held one, or once it has had a lease's
+    length to take one: a run starting this very moment is not a crashed one."""
+    took = any(e.kind == "lease.taken" for e in store.entries(row.run_id))
+    started = datetime.fromisoformat(row.started_at).timestamp()
+    return took or now - started > lease_seconds()
 
 
 def with_crashes(store: RunStore, rows: list[RunRow]) -> list[RunRow]:

@@ -30,6 +30,7 @@ QUICK = 60.0  # seconds allowed for golive's own bookkeeping commands
 REFUSED = 97  # exit code of a host step that refused a path outside the deploy root
 _HASH_FILES = f"find . -type f ! -name {MANIFEST_NAME} -print0 | xargs -0 -r sha256sum"
 _SWITCHED = "golive: current switched"
+KEPT_BACKUPS = ".golive-backups"  # each host keeps its newest backups here, owner-only
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,34 @@ class HostReleases:
     def _backup_file(self) -> str:
         return f"{self.directory}/.golive-backup.tar.gz"
 
-    def fetch_backup(self, destination: Path) -> Archive:
-        """Bring the backup `check` packed here, and remove it from the host."""
+    def fetch_backup(self, destination: Path, keep_as: str | None = None, keep: int = 5) -> Archive:
+        """Bring the backup `check` packed here. With `keep_as` (a run id) the host keeps it
+        too, among its newest `keep`, so a rollback from another machine can fetch it back;
+        otherwise it is removed from the host."""
         try:
             self.shell.get(self._backup_file, reserve_private(destination))
-        finally:
+        except BaseException:
             self.shell.remove(self._backup_file)
+            raise
+        if keep_as is None:
+            self.shell.remove(self._backup_file)
+        else:
+            kept = quote(f"{self.directory}/{KEPT_BACKUPS}")
+            self.shell.run(
+                f"umask 077 && mkdir -p {kept} && mv -f {quote(self._backup_file)} "
+                f"{quote(self._kept(keep_as))} && cd {kept} && "
+                f"ls -t | tail -n +{keep + 1} | xargs -r rm -f --",
+                QUICK,
+            )
         return Archive(destination, sha256_of(destination), destination.stat().st_size)
+
+    def fetch_kept_backup(self, run_id: str, destination: Path) -> Archive:
+        """The host's own copy of a run's backup, brought here."""
+        self.shell.get(self._kept(run_id), reserve_private(destination))
+        return Archive(destination, sha256_of(destination), destination.stat().st_size)
+
+    def _kept(self, run_id: str) -> str:
+        return f"{self.directory}/{KEPT_BACKUPS}/{run_id}.tar.gz"
 
     def archive(self, paths: list[str], destination: Path) -> Archive:
         """Pack the given paths (those that exist) on the host and bring the archive here."""

@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
-from golive.errors import DeployError
+from golive.errors import DeployError, HostCommandError
 from golive.journal import RunJournal
 from golive.manifest import manifest_of
 from golive.plan import SAFE_NAME, Host, Plan
-from golive.releases import SwitchFailed
+from golive.releases import HostReleases, SwitchFailed
 from golive.transport import connect
 from tasks.backups import backup_paths
 
@@ -76,13 +77,7 @@ def restore_host(
         started = next(journal.of_kind("run.started"), {})
         paths = started.get("backup_paths", backup_paths(plan))[1:]  # `current` is back already
         if paths and not backup.exists():
-            machine = (started.get("trigger") or {}).get("machine", "the machine that ran it")
-            raise DeployError(
-                host.name,
-                f"put back {', '.join(paths)}",
-                f"this run's backup of them is not on this machine ({backup}); it was kept on "
-                f"{machine}: roll back from there, or copy the backup here and retry",
-            )
+            kept_backup(transport, host, journal, backup)
         if paths:
             result["files_restored"] = transport.restore_paths(backup, paths)
         if release is not None:
@@ -119,3 +114,33 @@ def on_every_host(
         except Exception as error:
             errors[name] = error
     return results, errors
+
+
+def kept_backup(transport: HostReleases, host: Host, journal: RunJournal, backup: Path) -> None:
+    """This run's backup of the host, fetched from the host's own copy when this machine has
+    none (a rollback from another machine), and checked against the sha256 in the store."""
+    recorded = next(
+        (
+            e["result"].get("sha256")
+            for e in journal.of_kind("step.finished")
+            if e["stage"] == "backup" and e.get("host") == host.name
+        ),
+        None,
+    )
+    try:
+        archive = transport.fetch_kept_backup(journal.run_id, backup)
+    except (OSError, HostCommandError) as error:
+        raise DeployError(
+            host.name,
+            "fetch this run's backup",
+            f"it is not on this machine, and the host's copy could not be read ({error}); "
+            "roll back from the machine that ran the go-live",
+        ) from None
+    if recorded is None or archive.sha256 != recorded:
+        backup.unlink()
+        raise DeployError(
+            host.name,
+            "check this run's backup",
+            "the host's copy does not match the sha256 the run store recorded: it was changed "
+            "after the backup; nothing was restored from it",
+        )

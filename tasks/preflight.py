@@ -59,7 +59,7 @@ def prepare_host(
     except (HostUnreachable, HostCommandError) as error:
         return [str(error).removeprefix(f"on host {host.name!r}, ")]
     if paths and not problems:
-        fetch_backup(host, releases, journal)
+        fetch_backup(host, releases, journal, keep=plan.targets.keep_releases)
     return problems
 
 

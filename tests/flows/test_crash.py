@@ -1,0 +1,166 @@
+"""A go-live whose process is killed, two go-lives at once on one environment, and rollbacks
+after the fact: real `golive` processes against the session's Prefect API, the run store
+shared through its URL, each process in its own working folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from uuid import UUID
+
+from prefect import get_client
+from prefect.settings import PREFECT_API_URL
+
+from flows.golive import go_live
+from golive.demo.fleet import DemoFleet
+from tests.flows.test_golive import serving
+from tests.runstore import runs, wait_for_gate
+
+GOLIVE = str(Path(sys.executable).parent / "golive")
+GATED = {"soak": None, "backups": []}  # canary, gate go-ahead (2 min), then the rest
+
+
+def environment(tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
+    """A process of its own: its own GOLIVE_HOME, the shared store, the Prefect API."""
+    home = tmp_path / name
+    home.mkdir(exist_ok=True)
+    return os.environ | {
+        "GOLIVE_HOME": str(home),
+        "GOLIVE_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+def golive(tmp_path: Path, name: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [GOLIVE, *args],
+        cwd=tmp_path / name if (tmp_path / name).exists() else tmp_path,
+        env=environment(tmp_path, name, **extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+    return done
+
+
+def start_run(tmp_path: Path, plan: Path, name: str, **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [GOLIVE, "run", str(plan)],
+        cwd=tmp_path,
+        env=environment(tmp_path, name, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_another_machine(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=3)
+    plan = fleet.write_plan("2.0.0", **GATED)
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        running = start_run(tmp_path, plan, "machine-a", GOLIVE_LEASE_SECONDS="3")
+        run_id = wait_for_gate(seconds=120)
+        assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live: a mixed fleet
+
+        alive = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
+        os.kill(running.pid, signal.SIGKILL)
+        running.wait(timeout=30)
+        time.sleep(4)  # the lease runs out: nobody renews it
+        status = golive(tmp_path, "machine-b", "status", run_id[:8])
+        refused = golive(tmp_path, "machine-b", "run", str(plan))
+        rolled_back = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
+        after = golive(tmp_path, "machine-b", "status")
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+
+    assert alive.returncode == 1 and f"is held by run {run_id}" in alive.stderr
+    assert "crashed" in status.stdout and f"golive rollback {run_id[:8]}" in status.stdout
+    assert refused.returncode == 1
+    assert f"has an unfinished run whose process is gone (crashed or killed): {run_id}" in (
+        refused.stdout + refused.stderr
+    )
+    assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        states = {r.run_id: r for r in runs()}
+        kinds = [e["kind"] for e in states[run_id].entries()]
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+    assert "run.crashed" in kinds and kinds[-1] == "run.finished"
+    assert "crashed" not in after.stdout and "refused" in after.stdout
+    assert golive(tmp_path, "machine-b", "audit", "verify").returncode == 0
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(UUID(run_id)).state_name == "Crashed"
+
+
+def test_two_go_lives_on_one_environment_at_the_same_moment_one_proceeds(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", **GATED)
+    first = start_run(tmp_path, plan, "machine-a")
+    second = start_run(tmp_path, plan, "machine-b")
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None and second.poll() is None:
+            time.sleep(0.5)
+        loser = first if first.poll() is not None else second
+        winner = second if loser is first else first
+        said = loser.communicate(timeout=60)[0]
+        gated = [r for r in runs() if any(e["kind"] == "gate.opened" for e in r.entries())]
+        approved = golive(
+            tmp_path, "machine-c", "approve", gated[0].run_id, "--as", "demo-approver"
+        )
+        winner_said = winner.communicate(timeout=120)[0]
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
+
+    assert loser.returncode == 1 and "environment 'demo' is held by run" in said, said
+    assert approved.returncode == 0, approved.stderr
+    assert winner.returncode == 0, winner_said
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
+
+
+def test_an_emergency_rollback_of_a_successful_run_and_what_it_refuses(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, golive_home: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    go_live(str(fleet.write_plan("2.0.0", gates={}, waves=[{"name": "all", "hosts": "100%"}])))
+    [run] = runs()
+    home = {"GOLIVE_HOME": str(golive_home)}
+
+    unknown = subprocess.run(
+        [GOLIVE, "rollback", "feedface", "--yes"],
+        env=os.environ | home,
+        capture_output=True,
+        text=True,
+    )
+    undone = golive(tmp_path, "elsewhere", "rollback", run.run_id, "--yes", "--reason", "bug 42",
+                    GOLIVE_STORE_URL=f"sqlite:///{golive_home / 'store.db'}")  # fmt: skip
+    again = golive(tmp_path, "elsewhere", "rollback", run.run_id, "--yes",
+                   GOLIVE_STORE_URL=f"sqlite:///{golive_home / 'store.db'}")  # fmt: skip
+
+    assert unknown.returncode == 2 and "no run 'feedface'" in unknown.stderr
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert again.returncode == 1 and "was already rolled back" in again.stderr
+    entries = run.entries()
+    assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "rolled back"
+    assert entries[-1]["reason"] == "bug 42"
