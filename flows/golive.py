@@ -15,10 +15,11 @@ from typing import Any, NoReturn
 
 from prefect import flow
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
 
 from flows.rollback import restore_wave, rollback
-from golive.errors import GoLiveError, RunFailed, WaveFailed
+from golive.errors import GoLiveError, Interrupted, RunFailed, WaveFailed
 from golive.journal import RunJournal
 from golive.lease import environment_lease
 from golive.plan import Plan, PostgresBackup, Soak
@@ -54,6 +55,9 @@ def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
             release(plan_file, journal)
         except Exception as failure:
             fail(plan_file, journal, failure)
+        except (KeyboardInterrupt, TerminationSignal) as signal:
+            # Ctrl-C or SIGTERM (a stopped worker, `kill`): roll back what changed, then stop.
+            fail(plan_file, journal, Interrupted(signal))
         finally:
             close_run(journal.run_id)
         journal.write("run.finished", state="completed")

@@ -12,7 +12,8 @@
     │   ├── SmokeCheckFailed      a smoke check did not get the answer it expects
     │   ├── GateRejected          an approver rejected the gate
     │   ├── GateTimedOut          nobody decided before the gate's timeout
-    │   └── SoakFailed            error rate or latency went over the soak thresholds
+    │   ├── SoakFailed            error rate or latency went over the soak thresholds
+    │   └── Interrupted           the run was stopped by a signal (Ctrl-C, SIGTERM)
     ├── RunFailed                 the run stopped: why, and what rollback did about it
     ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
     ├── EnvironmentBusy           another run holds the environment: which, who, until when
@@ -154,6 +155,12 @@ class GateTimedOut(StageError):
 class SoakFailed(StageError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"soak failed: {reason}")
+
+
+class Interrupted(StageError):
+    def __init__(self, signal: BaseException) -> None:
+        how = "Ctrl-C (SIGINT)" if isinstance(signal, KeyboardInterrupt) else "SIGTERM"
+        super().__init__(f"the run was stopped by {how}")
 
 
 class RunFailed(GoLiveError):

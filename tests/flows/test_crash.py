@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
+import pytest
 from prefect import get_client
 from prefect.settings import PREFECT_API_URL
 
@@ -164,3 +165,37 @@ def test_an_emergency_rollback_of_a_successful_run_and_what_it_refuses(
     entries = run.entries()
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "rolled back"
     assert entries[-1]["reason"] == "bug 42"
+
+
+@pytest.mark.parametrize(
+    "how", ["SIGTERM", "SIGINT", "SIGINT to the process group"], ids=["term", "int", "int-group"]
+)
+def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, how: str
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", **GATED)
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        running = start_run(tmp_path, plan, "machine-a")
+        run_id = wait_for_gate(seconds=120)
+        assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
+        number = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
+        if how.endswith("group"):
+            os.killpg(running.pid, number)
+        else:
+            os.kill(running.pid, number)
+        said = running.communicate(timeout=120)[0]
+        [run] = runs()
+        entries = run.entries()
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+
+    assert running.returncode == 1, said
+    assert "Traceback" not in said
+    stopped_by = "SIGTERM" if how == "SIGTERM" else "Ctrl-C (SIGINT)"
+    assert f"the run was stopped by {stopped_by}" in said
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "failed"
+    assert any(e["kind"] == "rollback.finished" and e["complete"] for e in entries)
+    assert run.run_id == run_id
