@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from golive.errors import HostCommandError
+from golive.errors import HostCommandError, describe_os_error
 
 # What a host command inherits from golive's environment: enough to find programs and speak
 # the user's language, and nothing else. golive's own secrets (PGPASSWORD, a plan's
@@ -54,10 +54,20 @@ class LocalShell:
         shutil.copyfile(remote, local)
 
     def readlink(self, remote: str) -> str | None:
+        """Where a link points; None only when nothing is there. Anything else (not a link,
+        no permission) is an error: a host whose `current` cannot be read is not "empty"."""
         try:
             return os.readlink(remote)
-        except OSError:  # no such file, or not a link
+        except FileNotFoundError:
             return None
+        except OSError as error:
+            raise HostCommandError(
+                self.host,
+                f"readlink {remote}",
+                None,
+                "",
+                describe_os_error(error, "cannot read it"),
+            ) from None
 
     def remove(self, remote: str) -> None:
         Path(remote).unlink(missing_ok=True)

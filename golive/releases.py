@@ -184,6 +184,16 @@ class HostReleases:
         target = self.shell.readlink(f"{self.directory}/current")
         return target.rsplit("/", 1)[-1] if target else None
 
+    def confirm_release(self, expected: str | None, step: str) -> None:
+        """Read `current` back after a switch: the host's state is read, never assumed."""
+        found = self.current_release()
+        if found != expected:
+            raise DeployError(
+                self.host.name,
+                step,
+                f"`current` points at {found or 'nothing'} afterwards, not {expected or 'nothing'}",
+            )
+
     def stage(self, manifest: Manifest, version: str) -> Transfer:
         """Send what the host lacks of a release, to be assembled by `activate`."""
         current, on_host, reason = self._inventory(manifest)

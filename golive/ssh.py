@@ -20,7 +20,7 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 from pydantic import SecretStr
 
-from golive.errors import HostCommandError, HostUnreachable
+from golive.errors import HostCommandError, HostUnreachable, describe_os_error
 
 HostKeyPolicy = Literal["strict", "accept-new"]
 
@@ -145,11 +145,20 @@ class SshShell:
             ) from None
 
     def readlink(self, remote: str) -> str | None:
+        """Where a link points; None only when nothing is there (see LocalShell.readlink)."""
         self.open()
         try:
             return str(self.connection.sftp().readlink(remote))
-        except OSError:
+        except FileNotFoundError:
             return None
+        except OSError as error:
+            raise HostCommandError(
+                self.host,
+                f"readlink {remote}",
+                None,
+                "",
+                describe_os_error(error, "cannot read it"),
+            ) from None
 
     def remove(self, remote: str) -> None:
         self.open()

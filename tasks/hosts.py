@@ -54,6 +54,7 @@ def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[
             if not failed.switched:
                 journal.write("host.switch_abandoned", **switch)
             raise
+        transport.confirm_release(version, f"switch to {version}")
         journal.write("host.switched", **switch)
         transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
         result["seconds"] = round(time.monotonic() - started, 3)
@@ -73,6 +74,7 @@ def restore_host(
         if release is not None and not SAFE_NAME.match(release):
             raise DeployError(host.name, f"switch back to {release!r}", "not a release name")
         transport.switch(release)
+        transport.confirm_release(release, f"switch back to {release or 'no release'}")
         # What the run backed up, as its journal says: the same paths it found at its start.
         started = next(journal.of_kind("run.started"), {})
         paths = started.get("backup_paths", backup_paths(plan))[1:]  # `current` is back already

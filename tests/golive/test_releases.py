@@ -292,3 +292,12 @@ def test_nested_backed_up_paths_come_back_and_ones_that_did_not_exist_go(
     assert restored == ["shared/uploads"]
     assert (root / "shared" / "uploads" / "a.png").read_text() == "before"
     assert not (root / "shared" / "cache").exists()
+
+
+def test_a_current_that_cannot_be_read_is_an_error_not_no_release(host: HostReleases) -> None:
+    assert host.current_release() is None  # nothing there: no release yet
+    (Path(host.directory) / "current").mkdir()  # something there, but not golive's link
+    with pytest.raises(HostCommandError, match=r"readlink .*/current.* cannot read it"):
+        host.current_release()
+    with pytest.raises(HostCommandError):
+        host.confirm_release("2.0.0", "switch to 2.0.0")
