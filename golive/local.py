@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -28,24 +29,28 @@ class LocalShell:
         self.host = host
 
     def run(self, command: str, timeout: float) -> str:
-        try:
-            done = subprocess.run(
-                command,
-                shell=True,
-                timeout=timeout,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=host_environment(),
-            )
-        except subprocess.TimeoutExpired as expired:
-            output = expired.output if isinstance(expired.output, str) else ""
-            raise HostCommandError(
-                self.host, command, None, output, reason=f"did not finish within {timeout:g}s"
-            ) from None
-        if done.returncode != 0:
-            raise HostCommandError(self.host, command, done.returncode, done.stdout)
-        return done.stdout
+        # Its own process group, so a command past its time is stopped with everything it
+        # started, not just the shell.
+        with subprocess.Popen(
+            command,
+            shell=True,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=host_environment(),
+            start_new_session=True,
+        ) as process:
+            try:
+                output, _ = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                output, _ = process.communicate()
+                raise HostCommandError(
+                    self.host, command, None, output, reason=f"did not finish within {timeout:g}s"
+                ) from None
+        if process.returncode != 0:
+            raise HostCommandError(self.host, command, process.returncode, output)
+        return output
 
     def put(self, local: Path, remote: str) -> None:
         shutil.copyfile(local, remote)

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -205,6 +206,17 @@ def test_a_failing_command_names_host_command_exit_code_and_last_lines(
 def test_a_command_past_its_timeout_is_stopped_and_reported(host: HostReleases) -> None:
     with pytest.raises(HostCommandError, match=r"did not finish within 0.5s"):
         host.run("echo started; sleep 30", timeout=0.5)
+
+
+def test_a_local_command_past_its_timeout_is_stopped_with_all_it_started(tmp_path: Path) -> None:
+    (tmp_path / "web1").mkdir()
+    host = HostReleases(Host(name="web1"), LocalShell("web1"), str(tmp_path / "web1"))
+    marker = "30.4242"
+    with pytest.raises(HostCommandError, match=r"did not finish within 0.5s"):
+        host.run(f"sleep {marker} & sleep {marker}; wait", timeout=0.5)
+    time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    assert left.stdout == "", "the command's children outlived its timeout"
 
 
 def test_commands_run_in_the_deploy_directory_and_know_the_host(host: HostReleases) -> None:
