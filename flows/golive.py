@@ -31,6 +31,7 @@ from tasks.approvals import wait_for_gate
 from tasks.backups import backup_paths
 from tasks.databases import apply_migration, back_up_database
 from tasks.hosts import deploy_host, on_every_host
+from tasks.notifications import notify
 from tasks.preflight import preflight
 from tasks.reports import progress_bar, publish_record
 from tasks.smoke import smoke_check_host
@@ -203,12 +204,34 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoRetu
         else:
             undone = "Nothing had been changed, so nothing was rolled back."
     except GoLiveError as rollback_failure:
-        journal.write("run.finished", state="failed", reason=f"{failure}; {rollback_failure}")
+        journal.write(
+            "run.finished", state="rollback failed", reason=f"{failure}; {rollback_failure}"
+        )
+        tell_rollback_failed(plan_file.plan, journal, rollback_failure)
         publish_record(journal)
         raise rollback_failure from failure
     journal.write("run.finished", state="failed", reason=str(failure), rolled_back=changed)
     publish_record(journal)
     raise RunFailed(what, failure, undone, str(journal.run_dir / "record.json")) from failure
+
+
+def tell_rollback_failed(plan: Plan, journal: RunJournal, failure: GoLiveError) -> None:
+    """A rollback that could not finish needs a person now: every webhook of the plan says so."""
+    hosts = sorted(getattr(failure, "failures", {}))
+    notify(
+        plan,
+        journal,
+        {
+            "event": "rollback.failed",
+            "run_id": journal.run_id,
+            "release": plan.release.name,
+            "version": plan.release.version,
+            "environment": plan.environment,
+            "not_restored": hosts,
+            "what_to_do": f"see `golive status {journal.run_id}`; fix the hosts named, then "
+            f"`golive rollback {journal.run_id}`",
+        },
+    )
 
 
 def whoami() -> str:

@@ -28,6 +28,7 @@ from golive.errors import (
     GoLiveError,
     PlanError,
     RecordTampered,
+    RollbackIncomplete,
     RunNotFound,
     StoreError,
     describe_os_error,
@@ -47,8 +48,17 @@ from golive.undo import Undo
 console = Console()
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 _EXPORTS = ("jsonl", "csv", "html")
-_STATES = ("running", "completed", "partial", "failed", "crashed", "rolled back", "refused")
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 1, 2, 3
+_STATES = (
+    "running",
+    "completed",
+    "partial",
+    "failed",
+    "crashed",
+    "rolled back",
+    "rollback failed",
+    "refused",
+)
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_ROLLBACK_FAILED = 1, 2, 3, 4
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a fault in golive itself, not in what it was given
 
 
@@ -97,7 +107,8 @@ def validate(plan: Path) -> None:
 @click.option("--as", "triggered_by", default="", help="Who triggers the run (default: user@host).")
 def run(plan: Path, triggered_by: str) -> None:
     """Carry out a plan. Exit 0: live on every host; 3: live, but hosts were taken out within
-    a failure budget; 1: failed (and rolled back); 2: the plan is not valid."""
+    a failure budget; 1: failed (and rolled back); 4: failed, and the rollback could not put
+    every host back (they need a person); 2: the plan is not valid."""
     if printable(triggered_by) != triggered_by or len(triggered_by) > 200:
         _bad_input("--as: a name of at most 200 characters, without control characters")
     _load(plan)
@@ -517,7 +528,7 @@ def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> i
         except GoLiveError as failure:
             journal.write("run.finished", state="rollback failed", reason=str(failure))
             Console(stderr=True).print(f"[red]{escape(str(failure))}[/]", highlight=False)
-            return EXIT_FAILED
+            return EXIT_ROLLBACK_FAILED if isinstance(failure, RollbackIncomplete) else EXIT_FAILED
         ended = "failed" if not undo.finished else "rolled back"
         why = f"crashed; rolled back: {reason}" if not undo.finished else reason
         journal.write("run.finished", state=ended, reason=why)
@@ -549,8 +560,15 @@ def _run_go_live(plan: Path, triggered_by: str) -> int:
     with LiveProgress(console, PREFECT_UI_URL.value()):
         try:
             record = go_live(plan_path=str(plan.resolve()), triggered_by=triggered_by)
+        except RollbackIncomplete as failure:
+            console.print(
+                f"[bold red]Rollback failed: {escape(str(failure))}[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return EXIT_ROLLBACK_FAILED
         except GoLiveError as failure:
-            console.print(f"[red]{escape(str(failure))}[/]", highlight=False)
+            console.print(f"[red]{escape(str(failure))}[/]", highlight=False, soft_wrap=True)
             return EXIT_FAILED
     if record["taken_out"]:
         hosts = ", ".join(record["taken_out"])

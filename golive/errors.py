@@ -196,8 +196,8 @@ class UnfinishedRun(GoLiveError):
         self.run_ids = list(run_ids)
         runs = ", ".join(self.run_ids)
         super().__init__(
-            f"environment {environment!r} has an unfinished run whose process is gone "
-            f"(crashed or killed): {runs}. Its hosts may be on mixed releases; roll it back "
+            f"environment {environment!r} has an unfinished run (its process is gone, or its "
+            f"rollback failed): {runs}. Its hosts may be on mixed releases; roll it back "
             f"first: `golive rollback {self.run_ids[0]}`"
         )
 

@@ -95,9 +95,10 @@ def take(
 def crashed_runs(
     store: RunStore, environment: str, now: float, exclude: Sequence[str] = ()
 ) -> list[str]:
-    """Runs of the environment that never finished and hold no live lease, started before
-    the runs in `exclude`: their process died (or was killed) mid-run. (A run that started
-    at the same moment and lost the race for the lease is refused, not crashed.)"""
+    """Runs of the environment, started before the runs in `exclude`, that left its hosts in
+    an unknown state: those that never finished and hold no live lease (their process died or
+    was killed mid-run), and those whose rollback failed. (A run that started at the same
+    moment and lost the race for the lease is refused, not crashed.)"""
     held = store.lease(environment)
     alive = held.run_id if held is not None and held.expires > now else None
     rows = [row for row in store.run_rows() if row.environment == environment]
@@ -106,10 +107,9 @@ def crashed_runs(
     return [
         row.run_id
         for row in rows
-        if row.state == "running"
-        and row.started_at < started
+        if row.started_at < started
         and row.run_id not in (alive, *exclude)
-        and _gone(store, row, now)
+        and (row.state == "rollback failed" or (row.state == "running" and _gone(store, row, now)))
     ]
 
 

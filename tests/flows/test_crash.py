@@ -5,6 +5,7 @@ shared through its URL, each process in its own working folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_anothe
     assert alive.returncode == 1 and f"is held by run {run_id}" in alive.stderr
     assert "crashed" in status.stdout and f"golive rollback {run_id[:8]}" in status.stdout
     assert refused.returncode == 1
-    assert f"has an unfinished run whose process is gone (crashed or killed): {run_id}" in (
+    assert f"has an unfinished run (its process is gone, or its rollback failed): {run_id}" in (
         refused.stdout + refused.stderr
     )
     assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
@@ -199,3 +200,24 @@ def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "failed"
     assert any(e["kind"] == "rollback.finished" and e["complete"] for e in entries)
     assert run.run_id == run_id
+
+
+def test_a_rollback_that_cannot_finish_ends_apart_names_the_hosts_and_holds_the_environment(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, golive_home: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", gates={}, waves=[{"name": "all", "hosts": "100%"}])
+    go_live(str(plan))
+    [run] = runs()
+    shutil.rmtree(fleet.host_dir("web2") / "releases" / "1.0.0")  # what web2 would go back to
+    store = {"GOLIVE_STORE_URL": f"sqlite:///{golive_home / 'store.db'}"}
+
+    failed = golive(tmp_path, "ops", "rollback", run.run_id, "--yes", **store)
+    refused = golive(tmp_path, "ops", "run", str(plan), **store)
+
+    assert failed.returncode == 4, failed.stdout + failed.stderr
+    assert "web2: could not switch to 1.0.0" in failed.stderr and "web1" not in failed.stderr
+    assert serving(fleet)["web1"] == "1.0.0/1.0.0/ok"
+    entries = run.entries()
+    assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "rollback failed"
+    assert refused.returncode == 1 and f"golive rollback {run.run_id}" in refused.stdout
