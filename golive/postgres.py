@@ -173,26 +173,88 @@ def verify(db: Database, backup: Dump) -> RowCounts:
     return restored
 
 
-def restore(db: Database, backup: Dump) -> RowCounts:
-    """Put the database back as the dump holds it, in one transaction, and prove it."""
-    _run(
-        db,
-        "restore",
-        [
-            "pg_restore",
-            "--clean",
-            "--if-exists",
-            "--single-transaction",
-            "--exit-on-error",
-            "--no-owner",
-            f"--dbname={db.conninfo()}",
-            str(backup.path),
-        ],
-    )
-    with db.connect() as conn:
-        restored = row_counts(conn)
-    _compare(db, "verify restore", backup.row_counts, restored)
+def restore(db: Database, backup: Dump, keep_as: str) -> RowCounts:
+    """Put the database back exactly as the dump holds it, or not at all. The dump (its
+    checksum re-read first) is restored into a fresh database and its row counts checked
+    there; then, in one transaction, the database is renamed `keep_as` (kept, with every
+    write made since the backup, for whoever needs them) and the fresh one takes its name.
+    Nothing a migration created survives, and a failure before the swap changes nothing."""
+    if sha256_of(backup.path) != backup.sha256:
+        raise DatabaseError(
+            db.name, "restore", f"{backup.path} changed since it was verified (sha256 differs)"
+        )
+    fresh = f"golive_restore_{uuid.uuid4().hex[:12]}"
+    _create_like(db, fresh)
+    try:
+        _run(
+            db,
+            "restore into a fresh database",
+            [
+                "pg_restore",
+                "--no-owner",
+                "--single-transaction",
+                "--exit-on-error",
+                f"--dbname={db.conninfo(fresh)}",
+                str(backup.path),
+            ],
+        )
+        with db.connect(fresh) as conn:
+            restored = row_counts(conn)
+        _compare(db, "verify restore", backup.row_counts, restored)
+        _swap(db, fresh, keep_as)
+    except BaseException:
+        _drop(db, fresh)
+        raise
     return restored
+
+
+def kept_name(dbname: str, run_id: str) -> str:
+    """What a database replaced by a rollback is called: its name, the run, within 63 bytes."""
+    return f"{dbname[:36]}_before_rollback_{run_id[:8]}"
+
+
+def _create_like(db: Database, name: str) -> None:
+    """A new database owned as the one it will replace (where golive may do that)."""
+    with db.connect("postgres", autocommit=True) as admin:
+        found = admin.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", [db.dbname]
+        ).fetchone()
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        try:
+            owner = sql.SQL(" OWNER {}").format(sql.Identifier(found[0])) if found else sql.SQL("")
+            admin.execute(create + owner)
+        except psycopg.errors.InsufficientPrivilege:
+            admin.execute(create)
+
+
+def _swap(db: Database, fresh: str, keep_as: str, attempts: int = 5) -> None:
+    """Rename in one transaction; the application's sessions are ended first (it is being
+    rolled back), and again if one reconnects in between."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with db.connect("postgres") as admin, admin.transaction():
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [db.dbname],
+                )
+                rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+                admin.execute(rename.format(sql.Identifier(db.dbname), sql.Identifier(keep_as)))
+                admin.execute(rename.format(sql.Identifier(fresh), sql.Identifier(db.dbname)))
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts:
+                raise DatabaseError(
+                    db.name, "swap in the restored database", "sessions kept reconnecting to it"
+                ) from None
+            time.sleep(0.2 * attempt)
+
+
+def _drop(db: Database, name: str) -> None:
+    with db.connect("postgres", autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @contextmanager

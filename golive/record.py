@@ -57,6 +57,10 @@ def _step_ended(record: dict[str, Any], entry: Entry) -> None:
         step |= {"outcome": "failed", "error": entry.get("error")}
     if entry["stage"] == "deploy":
         _deployed(record["hosts"].setdefault(entry["host"], {}), step)
+    if entry["stage"] == "restore" and step["outcome"] == "ok" and step["result"].get("kept_as"):
+        _database(record, {"database": entry["host"].removeprefix("database ")}).update(
+            kept_as=step["result"]["kept_as"]
+        )
 
 
 def _deployed(host: dict[str, Any], step: dict[str, Any]) -> None:

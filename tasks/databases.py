@@ -150,6 +150,9 @@ def restore_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, in
     backup = Dump(
         Path(entry["path"]), entry["sha256"], entry["size"], entry["seconds"], entry["row_counts"]
     )
+    db = database(plan, name)
     with journal.step("restore", host=f"database {name}") as result:
-        result["row_counts"] = postgres.restore(database(plan, name), backup)
+        kept = postgres.kept_name(db.dbname, journal.run_id)
+        result["row_counts"] = postgres.restore(db, backup, keep_as=kept)
+        result["kept_as"] = kept
     return dict(result["row_counts"])

@@ -129,9 +129,13 @@ def database(
         with psycopg.connect(
             host=host, port=port, user=user, dbname="postgres", autocommit=True, password=password
         ) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-            )
+            kept = admin.execute(  # what rollbacks replaced it with, and kept
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{dbname}_before_%"]
+            ).fetchall()
+            for name in [dbname, *(row[0] for row in kept)]:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
 
 def fingerprint(db: Database) -> tuple[int, int, str]:

@@ -92,6 +92,35 @@ def test_a_go_live_that_fails_after_migrating_restores_the_database_exactly(
     assert kinds(journal).index("database.backed_up") < kinds(journal).index("migration.applying")
 
 
+def test_a_rollback_leaves_nothing_a_migration_created_even_tables_that_reference_others(
+    make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    before = fingerprint(shop_db)
+    plan = data_plan(fleet, shop_db, tmp_path, "3.0.0", checks=[])
+    (tmp_path / "0042_cents.sql").write_text(
+        "CREATE TABLE refunds (id serial PRIMARY KEY, order_id int REFERENCES orders(id));\n"
+        "CREATE TABLE notes (id serial PRIMARY KEY, body text);\n"
+        "ALTER TABLE orders ADD COLUMN total_cents bigint;\n"
+        "INSERT INTO refunds (order_id) SELECT id FROM orders LIMIT 10;\n"
+        "UPDATE orders SET total = total + 1;\n"  # writes after the backup
+    )
+
+    with pytest.raises(RunFailed, match="smoke check 'health' failed"):
+        go_live(plan)
+
+    assert fingerprint(shop_db) == before
+    with shop_db.connect() as conn:
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables")}
+    assert {"refunds", "notes"}.isdisjoint(tables) and "total_cents" not in columns(shop_db)
+    _, record = only_run()
+    kept = record["databases"]["shop"]["kept_as"]
+    with shop_db.connect(kept) as conn:  # the writes since the backup are not thrown away
+        assert conn.execute("SELECT count(*) FROM refunds").fetchone() == (10,)
+    with shop_db.connect("postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{kept}" WITH (FORCE)')
+
+
 def test_a_database_that_demands_a_password_is_backed_up_and_restored_without_revealing_it(
     make_fleet: Callable[..., DemoFleet],
     guarded_db: Database,
