@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from shlex import quote
 
-from golive.errors import DeployError, HostCommandError, describe_os_error
+from golive.errors import DeployError, HostCommandError, HostUnreachable, describe_os_error
 from golive.manifest import MANIFEST_NAME, Manifest, changes_tarball, parse_sums, sha256_of
 from golive.plan import Host, host_relative
 from golive.private import reserve_private
@@ -307,11 +307,20 @@ class HostReleases:
         try:
             output = self.shell.run(script, QUICK * 5)
         except HostCommandError as error:
-            moved = any(_SWITCHED in line for line in error.output_tail)
+            moved = switch and self._may_have_moved(version)
             if not moved:
                 self.shell.run(f"rm -rf {quote(self.releases)}/{staging}.*", QUICK)
             raise SwitchFailed(self.host.name, version, str(error), moved) from error
         return [line for line in output.splitlines() if line and _SWITCHED not in line]
+
+    def _may_have_moved(self, version: str) -> bool:
+        """After a failed activation, whether `current` moved: read from the host, never
+        guessed from the command's output (a connection lost after the switch has none).
+        A host that cannot be read may have moved."""
+        try:
+            return self.current_release() == version
+        except (HostCommandError, HostUnreachable, OSError):
+            return True
 
     def put_release(self, manifest: Manifest, version: str) -> Transfer:
         """Stage and assemble a release without switching to it."""
