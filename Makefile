@@ -44,3 +44,4 @@ bench: $(BIN)/golive sshd
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/approval.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/rollback.py

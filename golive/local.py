@@ -8,7 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from golive.errors import HostCommandError, describe_os_error
+from golive.errors import HostCommandError
+from golive.shell import unreadable_link
 
 # What a host command inherits from golive's environment: enough to find programs and speak
 # the user's language, and nothing else. golive's own secrets (PGPASSWORD, a plan's
@@ -59,20 +60,12 @@ class LocalShell:
         shutil.copyfile(remote, local)
 
     def readlink(self, remote: str) -> str | None:
-        """Where a link points; None only when nothing is there. Anything else (not a link,
-        no permission) is an error: a host whose `current` cannot be read is not "empty"."""
         try:
             return os.readlink(remote)
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise HostCommandError(
-                self.host,
-                f"readlink {remote}",
-                None,
-                "",
-                describe_os_error(error, "cannot read it"),
-            ) from None
+            raise unreadable_link(self.host, remote, error) from None
 
     def remove(self, remote: str) -> None:
         Path(remote).unlink(missing_ok=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from golive.errors import HostCommandError, describe_os_error
+
 
 class Shell(Protocol):
     host: str
@@ -20,7 +22,9 @@ class Shell(Protocol):
     def put(self, local: Path, remote: str) -> None: ...
 
     def readlink(self, remote: str) -> str | None:
-        """Where a symlink points, or None if there is no link."""
+        """Where a symlink points; None only when nothing is there. Anything else (not a
+        link, no permission) raises `unreadable_link`: a host whose `current` cannot be read
+        is not a host with no release."""
         ...
 
     def remove(self, remote: str) -> None:
@@ -30,3 +34,9 @@ class Shell(Protocol):
     def get(self, remote: str, local: Path) -> None: ...
 
     def close(self) -> None: ...
+
+
+def unreadable_link(host: str, remote: str, error: OSError) -> HostCommandError:
+    return HostCommandError(
+        host, f"readlink {remote}", None, "", describe_os_error(error, "cannot read it")
+    )

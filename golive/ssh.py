@@ -20,7 +20,8 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 from pydantic import SecretStr
 
-from golive.errors import HostCommandError, HostUnreachable, describe_os_error
+from golive.errors import HostCommandError, HostUnreachable
+from golive.shell import unreadable_link
 
 HostKeyPolicy = Literal["strict", "accept-new"]
 
@@ -145,20 +146,13 @@ class SshShell:
             ) from None
 
     def readlink(self, remote: str) -> str | None:
-        """Where a link points; None only when nothing is there (see LocalShell.readlink)."""
         self.open()
         try:
             return str(self.connection.sftp().readlink(remote))
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise HostCommandError(
-                self.host,
-                f"readlink {remote}",
-                None,
-                "",
-                describe_os_error(error, "cannot read it"),
-            ) from None
+            raise unreadable_link(self.host, remote, error) from None
 
     def remove(self, remote: str) -> None:
         self.open()

@@ -3,8 +3,11 @@ as someone with write access to the database could make them."""
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -129,3 +132,17 @@ def wait_for_gate(seconds: float = 60) -> str:
             return found[0].run_id
         time.sleep(0.2)
     raise AssertionError("the run never opened its gate")
+
+
+def go_live_in_background(plan: Path) -> tuple[threading.Thread, dict[str, Any]]:
+    """The go-live flow in a thread of this process (with Prefect's settings), as a person's
+    terminal would run it while someone else acts on it; the dict gets its record."""
+    from flows.golive import go_live
+
+    finished: dict[str, Any] = {}
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(lambda: finished.update(go_live(str(plan))),), daemon=True
+    )
+    thread.start()
+    return thread, finished

@@ -5,7 +5,6 @@ base64-encoded, including the store's database and Prefect's."""
 from __future__ import annotations
 
 import base64
-import contextvars
 import os
 import subprocess
 import sys
@@ -22,14 +21,13 @@ from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_UR
 from blocks.postgres import PostgresDatabase
 from blocks.store import RunStoreBlock
 from blocks.webhook import Webhook
-from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
 from golive.postgres import Database
 from golive.store import forget_stores
 from tests.conftest import PG_PASSWORD
 from tests.flows.test_data import data_plan
 from tests.pg import admin_connection, empty_database
-from tests.runstore import sql, wait_for_gate
+from tests.runstore import go_live_in_background, sql, wait_for_gate
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
 WEBHOOK_TOKEN = "planted-webhook-token-71c2"
@@ -118,12 +116,7 @@ def test_planted_secrets_reach_no_output(
     }
     plan.write_text(yaml.safe_dump(sections))
 
-    finished: dict[str, Any] = {}
-    context = contextvars.copy_context()
-    thread = threading.Thread(
-        target=context.run, args=(lambda: finished.update(go_live(str(plan))),), daemon=True
-    )
-    thread.start()
+    thread, finished = go_live_in_background(plan)
     run_id = wait_for_gate()
     approved = golive(
         "approve", run_id, "--as", "bob", "--key", str(tmp_path / "bob.key"),

@@ -4,7 +4,6 @@ GOLIVE_HOME, only the store's URL and the Prefect API), and exports read by Chro
 
 from __future__ import annotations
 
-import contextvars
 import csv
 import hashlib
 import io
@@ -14,11 +13,9 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prefect.settings import PREFECT_API_URL
@@ -28,7 +25,7 @@ from golive.audit import read_jsonl
 from golive.demo.fleet import DemoFleet
 from golive.journal import run_store
 from tests.flows.test_golive import serving
-from tests.runstore import runs, wait_for_gate, write_run
+from tests.runstore import go_live_in_background, runs, wait_for_gate, write_run
 from tests.unavailable import unavailable
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
@@ -87,12 +84,7 @@ def test_another_machine_follows_approves_and_rolls_back_a_run_from_the_store_al
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", soak=None, backups=[])
-    finished: dict[str, Any] = {}
-    context = contextvars.copy_context()
-    thread = threading.Thread(
-        target=context.run, args=(lambda: finished.update(go_live(str(plan))),), daemon=True
-    )
-    thread.start()
+    thread, finished = go_live_in_background(plan)
     run_id = wait_for_gate()
     elsewhere = other_machine(tmp_path)
 
