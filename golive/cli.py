@@ -494,6 +494,8 @@ def _data_choice(undo: Undo, hosts_only: bool, data: str | None) -> bool:
             )
         return False
     if undo.finished and not data:
+        for name in undo.databases:
+            console.print(_writes_since_backup(undo, name))
         _bad_input(
             f"run {undo.run_id} finished, and migrated {', '.join(undo.databases)}: restoring "
             "the backup taken at its start loses every write made since. Choose --data "
@@ -511,6 +513,27 @@ def _show_undo(undo: Undo, restore: bool) -> None:
     for name in undo.databases:
         what = "restored from this run's verified backup" if restore else "left as it is"
         console.print(f"database {escape(name)}: {what}", highlight=False)
+        if undo.finished:
+            console.print(_writes_since_backup(undo, name))
+
+
+def _writes_since_backup(undo: Undo, name: str) -> Table | str:
+    """Rows per table now against the run's backup: what restoring it would take away."""
+    _quiet_prefect_console()
+    from golive.postgres import DatabaseError, row_counts
+    from tasks.databases import database
+
+    try:
+        with database(undo.plan, name).connect() as conn:
+            now = row_counts(conn)
+    except (DatabaseError, GoLiveError) as error:
+        return f"[yellow]  rows written since the backup: cannot tell ({escape(str(error))})[/]"
+    at_backup = undo.row_counts.get(name, {})
+    table = Table("table", "rows at the backup", "rows now", "since", title=f"database {name}")
+    for table_name in sorted(at_backup.keys() | now.keys()):
+        before, after = at_backup.get(table_name, 0), now.get(table_name, 0)
+        table.add_row(escape(table_name), str(before), str(after), f"{after - before:+d}")
+    return table
 
 
 def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> int:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from golive.errors import NothingToRollBack
 from golive.journal import Entry, RunJournal
-from golive.record import hosts_to_restore, migrated_databases, point_of_no_return
+from golive.plan import Plan
+from golive.record import hosts_to_restore, migrated_databases, point_of_no_return, stored_plan
 from golive.store import RunStore
 
 
@@ -24,6 +25,8 @@ class Undo:
     hosts: dict[str, str | None]  # host -> the release it goes back to
     databases: list[str]  # migrated, restorable from this run's verified backups
     beyond_return: str | None  # an irreversible migration ran: the data rolls forward
+    plan: Plan  # as the run carried it out
+    row_counts: dict[str, dict[str, int]]  # per database, per table, at the backup
 
 
 def what_to_undo(journal: RunJournal) -> Undo:
@@ -47,6 +50,10 @@ def what_to_undo(journal: RunJournal) -> Undo:
         hosts=hosts,
         databases=databases,
         beyond_return=beyond["file"] if beyond else None,
+        plan=stored_plan(entries),
+        row_counts={
+            e["database"]: e["row_counts"] for e in entries if e["kind"] == "database.backed_up"
+        },
     )
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -276,3 +279,30 @@ def test_a_database_and_its_backup_storage_can_come_from_blocks(
     assert "unused-with-trust-auth" not in json.dumps(journal.entries())
     assert b"unused-with-trust-auth" not in (golive_home() / "store.db").read_bytes()
     assert "unused-with-trust-auth" not in (journal.run_dir / "record.json").read_text()
+
+
+def test_an_emergency_rollback_of_a_finished_run_restores_data_only_when_asked(
+    make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path, golive_home: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    before = fingerprint(shop_db)
+    go_live(data_plan(fleet, shop_db, tmp_path, "2.0.0"))
+    with shop_db.connect() as conn:  # the application writes after the go-live
+        conn.execute(
+            "INSERT INTO customers (name) SELECT 'late ' || i FROM generate_series(1, 5) i"
+        )
+        conn.commit()
+    [run] = runs()
+    rollback = [str(Path(sys.executable).parent / "golive"), "rollback", run.run_id, "--yes"]
+    environment = os.environ | {"GOLIVE_HOME": str(golive_home), "COLUMNS": "200"}
+
+    unchosen = subprocess.run(rollback, env=environment, capture_output=True, text=True)
+    restored = subprocess.run(
+        [*rollback, "--data", "restore"], env=environment, capture_output=True, text=True
+    )
+
+    assert unchosen.returncode == 2 and "Choose --data restore, or --hosts-only" in unchosen.stderr
+    assert "public.customers" in unchosen.stdout and "+5" in unchosen.stdout
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert fingerprint(shop_db) == before and "total_cents" not in columns(shop_db)
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
