@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_URL
 
 from blocks.postgres import PostgresDatabase
+from blocks.ssh import SshHost
 from blocks.store import RunStoreBlock
 from blocks.webhook import Webhook
+from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
 from golive.postgres import Database
 from golive.store import forget_stores
@@ -28,6 +31,7 @@ from tests.conftest import PG_PASSWORD
 from tests.flows.test_data import data_plan
 from tests.pg import admin_connection, empty_database
 from tests.runstore import go_live_in_background, sql, wait_for_gate
+from tests.sshd import SshdFleet
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
 WEBHOOK_TOKEN = "planted-webhook-token-71c2"
@@ -178,3 +182,64 @@ def prefect_database() -> bytes:
     url = str(PREFECT_API_DATABASE_CONNECTION_URL.value())
     path = Path(url.split(":///", 1)[1])
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+SSH_PASSPHRASE = "planted-ssh-passphrase-3e7f"
+
+
+def test_an_ssh_hosts_key_and_passphrase_from_its_block_reach_no_output(
+    make_ssh_fleet: Callable[..., tuple[DemoFleet, dict[str, Any]]],
+    sshd_fleet: SshdFleet,
+    golive_home: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fleet, targets = make_ssh_fleet(hosts=1)
+    sshd = sshd_fleet.hosts["web1"]
+    key = serialization.load_ssh_private_key(sshd_fleet.client_key.read_bytes(), None)
+    private_key = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(SSH_PASSPHRASE.encode()),
+    ).decode()
+    SshHost(
+        address="127.0.0.1",
+        port=sshd.port,
+        user=targets["hosts"][0]["user"],
+        private_key=private_key,
+        passphrase=SSH_PASSPHRASE,
+        known_hosts=f"[127.0.0.1]:{sshd.port} {sshd.host_key}",
+    ).save("web1", overwrite=True)
+    port = str(fleet.hosts[0].vars["http_port"])
+    targets = targets | {
+        "hosts": ["web1"],
+        "path": str(fleet.host_dir("web1")),
+        "restart": targets["restart"].replace("{http_port}", port),
+    }
+    smoke = [fleet.template["smoke"][0] | {"url": f"http://127.0.0.1:{port}/health"}]
+    plan = fleet.write_plan(
+        "2.0.0",
+        targets=targets,
+        gates={},
+        soak=None,
+        smoke=smoke,
+        waves=[{"name": "all", "hosts": 1}],
+    )
+
+    record = go_live(str(plan))
+
+    assert record["state"] == "completed"
+    exports = "".join(golive("audit", "export", "--format", f).stdout for f in ("jsonl", "html"))
+    outputs = {
+        "exports": exports.encode(),
+        "logs": (caplog.text + "".join(capfd.readouterr())).encode(),
+        "store and run files": b"".join(
+            p.read_bytes() for p in golive_home.rglob("*") if p.is_file()
+        ),
+        "prefect database": prefect_database(),
+    }
+    key_body = private_key.splitlines()[2]  # a line of the key's base64 text
+    for where, data in outputs.items():
+        for secret in (SSH_PASSPHRASE, key_body):
+            for form in encodings(secret):
+                assert form not in data, f"{secret[:12]}… found in {where} as {form!r}"
