@@ -14,7 +14,8 @@ URL. SQLAlchemy Core; the schema is kept by Alembic migrations (`golive/store_sc
 `append` returns only once the entry is committed (SQLite: WAL with synchronous=FULL).
 Writers take the store's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: advisory locks),
 so many processes and machines append at once without losing or interleaving entries.
-golive never updates or deletes a row.
+golive never updates or deletes an entry, a link or a run's row; only leases (golive_leases,
+one go-live per environment: see golive/lease.py) change.
 
     entry hash = sha256(prev ␟ run_id ␟ seq ␟ at ␟ kind ␟ v ␟ body)
     link hash  = sha256(prev ␟ pos ␟ run_id ␟ event ␟ state ␟ entries ␟ run_head ␟ at)
@@ -236,13 +237,13 @@ class RunStore:
     ) -> list[StoredEntry]:
         """Append entries to a run's chain in one transaction; with `seal`, then seal the
         run's head into the store's chain with that state. Returns the entries as stored."""
-        with self._writing([run_id]) as connection:
+        with self._writing() as connection:
             return self._append(connection, run_id, new, seal)
 
     def import_run(self, run_id: str, new: Sequence[NewEntry], seal: str | None) -> bool:
         """Append a whole older run, unless the store has it already (another process may be
         importing it at the same moment). Returns whether it was imported."""
-        with self._writing([run_id]) as connection:
+        with self._writing() as connection:
             if self._ends(connection, run_id).seq:
                 return False
             self._append(connection, run_id, new, seal)
@@ -305,7 +306,7 @@ class RunStore:
         ends.pos, ends.head, ends.state = pos, digest, state
 
     @contextmanager
-    def _writing(self, run_ids: Sequence[str]) -> Iterator[Connection]:
+    def _writing(self) -> Iterator[Connection]:
         # One writer per process at a time, then the database's own write lock across
         # processes and machines: the chain of a run and of the heads is read and extended
         # in one transaction.
@@ -322,7 +323,7 @@ class RunStore:
     def take_lease(self, lease: Lease, now: float) -> Lease | None:
         """Take the environment's lease, unless it is held and has not expired by `now`;
         then return the lease that holds it."""
-        with self._writing([lease.run_id]) as connection:
+        with self._writing() as connection:
             held = self._lease_on(connection, lease.environment)
             if held is not None and held.expires > now:
                 return held
@@ -334,7 +335,7 @@ class RunStore:
 
     def renew_lease(self, lease: Lease, expires: float) -> bool:
         """Move the lease's expiry on; False if its holder no longer holds it."""
-        with self._writing([lease.run_id]) as connection:
+        with self._writing() as connection:
             renewed = connection.execute(
                 leases_table.update()
                 .where(leases_table.c.environment == lease.environment)
@@ -344,7 +345,7 @@ class RunStore:
             return bool(renewed.rowcount)
 
     def drop_lease(self, lease: Lease) -> None:
-        with self._writing([lease.run_id]) as connection:
+        with self._writing() as connection:
             connection.execute(
                 leases_table.delete()
                 .where(leases_table.c.environment == lease.environment)
@@ -591,7 +592,7 @@ def _upgrade(store: RunStore, create: bool) -> None:
             return
         if not create:
             _refuse_foreign(store, connection)
-    with store._writing([]) as connection:
+    with store._writing() as connection:
         # Again under the lock: another process may have created the schema meanwhile.
         current = _revision_on(connection)
         _refuse_newer(store, current)
