@@ -69,8 +69,28 @@ def test_a_restore_puts_the_data_back_and_proves_it(shop_db: Database, tmp_path:
     with shop_db.connect() as conn:
         conn.execute("DELETE FROM orders WHERE id % 2 = 0; UPDATE customers SET name = 'x'")
 
-    assert postgres.restore(shop_db, backup) == backup.row_counts
+    kept = postgres.kept_name(shop_db.dbname, "0123abcd-run")
+    assert postgres.restore(shop_db, backup, keep_as=kept) == backup.row_counts
     assert fingerprint(shop_db) == before
+    with shop_db.connect(kept) as conn:  # the database it replaced, with the changes since
+        assert conn.execute("SELECT DISTINCT name FROM customers").fetchall() == [("x",)]
+
+
+def test_a_restore_from_a_dump_changed_since_its_verification_changes_nothing(
+    shop_db: Database, tmp_path: Path
+) -> None:
+    backup = postgres.dump(shop_db, tmp_path / "shop.dump")
+    with shop_db.connect() as conn:
+        conn.execute("UPDATE customers SET name = 'after the backup'")
+    with backup.path.open("ab") as dump:
+        dump.write(b"tampered")
+
+    with pytest.raises(postgres.DatabaseError, match="changed since it was verified"):
+        postgres.restore(shop_db, backup, keep_as=postgres.kept_name(shop_db.dbname, "run"))
+    with shop_db.connect() as conn:
+        assert conn.execute("SELECT DISTINCT name FROM customers").fetchall() == [
+            ("after the backup",)
+        ]
 
 
 def migration(tmp_path: Path, script: str, **fields: object) -> Migration:
