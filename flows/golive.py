@@ -47,11 +47,13 @@ def _run_name() -> str:
 
 
 @flow(name="go-live", flow_run_name=_run_name)
-def go_live(plan_path: str, triggered_by: str = "") -> dict[str, Any]:
-    """Release the plan's version to its hosts in waves; roll back on any failure."""
+def go_live(plan_path: str, triggered_by: str = "", wait_seconds: float = 0) -> dict[str, Any]:
+    """Release the plan's version to its hosts in waves; roll back on any failure. While
+    another run holds the environment, wait up to `wait_seconds` for it, or be refused."""
     plan_file = load_plan(plan_path)
     journal = start_run(plan_file, triggered_by or whoami())
-    with environment_lease(journal, plan_file.plan.environment, "go-live"):
+    environment = plan_file.plan.environment
+    with environment_lease(journal, environment, "go-live", wait=wait_seconds):
         try:
             release(plan_file, journal)
         except Exception as failure:

@@ -36,7 +36,7 @@ from golive.errors import (
 from golive.home import golive_home
 from golive.journal import RunJournal, refused_imports, run_store
 from golive.lease import with_crashes
-from golive.plan import SAFE_NAME
+from golive.plan import SAFE_NAME, parse_duration
 from golive.planfile import PlanFile, load_plan
 from golive.private import private_dir, write_private
 from golive.progress import describe, printable
@@ -105,14 +105,24 @@ def validate(plan: Path) -> None:
 @main.command()
 @click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as", "triggered_by", default="", help="Who triggers the run (default: user@host).")
-def run(plan: Path, triggered_by: str) -> None:
+@click.option(
+    "--wait",
+    metavar="DURATION",
+    help="While another run holds the environment, wait this long for it (e.g. 10m) "
+    "instead of being refused.",
+)
+def run(plan: Path, triggered_by: str, wait: str | None) -> None:
     """Carry out a plan. Exit 0: live on every host; 3: live, but hosts were taken out within
     a failure budget; 1: failed (and rolled back); 4: failed, and the rollback could not put
     every host back (they need a person); 2: the plan is not valid."""
     if printable(triggered_by) != triggered_by or len(triggered_by) > 200:
         _bad_input("--as: a name of at most 200 characters, without control characters")
+    try:
+        wait_seconds = parse_duration(wait) if wait else 0.0
+    except ValueError as error:
+        _bad_input(f"--wait: {error}")
     _load(plan)
-    sys.exit(_run_go_live(plan, triggered_by))
+    sys.exit(_run_go_live(plan, triggered_by, wait_seconds))
 
 
 Command = Callable[..., None]
@@ -573,7 +583,7 @@ def demo() -> None:
     sys.exit(0 if run_demo(console) else EXIT_FAILED)
 
 
-def _run_go_live(plan: Path, triggered_by: str) -> int:
+def _run_go_live(plan: Path, triggered_by: str, wait_seconds: float = 0) -> int:
     _quiet_prefect_console()
     from prefect.settings import PREFECT_UI_URL
 
@@ -582,7 +592,9 @@ def _run_go_live(plan: Path, triggered_by: str) -> int:
 
     with LiveProgress(console, PREFECT_UI_URL.value()):
         try:
-            record = go_live(plan_path=str(plan.resolve()), triggered_by=triggered_by)
+            record = go_live(
+                plan_path=str(plan.resolve()), triggered_by=triggered_by, wait_seconds=wait_seconds
+            )
         except RollbackIncomplete as failure:
             console.print(
                 f"[bold red]Rollback failed: {escape(str(failure))}[/]",

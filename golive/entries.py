@@ -270,6 +270,14 @@ class LeaseTaken(EntryBody):
     seconds: float
 
 
+class LeaseWaiting(EntryBody):
+    """The run waits for another run to give its environment back (`golive run --wait`)."""
+
+    kind = "lease.waiting"
+    environment: str
+    held_by: str
+
+
 class LeaseLost(EntryBody):
     """The run's lease was taken by another process: it had not been renewed in time."""
 
@@ -331,6 +339,7 @@ MODELS: dict[str, type[EntryBody]] = {
         NotifyFailed,
         JournalImported,
         LeaseTaken,
+        LeaseWaiting,
         LeaseLost,
         RunCrashed,
     )

@@ -48,14 +48,16 @@ def environment_lease(
     purpose: str,
     takes_over: Sequence[str] = (),
     record_refusal: bool = True,
+    wait: float = 0,
 ) -> Iterator[None]:
     """Hold the environment for `journal`'s run while the block runs. Refused (and, with
     `record_refusal`, the run recorded as refused) while another live process holds it, or
-    while another of its runs is unfinished. A rollback `takes_over` the unfinished run it
-    rolls back; never a lease that is still being renewed."""
+    while another of its runs is unfinished. With `wait`, a busy environment is waited for,
+    up to that many seconds. A rollback `takes_over` the unfinished run it rolls back; never
+    a lease that is still being renewed."""
     seconds = lease_seconds()
     try:
-        lease = take(journal.store, environment, journal.run_id, purpose, seconds, takes_over)
+        lease = _take_waiting(journal, environment, purpose, seconds, takes_over, wait)
     except (EnvironmentBusy, UnfinishedRun) as refused:
         if record_refusal:
             journal.write("run.finished", state="refused", reason=str(refused))
@@ -70,6 +72,29 @@ def environment_lease(
         stop.set()
         renewer.join()
         journal.store.drop_lease(lease)
+
+
+def _take_waiting(
+    journal: RunJournal,
+    environment: str,
+    purpose: str,
+    seconds: float,
+    takes_over: Sequence[str],
+    wait: float,
+) -> Lease:
+    """Take the lease; while another run holds it, wait (up to `wait` seconds) for it."""
+    give_up = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            return take(journal.store, environment, journal.run_id, purpose, seconds, takes_over)
+        except EnvironmentBusy as busy:
+            if time.monotonic() >= give_up:
+                raise
+            if not told:
+                journal.write("lease.waiting", environment=environment, held_by=busy.run_id)
+                told = True
+            time.sleep(min(2.0, max(0.1, give_up - time.monotonic())))
 
 
 def take(

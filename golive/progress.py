@@ -142,6 +142,10 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
         "(within the wave's failure budget); putting it back"
     ),
     "wave.pause": lambda e, _: f"  [dim]… pausing {e['seconds']:g} s before the next wave[/]",
+    "lease.waiting": lambda e, _: (
+        f"  [yellow]… environment {escape(e['environment'])} is held by run {e['held_by']}: "
+        "waiting for it[/]"
+    ),
     "gate.opened": _gate_opened,
     "gate.decision": _gate_decision,
     "gate.refused": lambda e, _: (

@@ -221,3 +221,39 @@ def test_a_rollback_that_cannot_finish_ends_apart_names_the_hosts_and_holds_the_
     entries = run.entries()
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "rollback failed"
     assert refused.returncode == 1 and f"golive rollback {run.run_id}" in refused.stdout
+
+
+def test_a_second_go_live_told_to_wait_goes_on_when_the_first_ends(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", **GATED)
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        first = start_run(tmp_path, plan, "machine-a")
+        first_id = wait_for_gate(seconds=120)
+        ungated = fleet.write_plan(
+            "2.0.0", soak=None, backups=[], gates={}, waves=[{"name": "all", "hosts": "100%"}]
+        )  # the same environment; the first run read its own plan already
+        second = subprocess.Popen(
+            [GOLIVE, "run", str(ungated), "--wait", "2m"],
+            cwd=tmp_path,
+            env=environment(tmp_path, "machine-b"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            e["kind"] == "lease.waiting" for r in runs() for e in r.entries()
+        ):
+            time.sleep(0.5)
+        golive(tmp_path, "machine-c", "approve", first_id, "--as", "demo-approver")
+        first_said = first.communicate(timeout=120)[0]
+        second_said = second.communicate(timeout=180)[0]
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+
+    assert first.returncode == 0, first_said
+    assert "environment demo is held by run" in second_said and "waiting for it" in second_said
+    assert second.returncode == 0, second_said
