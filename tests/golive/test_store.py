@@ -330,3 +330,18 @@ def test_a_lock_timeout_that_is_no_number_is_named(golive_home: Path) -> None:
     two_runs()
     done = golive("audit", "list", GOLIVE_STORE_TIMEOUT="soon")
     assert done.returncode == 1 and "GOLIVE_STORE_TIMEOUT='soon' is not a number" in done.stderr
+
+
+def test_a_store_of_an_earlier_schema_is_upgraded_by_alembic_and_keeps_its_runs(
+    golive_home: Path,
+) -> None:
+    first, second = two_runs()
+    sql("DROP TABLE golive_leases")  # as revision 0001 made it
+    sql("UPDATE golive_store_version SET version_num = '0001'")
+
+    listed = golive("audit", "list")
+
+    assert listed.returncode == 0 and first[:8] in listed.stdout and second[:8] in listed.stdout
+    assert sql("SELECT version_num FROM golive_store_version") == [("0002",)]
+    assert sql("SELECT count(*) FROM golive_leases") == [(0,)]
+    assert golive("audit", "verify").returncode == 0
