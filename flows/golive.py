@@ -19,7 +19,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
 
 from flows.rollback import restore_wave, rollback
-from golive.errors import GoLiveError, Interrupted, RunFailed, WaveFailed
+from golive.errors import DeployError, GoLiveError, Interrupted, RunFailed, WaveFailed
 from golive.journal import RunJournal
 from golive.lease import environment_lease
 from golive.plan import Plan, PostgresBackup, Soak
@@ -166,18 +166,31 @@ def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str
     if len(errors) > budget:
         raise WaveFailed(wave.name, errors, succeeded=list(healthy))
     if errors:
-        take_out(plan, errors, journal)
+        take_out(plan, wave, errors, journal)
     live = [host for host in wave.hosts if host in healthy]
     journal.write("wave.finished", wave=wave.name, hosts=live, taken_out=sorted(errors))
     return live
 
 
-def take_out(plan: Plan, errors: dict[str, BaseException], journal: RunJournal) -> None:
-    """Put failed hosts back on the release they had, and leave them out of the rest of the run."""
+def take_out(
+    plan: Plan, wave: ResolvedWave, errors: dict[str, BaseException], journal: RunJournal
+) -> None:
+    """Put failed hosts back on the release they had, and leave them out of the rest of the
+    run. A host that cannot be put back is not "taken out": its state is unknown, so the
+    wave fails and the whole run rolls back."""
     for host, error in errors.items():
         journal.write("host.taken_out", host=host, reason=str(error))
     before = {host: release for _, host, release in hosts_to_restore(journal.entries())}
-    restore_wave(plan, {host: before[host] for host in errors if host in before}, journal)
+    stuck = restore_wave(plan, {host: before[host] for host in errors if host in before}, journal)
+    if stuck:
+        raise WaveFailed(
+            wave.name,
+            {
+                host: DeployError(host, "put it back after it failed within the budget", why)
+                for host, why in stuck.items()
+            },
+            succeeded=[],
+        )
 
 
 def pause_between_waves(wave: ResolvedWave, journal: RunJournal) -> None:

@@ -29,12 +29,14 @@ class Fault:
     host: str
     step: str  # "upload", "unpack", "switch" or "restart"
     after: bool = False  # the step is done, then fails (the answer is lost)
+    times: int = 1  # then the host is healthy again: the rollback's own steps meet it so
     fired: bool = False
 
     def hits(self, host: str, step: str) -> bool:
-        if self.fired or (host, step) != (self.host, self.step):
+        if self.times == 0 or (host, step) != (self.host, self.step):
             return False
-        self.fired = True  # once: the rollback's own steps meet a healthy host
+        self.times -= 1
+        self.fired = True
         return True
 
 
@@ -104,3 +106,24 @@ def test_a_fault_at_any_deploy_step_puts_every_host_back_and_records_each_undo(
     assert moved <= restored.keys() and all(restored.values()), restored
     assert record["state"] == "failed"
     assert record["rollback"] is None if not moved else record["rollback"]["complete"] is True
+
+
+def test_a_host_that_fails_within_the_budget_and_cannot_be_put_back_fails_the_run(
+    make_fleet: Callable[..., DemoFleet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = make_fleet(hosts=3, configured=3)
+    fault = Fault("web3", "restart", after=True, times=2)  # the deploy's restart, the put-back's
+    opened = transport._open
+    monkeypatch.setattr(
+        transport, "_open", lambda plan, host: FaultyShell(opened(plan, host), host.name, fault)
+    )
+    waves = [{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%", "max_fail": 1}]
+    plan = fleet.write_plan("2.0.0", gates={}, soak=None, waves=waves)
+
+    with pytest.raises(RunFailed, match="put it back after it failed within the budget"):
+        go_live(str(plan))
+
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    journal, record = only_run()
+    assert [e["ok"] for e in journal.of_kind("host.restored") if e["host"] == "web3"][:1] == [False]
+    assert record["state"] == "failed" and record["rollback"]["complete"] is True
