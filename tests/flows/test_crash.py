@@ -53,9 +53,11 @@ def golive(tmp_path: Path, name: str, *args: str, **extra: str) -> subprocess.Co
     return done
 
 
-def start_run(tmp_path: Path, plan: Path, name: str, **extra: str) -> subprocess.Popen[str]:
+def start_run(
+    tmp_path: Path, plan: Path, name: str, *options: str, **extra: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [GOLIVE, "run", str(plan)],
+        [GOLIVE, "run", str(plan), *options],
         cwd=tmp_path,
         env=environment(tmp_path, name, **extra),
         stdout=subprocess.PIPE,
@@ -235,14 +237,7 @@ def test_a_second_go_live_told_to_wait_goes_on_when_the_first_ends(
         ungated = fleet.write_plan(
             "2.0.0", soak=None, backups=[], gates={}, waves=[{"name": "all", "hosts": "100%"}]
         )  # the same environment; the first run read its own plan already
-        second = subprocess.Popen(
-            [GOLIVE, "run", str(ungated), "--wait", "2m"],
-            cwd=tmp_path,
-            env=environment(tmp_path, "machine-b"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        second = start_run(tmp_path, ungated, "machine-b", "--wait", "2m")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
             e["kind"] == "lease.waiting" for r in runs() for e in r.entries()
