@@ -11,21 +11,30 @@ import getpass
 import socket
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, NoReturn
+from typing import Any
 
-from prefect import flow
+from prefect import State, flow
 from prefect.context import FlowRunContext
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
+from prefect.states import Failed
 
 from flows.rollback import restore_wave, rollback
-from golive.errors import DeployError, GoLiveError, Interrupted, RunFailed, WaveFailed
+from golive.errors import (
+    DeployError,
+    GoLiveError,
+    Interrupted,
+    RollbackStopped,
+    RunFailed,
+    WaveFailed,
+)
 from golive.journal import RunJournal
 from golive.lease import environment_lease
 from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import hosts_to_restore, migrated_databases, plan_to_store
 from golive.transport import close_run
+from golive.undo import left_undone
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
 from tasks.backups import backup_paths
@@ -47,7 +56,9 @@ def _run_name() -> str:
 
 
 @flow(name="go-live", flow_run_name=_run_name)
-def go_live(plan_path: str, triggered_by: str = "", wait_seconds: float = 0) -> dict[str, Any]:
+def go_live(
+    plan_path: str, triggered_by: str = "", wait_seconds: float = 0
+) -> dict[str, Any] | State:
     """Release the plan's version to its hosts in waves; roll back on any failure. While
     another run holds the environment, wait up to `wait_seconds` for it, or be refused."""
     plan_file = load_plan(plan_path)
@@ -57,10 +68,10 @@ def go_live(plan_path: str, triggered_by: str = "", wait_seconds: float = 0) -> 
         try:
             release(plan_file, journal)
         except Exception as failure:
-            fail(plan_file, journal, failure)
+            return fail(plan_file, journal, failure)
         except (KeyboardInterrupt, TerminationSignal) as signal:
             # Ctrl-C or SIGTERM (a stopped worker, `kill`): roll back what changed, then stop.
-            fail(plan_file, journal, Interrupted(signal))
+            return fail(plan_file, journal, Interrupted(signal))
         finally:
             close_run(journal.run_id)
         journal.write("run.finished", state="completed")
@@ -199,8 +210,9 @@ def pause_between_waves(wave: ResolvedWave, journal: RunJournal) -> None:
     time.sleep(wave.wave.pause)
 
 
-def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoReturn:
-    """Undo what the journal says changed, record how the run ended, and fail the run."""
+def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> State:
+    """Undo what the journal says changed, record how the run ended, and fail the run. A
+    rollback that cannot finish ends the run apart, in a Prefect state named RollbackFailed."""
     fleet = plan_file.plan.host_names()
     last_wave_first = sorted(
         hosts_to_restore(journal.entries()), key=lambda change: (-change[0], fleet.index(change[1]))
@@ -208,26 +220,41 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> NoRetu
     changed = [host for _, host, _ in last_wave_first] + migrated_databases(journal.entries())
     what = f"{plan_file.plan.release.name} {plan_file.plan.release.version}"
     try:
-        if changed and plan_file.plan.rollback.automatic:
-            rollback(journal.run_id, reason=str(failure))
-            undone = f"Rolled back, last wave first: {', '.join(changed)}."
-            forward = next(journal.of_kind("database.roll_forward"), None)
-            if forward is not None:
-                undone += f" The data was NOT restored: {forward['reason']}."
-        elif changed:
-            undone = f"Automatic rollback is off: {', '.join(changed)} stay as they are."
-        else:
-            undone = "Nothing had been changed, so nothing was rolled back."
+        undone = undo(plan_file.plan, journal, changed, failure)
     except GoLiveError as rollback_failure:
-        journal.write(
-            "run.finished", state="rollback failed", reason=f"{failure}; {rollback_failure}"
-        )
-        tell_rollback_failed(plan_file.plan, journal, rollback_failure)
-        publish_record(journal)
-        raise rollback_failure from failure
+        return rollback_failed(plan_file.plan, journal, failure, rollback_failure)
     journal.write("run.finished", state="failed", reason=str(failure), rolled_back=changed)
     publish_record(journal)
     raise RunFailed(what, failure, undone, str(journal.run_dir / "record.json")) from failure
+
+
+def undo(plan: Plan, journal: RunJournal, changed: list[str], failure: Exception) -> str:
+    """Roll back what changed, if the plan says so; what was done, in a sentence. A second
+    Ctrl-C (or SIGTERM) stops the rollback itself, which then names what it left undone."""
+    if changed and plan.rollback.automatic:
+        try:
+            rollback(journal.run_id, reason=str(failure))
+        except (KeyboardInterrupt, TerminationSignal) as signal:
+            left = left_undone(journal.entries())
+            raise RollbackStopped(Interrupted(signal), left, journal.run_id) from None
+        undone = f"Rolled back, last wave first: {', '.join(changed)}."
+        forward = next(journal.of_kind("database.roll_forward"), None)
+        if forward is not None:
+            undone += f" The data was NOT restored: {forward['reason']}."
+        return undone
+    if changed:
+        return f"Automatic rollback is off: {', '.join(changed)} stay as they are."
+    return "Nothing had been changed, so nothing was rolled back."
+
+
+def rollback_failed(
+    plan: Plan, journal: RunJournal, failure: Exception, rollback_failure: GoLiveError
+) -> State:
+    """The run ends apart: recorded, every webhook told, and Prefect shows RollbackFailed."""
+    journal.write("run.finished", state="rollback failed", reason=f"{failure}; {rollback_failure}")
+    tell_rollback_failed(plan, journal, rollback_failure)
+    publish_record(journal)
+    return Failed(name="RollbackFailed", message=str(rollback_failure), data=rollback_failure)
 
 
 def tell_rollback_failed(plan: Plan, journal: RunJournal, failure: GoLiveError) -> None:

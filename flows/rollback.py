@@ -7,7 +7,8 @@ whose process died, from any machine that reaches the store and the hosts.
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import State, flow
+from prefect.states import Failed
 
 from golive.errors import RollbackIncomplete
 from golive.journal import RunJournal
@@ -21,9 +22,10 @@ from tasks.smoke import smoke_check_host
 
 
 @flow(name="rollback", flow_run_name="rollback {run_id}")
-def rollback(run_id: str, reason: str, restore_data: bool = True) -> dict[str, str | None]:
+def rollback(run_id: str, reason: str, restore_data: bool = True) -> dict[str, str | None] | State:
     """Put back what run `run_id` changed, as the run store records it; with `restore_data`
-    false, the hosts only (the data rolls forward)."""
+    false, the hosts only (the data rolls forward). One that cannot finish ends in a Prefect
+    state named RollbackFailed."""
     journal = RunJournal.find(run_id).verified()
     plan, _ = resolve_blocks(stored_plan(journal.entries()))
     changed = hosts_to_restore(since_last_rollback(journal.entries()))
@@ -35,7 +37,8 @@ def rollback(run_id: str, reason: str, restore_data: bool = True) -> dict[str, s
     failures |= restore_databases(plan, journal) if restore_data else keep_data(journal)
     journal.write("rollback.finished", complete=not failures, failed=sorted(failures))
     if failures:
-        raise RollbackIncomplete(failures, f"golive audit show {journal.run_id}")
+        incomplete = RollbackIncomplete(failures, f"golive audit show {journal.run_id}")
+        return Failed(name="RollbackFailed", message=str(incomplete), data=incomplete)
     return {host: before for _, host, before in changed}
 
 

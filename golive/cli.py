@@ -550,7 +550,9 @@ def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> i
     _quiet_prefect_console()
     from flows.rollback import rollback
     from golive.lease import environment_lease, holder
+    from golive.server import start_temporary_server
 
+    start_temporary_server()
     with environment_lease(
         journal, undo.environment, "rollback", takes_over=[journal.run_id], record_refusal=False
     ):
@@ -579,7 +581,9 @@ def demo() -> None:
     """Two go-lives on local demo hosts: a good release, then a broken one rolled back."""
     _quiet_prefect_console()
     from golive.demo.story import run_demo
+    from golive.server import start_temporary_server
 
+    start_temporary_server()
     sys.exit(0 if run_demo(console) else EXIT_FAILED)
 
 
@@ -589,8 +593,10 @@ def _run_go_live(plan: Path, triggered_by: str, wait_seconds: float = 0) -> int:
 
     from flows.golive import go_live
     from golive.progress import LiveProgress
+    from golive.server import start_temporary_server
 
     with LiveProgress(console, PREFECT_UI_URL.value()):
+        start_temporary_server()
         try:
             record = go_live(
                 plan_path=str(plan.resolve()), triggered_by=triggered_by, wait_seconds=wait_seconds
@@ -605,6 +611,7 @@ def _run_go_live(plan: Path, triggered_by: str, wait_seconds: float = 0) -> int:
         except GoLiveError as failure:
             console.print(f"[red]{escape(str(failure))}[/]", highlight=False, soft_wrap=True)
             return EXIT_FAILED
+    assert isinstance(record, dict)  # a run that fails raises, whatever its Prefect state
     if record["taken_out"]:
         hosts = ", ".join(record["taken_out"])
         console.print(

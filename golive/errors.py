@@ -16,6 +16,7 @@
     │   └── Interrupted           the run was stopped by a signal (Ctrl-C, SIGTERM)
     ├── RunFailed                 the run stopped: why, and what rollback did about it
     ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
+    │   └── RollbackStopped       a second signal stopped the rollback: what is left, how to finish
     ├── EnvironmentBusy           another run holds the environment: which, who, until when
     ├── UnfinishedRun             the environment's last run crashed: roll it back first
     ├── NothingToRollBack         a rollback refused: nothing changed, already undone, or later runs
@@ -159,8 +160,8 @@ class SoakFailed(StageError):
 
 class Interrupted(StageError):
     def __init__(self, signal: BaseException) -> None:
-        how = "Ctrl-C (SIGINT)" if isinstance(signal, KeyboardInterrupt) else "SIGTERM"
-        super().__init__(f"the run was stopped by {how}")
+        self.how = "Ctrl-C (SIGINT)" if isinstance(signal, KeyboardInterrupt) else "SIGTERM"
+        super().__init__(f"the run was stopped by {self.how}")
 
 
 class RunFailed(GoLiveError):
@@ -176,6 +177,17 @@ class RollbackIncomplete(GoLiveError):
         super().__init__(
             f"rollback could not restore {len(failures)} host(s); they need a person:\n{detail}\n"
             f"What each host had before is in the run store: `{record}`"
+        )
+
+
+class RollbackStopped(RollbackIncomplete):
+    def __init__(self, signal: Interrupted, left: Sequence[str], run_id: str) -> None:
+        self.failures = {name: "not put back yet" for name in left}
+        GoLiveError.__init__(
+            self,
+            f"a second {signal.how} stopped the rollback itself. Not put back yet: "
+            f"{', '.join(left) or 'nothing (every host and database was back)'}. Finish it: "
+            f"`golive rollback {run_id}`",
         )
 
 

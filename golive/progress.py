@@ -134,6 +134,11 @@ def _gate_decision(e: Entry, _: str | None) -> str:
     )
 
 
+_STOPPING = (
+    "\n  [yellow]Stopping: putting back what the run changed first. Pressing Ctrl-C again "
+    "stops the rollback too, and leaves what it has not put back yet to `golive rollback`.[/]"
+)
+
 _LINES: dict[str, Callable[[Entry, str | None], str]] = {
     "run.started": _started,
     "wave.started": lambda e, _: f"[bold]── wave {e['wave']}[/]: {', '.join(e['hosts'])}",
@@ -155,6 +160,7 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
     "gate.timed_out": lambda e, _: f"  [red]⏱ gate {e['gate']} timed out[/]",
     "rollback.started": lambda e, _: (
         f"[bold red]↩ rolling back[/] {', '.join(e['hosts']) or 'nothing (no host was changed)'}"
+        + (_STOPPING if e["reason"].startswith("the run was stopped by") else "")
     ),
     "host.restored": lambda e, _: (
         f"  [green]↩ {e['host']} is back on {e['to']}[/]"

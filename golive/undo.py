@@ -63,6 +63,16 @@ def since_last_rollback(entries: list[Entry]) -> list[Entry]:
     return entries[done[-1] + 1 :] if done else entries
 
 
+def left_undone(entries: list[Entry]) -> list[str]:
+    """Hosts and databases the run changed that no rollback has put back yet."""
+    since = since_last_rollback(entries)
+    restored = {e["database"] for e in since if e["kind"] == "database.restored" and e["ok"]}
+    databases = [
+        name for name in migrated_databases(since) if name.removeprefix("database ") not in restored
+    ]
+    return [host for _, host, _ in hosts_to_restore(since)] + databases
+
+
 def _nothing(run_id: str, entries: list[Entry]) -> str:
     undone = [e for e in entries if e["kind"] == "rollback.finished" and e["complete"]]
     if undone:

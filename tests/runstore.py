@@ -122,16 +122,21 @@ def write_run(run_id: str, steps: int = 5, state: str | None = "completed", **st
 
 def wait_for_gate(seconds: float = 60) -> str:
     """The id of the one run in the store, once it waits at a gate."""
+    return wait_for_entry("gate.opened", seconds)
+
+
+def wait_for_entry(kind: str, seconds: float = 60) -> str:
+    """The id of the newest run in the store, once it has written an entry of this kind."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             found = runs()
         except StoreError:  # not created yet
             found = []
-        if found and any(e["kind"] == "gate.opened" for e in found[0].entries()):
+        if found and any(e["kind"] == kind for e in found[0].entries()):
             return found[0].run_id
         time.sleep(0.2)
-    raise AssertionError("the run never opened its gate")
+    raise AssertionError(f"the run never wrote {kind}")
 
 
 def go_live_in_background(plan: Path) -> tuple[threading.Thread, dict[str, Any]]:

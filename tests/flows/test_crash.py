@@ -20,8 +20,8 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
-from tests.flows.test_golive import serving
-from tests.runstore import runs, wait_for_gate
+from tests.flows.test_golive import flow_runs_named, serving
+from tests.runstore import runs, wait_for_entry, wait_for_gate
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
 GATED = {"soak": None, "backups": []}  # canary, gate go-ahead (2 min), then the rest
@@ -170,21 +170,24 @@ def test_an_emergency_rollback_of_a_successful_run_and_what_it_refuses(
     assert entries[-1]["reason"] == "bug 42"
 
 
-@pytest.mark.parametrize(
-    "how", ["SIGTERM", "SIGINT", "SIGINT to the process group"], ids=["term", "int", "int-group"]
-)
+SIGNALS = ["SIGTERM", "SIGINT", "SIGINT to the process group", "Ctrl-C on the embedded default"]
+
+
+@pytest.mark.parametrize("how", SIGNALS, ids=["term", "int", "int-group", "int-embedded"])
 def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, how: str
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
     os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    # Ctrl-C in a terminal signals the whole group, including a temporary Prefect server
+    embedded = {"PREFECT_API_URL": ""} if how.startswith("Ctrl-C") else {}
     try:
-        running = start_run(tmp_path, plan, "machine-a")
+        running = start_run(tmp_path, plan, "machine-a", **embedded)
         run_id = wait_for_gate(seconds=120)
         assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
         number = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
-        if how.endswith("group"):
+        if how.endswith("group") or embedded:
             os.killpg(running.pid, number)
         else:
             os.kill(running.pid, number)
@@ -202,6 +205,38 @@ def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "failed"
     assert any(e["kind"] == "rollback.finished" and e["complete"] for e in entries)
     assert run.run_id == run_id
+
+
+def test_a_second_ctrl_c_stops_the_rollback_and_says_what_is_left_and_how_to_finish(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    slow = fleet.template["targets"] | {
+        "restart": fleet.template["targets"]["restart"] + " && sleep 3"
+    }
+    plan = fleet.write_plan("2.0.0", targets=slow, **GATED)
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        running = start_run(tmp_path, plan, "machine-a", PREFECT_API_URL="")
+        run_id = wait_for_gate(seconds=180)
+        os.killpg(running.pid, signal.SIGINT)
+        wait_for_entry("rollback.started", seconds=60)
+        os.killpg(running.pid, signal.SIGINT)
+        said = running.communicate(timeout=120)[0]
+        [run] = runs()
+        ended = run.entries()[-1]
+        finished = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+
+    assert running.returncode == 4, said
+    assert "Traceback" not in said
+    assert "Pressing Ctrl-C again stops the rollback too" in said
+    assert "a second Ctrl-C (SIGINT) stopped the rollback itself. Not put back yet: web1" in said
+    assert f"Finish it: `golive rollback {run_id}`" in said
+    assert ended["kind"] == "run.finished" and ended["state"] == "rollback failed"
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
 
 
 def test_a_rollback_that_cannot_finish_ends_apart_names_the_hosts_and_holds_the_environment(
@@ -222,6 +257,8 @@ def test_a_rollback_that_cannot_finish_ends_apart_names_the_hosts_and_holds_the_
     assert serving(fleet)["web1"] == "1.0.0/1.0.0/ok"
     entries = run.entries()
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "rollback failed"
+    [undo] = flow_runs_named(f"rollback {run.run_id}")
+    assert undo.state_name == "RollbackFailed"
     assert refused.returncode == 1 and f"golive rollback {run.run_id}" in refused.stdout
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.objects import FlowRun
 
 from flows.golive import go_live
 from flows.rollback import rollback
@@ -43,6 +47,21 @@ def serving(fleet: DemoFleet) -> dict[str, str]:
 def only_run() -> tuple[RunJournal, dict[str, Any]]:
     [journal] = runs()
     return journal, record_of(journal)
+
+
+def prefect_state(run_id: str) -> tuple[str, str]:
+    """How Prefect's API shows a flow run's state: its type and its name."""
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(run_id)).state
+    assert state is not None
+    return state.type.value, state.name
+
+
+def flow_runs_named(name: str) -> list[FlowRun]:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
 
 
 def kinds(journal: RunJournal) -> list[str]:
@@ -149,9 +168,12 @@ def test_a_restart_that_fails_during_rollback_is_reported_and_the_other_hosts_ar
     assert set(incomplete.value.failures) == {"web3"}
     assert "exited with code 1" in incomplete.value.failures["web3"]
     assert serving(fleet)["web1"] == serving(fleet)["web2"] == "1.0.0/1.0.0/ok"
-    _, record = only_run()
+    journal, record = only_run()
     assert record["rollback"]["complete"] is False
     assert (fleet.host_dir("web3") / "current").resolve().name == "1.0.0"
+    assert prefect_state(journal.run_id) == ("FAILED", "RollbackFailed")
+    [undo] = flow_runs_named(f"rollback {journal.run_id}")
+    assert (undo.state_type.value, undo.state_name) == ("FAILED", "RollbackFailed")
 
 
 def test_a_missing_artifact_stops_the_run_before_anything_changes(
