@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shlex
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ class SshSettings:
 
     def key_name(self) -> str:
         return str(self.key_file) if self.key_file else "the host block's private_key"
+
+
+_GRACE = 5  # seconds between TERM and KILL for a command past its time
+_TIMED_OUT = (124, 137)  # coreutils `timeout`: TERM did it, or KILL had to
+
+
+def within(seconds: float, command: str) -> str:
+    """The command as the host runs it: under coreutils `timeout`, in the login shell, so
+    that past its time the host stops it with every process it started (its process group),
+    not only the channel golive was listening on."""
+    return (
+        f'timeout --kill-after={_GRACE} {seconds:g} "${{SHELL:-/bin/sh}}" -c {shlex.quote(command)}'
+    )
 
 
 class SshShell:
@@ -107,18 +121,24 @@ class SshShell:
 
     def run(self, command: str, timeout: float) -> str:
         self.open()
+        late = f"did not finish within {timeout:g}s"
         try:
             result = self.connection.run(
-                command, hide=True, warn=True, timeout=timeout, in_stream=False, pty=False
+                within(timeout, command),
+                hide=True,
+                warn=True,
+                timeout=timeout + _GRACE + 5,  # should the host's own `timeout` not act
+                in_stream=False,
+                pty=False,
             )
         except CommandTimedOut as timed_out:
             output = timed_out.result.stdout + timed_out.result.stderr
-            raise HostCommandError(
-                self.host, command, None, output, reason=f"did not finish within {timeout:g}s"
-            ) from None
+            raise HostCommandError(self.host, command, None, output, reason=late) from None
         except (OSError, paramiko.SSHException) as error:
             raise HostUnreachable(self.host, self.settings.where, _describe(error)) from None
         output = str(result.stdout) + str(result.stderr)
+        if result.exited in _TIMED_OUT:
+            raise HostCommandError(self.host, command, None, output, reason=late)
         if result.exited != 0:
             raise HostCommandError(self.host, command, result.exited, output)
         return str(result.stdout)
