@@ -17,9 +17,10 @@ from prefect import State, flow
 from prefect.context import FlowRunContext
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 
 from flows.rollback import restore_wave, rollback
+from golive.cancel import rolled_back_when_cancelled
 from golive.errors import (
     DeployError,
     GoLiveError,
@@ -64,14 +65,18 @@ def go_live(
     plan_file = load_plan(plan_path)
     journal = start_run(plan_file, triggered_by or whoami())
     environment = plan_file.plan.environment
-    with environment_lease(journal, environment, "go-live", wait=wait_seconds):
+    with (
+        environment_lease(journal, environment, "go-live", wait=wait_seconds),
+        rolled_back_when_cancelled(journal.run_id) as cancelled,
+    ):
         try:
             release(plan_file, journal)
         except Exception as failure:
             return fail(plan_file, journal, failure)
         except (KeyboardInterrupt, TerminationSignal) as signal:
-            # Ctrl-C or SIGTERM (a stopped worker, `kill`): roll back what changed, then stop.
-            return fail(plan_file, journal, Interrupted(signal))
+            # Ctrl-C, SIGTERM (a stopped worker, `kill`) or a Cancel in Prefect: roll back
+            # what changed, then stop.
+            return fail(plan_file, journal, Interrupted(signal, cancelled.is_set()))
         finally:
             close_run(journal.run_id)
         journal.write("run.finished", state="completed")
@@ -211,8 +216,9 @@ def pause_between_waves(wave: ResolvedWave, journal: RunJournal) -> None:
 
 
 def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> State:
-    """Undo what the journal says changed, record how the run ended, and fail the run. A
-    rollback that cannot finish ends the run apart, in a Prefect state named RollbackFailed."""
+    """Undo what the journal says changed, record how the run ended, and fail the run (or,
+    when a person cancelled it, end it Cancelled). A rollback that cannot finish ends the run
+    apart, in a Prefect state named RollbackFailed."""
     fleet = plan_file.plan.host_names()
     last_wave_first = sorted(
         hosts_to_restore(journal.entries()), key=lambda change: (-change[0], fleet.index(change[1]))
@@ -223,9 +229,14 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> State:
         undone = undo(plan_file.plan, journal, changed, failure)
     except GoLiveError as rollback_failure:
         return rollback_failed(plan_file.plan, journal, failure, rollback_failure)
-    journal.write("run.finished", state="failed", reason=str(failure), rolled_back=changed)
+    cancelled = isinstance(failure, Interrupted) and failure.cancelled
+    ended = "cancelled" if cancelled else "failed"
+    journal.write("run.finished", state=ended, reason=str(failure), rolled_back=changed)
     publish_record(journal)
-    raise RunFailed(what, failure, undone, str(journal.run_dir / "record.json")) from failure
+    failed = RunFailed(what, failure, undone, str(journal.run_dir / "record.json"))
+    if cancelled:  # Prefect shows what the person asked for: Cancelled, and why it is safe
+        return Cancelled(message=f"cancelled; {undone}", data=failed)
+    raise failed from failure
 
 
 def undo(plan: Plan, journal: RunJournal, changed: list[str], failure: Exception) -> str:

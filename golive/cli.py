@@ -53,6 +53,7 @@ _STATES = (
     "completed",
     "partial",
     "failed",
+    "cancelled",
     "crashed",
     "rolled back",
     "rollback failed",

@@ -13,7 +13,7 @@
     │   ├── GateRejected          an approver rejected the gate
     │   ├── GateTimedOut          nobody decided before the gate's timeout
     │   ├── SoakFailed            error rate or latency went over the soak thresholds
-    │   └── Interrupted           the run was stopped by a signal (Ctrl-C, SIGTERM)
+    │   └── Interrupted           stopped by a signal (Ctrl-C, SIGTERM) or a Cancel in Prefect
     ├── RunFailed                 the run stopped: why, and what rollback did about it
     ├── RollbackIncomplete        some hosts could not be put back; names them and what to do
     │   └── RollbackStopped       a second signal stopped the rollback: what is left, how to finish
@@ -159,8 +159,11 @@ class SoakFailed(StageError):
 
 
 class Interrupted(StageError):
-    def __init__(self, signal: BaseException) -> None:
+    def __init__(self, signal: BaseException, cancelled: bool = False) -> None:
+        self.cancelled = cancelled  # through Prefect (UI or API), which golive turned into SIGTERM
         self.how = "Ctrl-C (SIGINT)" if isinstance(signal, KeyboardInterrupt) else "SIGTERM"
+        if cancelled:
+            self.how = "a Cancel in Prefect (UI or API)"
         super().__init__(f"the run was stopped by {self.how}")
 
 

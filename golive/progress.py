@@ -170,7 +170,7 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
     "run.finished": lambda e, _: (
         "[bold green]■ completed[/]"
         if e["state"] == "completed"
-        else f"[bold red]■ failed[/]: {escape(e['reason'].splitlines()[0])}"
+        else f"[bold red]■ {e['state']}[/]: {escape(e['reason'].splitlines()[0])}"
     ),
 }
 

@@ -17,6 +17,7 @@ from uuid import UUID
 import pytest
 from prefect import get_client
 from prefect.settings import PREFECT_API_URL
+from prefect.states import Cancelling
 
 from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
@@ -205,6 +206,32 @@ def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "failed"
     assert any(e["kind"] == "rollback.finished" and e["complete"] for e in entries)
     assert run.run_id == run_id
+
+
+def test_a_cancel_in_prefect_rolls_a_go_live_at_its_gate_back_and_ends_it_cancelled(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", **GATED)
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        running = start_run(tmp_path, plan, "machine-a")
+        run_id = wait_for_gate(seconds=120)
+        with get_client(sync_client=True) as client:  # what the UI's Cancel button does
+            client.set_flow_run_state(UUID(run_id), Cancelling(message="wrong day"))
+        said = running.communicate(timeout=120)[0]
+        [run] = runs()
+        ended = run.entries()[-1]
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+
+    assert running.returncode == 1, said
+    assert "Traceback" not in said
+    assert "the run was stopped by a Cancel in Prefect (UI or API)" in said
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert ended["kind"] == "run.finished" and ended["state"] == "cancelled"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(UUID(run_id)).state_name == "Cancelled"
 
 
 def test_a_second_ctrl_c_stops_the_rollback_and_says_what_is_left_and_how_to_finish(

@@ -1,0 +1,62 @@
+"""Cancel in the Prefect UI (or API) stops a go-live the way SIGTERM does: it rolls back.
+
+Prefect delivers a cancel only to runs a worker supervises (the worker sends SIGTERM). A run
+started by `golive run` has no worker, and a run paused at a gate never looks at its state
+again until the pause ends: the cancel was lost and the canary stayed on the new release. So
+golive watches its own run's state, and when someone cancels it, signals itself with SIGTERM:
+the run stops where it is and rolls back what changed, like any other interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.schemas.objects import StateType
+
+WATCH_SECONDS = 1.0
+logger = logging.getLogger("golive.cancel")
+
+
+@contextmanager
+def rolled_back_when_cancelled(run_id: str) -> Iterator[threading.Event]:
+    """While the block runs, a cancel of flow run `run_id` sends this process SIGTERM; the
+    event it yields is set when that was why."""
+    cancelled, done = threading.Event(), threading.Event()
+    if _supervised_by_a_worker():
+        yield cancelled  # the worker sends SIGTERM itself: a second one would stop the rollback
+        return
+    watcher = threading.Thread(
+        target=_watch, args=(UUID(run_id), cancelled, done), name="golive-cancel", daemon=True
+    )
+    watcher.start()
+    try:
+        yield cancelled
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _watch(run_id: UUID, cancelled: threading.Event, done: threading.Event) -> None:
+    with get_client(sync_client=True) as client:
+        while not done.wait(WATCH_SECONDS):
+            try:
+                state = client.read_flow_run(run_id).state
+            except Exception as error:  # the API is away for a moment: look again later
+                logger.debug("could not read the state of run %s: %s", run_id, error)
+                continue
+            if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
+                cancelled.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+
+def _supervised_by_a_worker() -> bool:
+    # Prefect's runner sets this for the flow processes it starts and cancels itself.
+    return os.environ.get("PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS", "true") == "false"
