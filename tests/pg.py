@@ -149,6 +149,25 @@ def fingerprint(db: Database) -> tuple[int, int, str]:
     return int(row[0]), int(row[1]), str(row[2])
 
 
+def contents(db: Database) -> dict[str, tuple[str, str]]:
+    """Every table of the database: its columns and a checksum of all its rows. Equal means
+    the same schema and the same data: nothing added, dropped or changed anywhere."""
+    with db.connect() as conn:
+        tables = conn.execute(
+            "SELECT table_name, string_agg(column_name || ' ' || data_type, ', ' "
+            "ORDER BY ordinal_position) FROM information_schema.columns "
+            "WHERE table_schema = 'public' GROUP BY table_name"
+        ).fetchall()
+        found = {}
+        for table, columns in tables:
+            query = sql.SQL(
+                "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {} t"
+            )
+            [(checksum,)] = conn.execute(query.format(sql.Identifier(table))).fetchall()
+            found[table] = (columns, checksum)
+    return found
+
+
 @contextmanager
 def empty_database(server: tuple[str, int, str], password: str | None = None) -> Iterator[str]:
     """A fresh, empty database on `server`, as a URL (with the password, if any); dropped

@@ -1,9 +1,11 @@
-"""A fault at each step of a host's deploy, on a host of the first wave or the last, ends with
-every host on its release from before the run and answering, and a record of each undo step.
+"""A fault at each step of a go-live ends with every host on its release from before the run
+and answering, its files and databases as they were, and a record of each undo step.
 
-The faults are injected by a shell wrapper, here in the tests: the production code paths run
+Host faults are injected by a shell wrapper, here in the tests: the production code paths run
 as they are, and meet the failure where a real one would hit them (a full disk on upload, a
-failed unpack, a connection lost right after the switch, a restart that fails)."""
+failed unpack, a connection lost right after the switch, a restart that fails). Other faults
+are what a real run meets: a failing statement or check, a failing smoke check, a rejection,
+a soak over its limits; a dump that does not verify is the one hook into golive's code."""
 
 from __future__ import annotations
 
@@ -16,12 +18,15 @@ from typing import Any
 import pytest
 
 from flows.golive import go_live
-from golive import transport
+from golive import postgres, transport
 from golive.demo.fleet import DemoFleet
 from golive.errors import HostCommandError, RunFailed
 from golive.plan import Host, Plan
+from golive.postgres import Database, DatabaseError
 from golive.shell import Shell
+from tests.conftest import decision
 from tests.flows.test_golive import only_run, serving
+from tests.pg import contents
 
 
 @dataclass
@@ -41,6 +46,8 @@ class Fault:
 
 
 def step_of(command: str) -> str | None:
+    if "gzip -1 >" in command:
+        return "backup"
     if "tar xzf ../" in command:
         return "switch" if "golive: current switched" in command else "unpack"
     return "restart" if "app.py restart" in command else None
@@ -127,3 +134,125 @@ def test_a_host_that_fails_within_the_budget_and_cannot_be_put_back_fails_the_ru
     journal, record = only_run()
     assert [e["ok"] for e in journal.of_kind("host.restored") if e["host"] == "web3"][:1] == [False]
     assert record["state"] == "failed" and record["rollback"]["complete"] is True
+
+
+MIGRATIONS = {
+    "0042_refunds.sql": (  # a referenced table, a standalone table, a column, and writes
+        "CREATE TABLE refunds (id serial PRIMARY KEY, order_id int REFERENCES orders(id));\n"
+        "CREATE TABLE notes (id serial PRIMARY KEY, body text);\n"
+        "ALTER TABLE orders ADD COLUMN total_cents bigint;\n"
+        "INSERT INTO refunds (order_id) SELECT id FROM orders LIMIT 10;\n"
+        "UPDATE orders SET total_cents = (total * 100)::bigint, total = total + 1;\n"
+        "DELETE FROM orders WHERE id % 50 = 0 AND id NOT IN (SELECT order_id FROM refunds);\n"
+    ),
+    "0043_channel.sql": "ALTER TABLE customers ADD COLUMN channel text DEFAULT 'web';\n",
+}
+CHANNEL_CHECK = {
+    "name": "every customer has a channel",
+    "query": ("SELECT count(*) FROM customers WHERE channel IS NULL"),
+}
+HOST_FAULTS = {
+    "files backup": Fault("web2", "backup"),
+    "upload": Fault("web2", "upload"),
+    "switch": Fault("web3", "switch", after=True),
+    "restart": Fault("web1", "restart"),
+}
+STAGES = {  # where the fault is, and what the run's failure says
+    "files backup": "web2",
+    "database backup": "499 restored",
+    "migration": "division by zero",
+    "migration check": "every customer has a channel",
+    "upload": "the disk holding .* is full",
+    "switch": "web3",
+    "restart": "web1",
+    "smoke": "smoke check 'health' failed on host 'web3'",
+    "gate": "rejected by demo-approver",
+    "soak": "soak failed",
+}
+
+
+def fault_plan(
+    fleet: DemoFleet, targets: dict[str, Any], db: Database, tmp_path: Path, stage: str
+) -> str:
+    """Files and a database backed up, two migrations, a canary behind a gate, then the rest;
+    with the fault of `stage` where the plan itself can carry it."""
+    for name, statements in MIGRATIONS.items():
+        failing = stage == "migration" and name == "0043_channel.sql"
+        (tmp_path / name).write_text(statements + ("SELECT 1 / 0;\n" if failing else ""))
+    check = CHANNEL_CHECK | {"equals": 1 if stage == "migration check" else 0}
+    where = {"host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user}
+    sections: dict[str, Any] = {
+        "targets": targets,
+        "databases": {"shop": where},
+        "backups": [
+            {"kind": "files", "paths": ["shared"]},
+            {"kind": "postgres", "database": "shop"},
+        ],
+        "backup_storage": {"directory": str(tmp_path / "backups")},
+        "migrations": [
+            {"sql": str(tmp_path / "0042_refunds.sql")},
+            {"sql": str(tmp_path / "0043_channel.sql"), "checks": [check]},
+        ],
+        "soak": {"duration": "1s", "interval": "0.2s", "max_p95_ms": 0.001}
+        if stage == "soak"
+        else None,
+    }
+    version = "3.0.0" if stage == "smoke" else "2.0.0"  # 3.0.0 fails its smoke check on web3
+    return str(fleet.write_plan(version, **sections))
+
+
+def files(fleet: DemoFleet) -> dict[str, bytes]:
+    """Every file of every host's shared folder, with its content."""
+    found = {}
+    for host in fleet.hosts:
+        shared = fleet.host_dir(host.name) / "shared"
+        for path in sorted(shared.rglob("*")):
+            if path.is_file():
+                found[f"{host.name}/{path.relative_to(shared)}"] = path.read_bytes()
+    return found
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_fault_at_any_stage_over_ssh_leaves_hosts_files_and_data_as_before_the_run(
+    make_ssh_fleet: Callable[..., tuple[DemoFleet, dict[str, Any]]],
+    shop_db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    approver: Callable[..., None],
+    stage: str,
+) -> None:
+    fleet, targets = make_ssh_fleet(hosts=3, configured=2)
+    hosts_before, files_before, data_before = serving(fleet), files(fleet), contents(shop_db)
+    fault = HOST_FAULTS.get(stage, Fault("nobody", "nothing"))
+    opened = transport._open
+    monkeypatch.setattr(
+        transport, "_open", lambda plan, host: FaultyShell(opened(plan, host), host.name, fault)
+    )
+    if stage == "database backup":
+        monkeypatch.setattr(postgres, "verify", dump_that_does_not_verify)
+    approver(decision("reject" if stage == "gate" else "approve", comment="fault matrix"))
+
+    with pytest.raises(RunFailed, match=STAGES[stage]):
+        go_live(fault_plan(fleet, targets, shop_db, tmp_path, stage))
+
+    assert fault.fired or stage not in HOST_FAULTS
+    assert serving(fleet) == hosts_before
+    assert files(fleet) == files_before
+    assert contents(shop_db) == data_before
+    journal, record = only_run()
+    moved = {e["host"] for e in journal.of_kind("host.switching")} - {
+        e["host"] for e in journal.of_kind("host.switch_abandoned")
+    }
+    restored = {e["host"]: e["ok"] for e in journal.of_kind("host.restored")}
+    assert moved <= restored.keys() and all(restored.values()), restored
+    migrated = {e["database"] for e in journal.of_kind("migration.applying")}
+    assert {e["database"]: e["ok"] for e in journal.of_kind("database.restored")} == dict.fromkeys(
+        migrated, True
+    )
+    assert record["state"] == "failed"
+    if moved or migrated:
+        assert record["rollback"]["complete"] is True
+
+
+def dump_that_does_not_verify(db: Database, backup: Any) -> None:
+    raise DatabaseError(db.name, "verify", "orders: 500 rows in the dump, 499 restored")
