@@ -7,16 +7,13 @@ any failure ─► rollback of every host the run switched, and of the data ─�
 
 from __future__ import annotations
 
-import getpass
-import socket
 import time
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from prefect import State, flow
 from prefect.context import FlowRunContext
 from prefect.exceptions import TerminationSignal
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed
 
 from flows.rollback import restore_wave, rollback
@@ -35,6 +32,7 @@ from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import hosts_to_restore, migrated_databases, plan_to_store
 from golive.transport import close_run
+from golive.trigger import golive_version, trigger, whoami
 from golive.undo import left_undone
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
@@ -244,7 +242,7 @@ def undo(plan: Plan, journal: RunJournal, changed: list[str], failure: Exception
     Ctrl-C (or SIGTERM) stops the rollback itself, which then names what it left undone."""
     if changed and plan.rollback.automatic:
         try:
-            rollback(journal.run_id, reason=str(failure))
+            rollback(journal.run_id, reason=str(failure), within_run=True)
         except (KeyboardInterrupt, TerminationSignal) as signal:
             left = left_undone(journal.entries())
             raise RollbackStopped(Interrupted(signal), left, journal.run_id) from None
@@ -285,37 +283,6 @@ def tell_rollback_failed(plan: Plan, journal: RunJournal, failure: GoLiveError) 
             f"`golive rollback {journal.run_id}`",
         },
     )
-
-
-def whoami() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-def trigger(claimed: str) -> dict[str, str | None]:
-    """Who started the run as this machine sees it; `claimed` (`--as`) is only a claim."""
-    return {
-        "claimed": claimed,
-        "os_user": getpass.getuser(),
-        "machine": socket.gethostname(),
-        "deployment": f"{flow_run.flow_name}/{deployment.name}" if deployment.id else None,
-        "schedule": _schedule(),
-    }
-
-
-def _schedule() -> str | None:
-    """When a deployment's schedule created this run, the time it was scheduled for."""
-    context = FlowRunContext.get()
-    run = context.flow_run if context else None
-    if run is None or not run.auto_scheduled or run.expected_start_time is None:
-        return None
-    return run.expected_start_time.isoformat()
-
-
-def golive_version() -> str:
-    try:
-        return version("golive")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _limits(plan: Plan, duration: float) -> Soak:

@@ -7,26 +7,66 @@ whose process died, from any machine that reaches the store and the hosts.
 
 from __future__ import annotations
 
-from prefect import State, flow
-from prefect.states import Failed
+from uuid import UUID
+
+from prefect import State, flow, get_client, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
+from prefect.states import Crashed, Failed
 
 from golive.errors import RollbackIncomplete
-from golive.journal import RunJournal
+from golive.journal import RollbackJournal, RunJournal
+from golive.lease import environment_lease, holder
 from golive.plan import Plan
 from golive.record import hosts_to_restore, migrated_databases, point_of_no_return, stored_plan
 from golive.transport import resolve_blocks
-from golive.undo import since_last_rollback
+from golive.trigger import golive_version, trigger, whoami
+from golive.undo import (
+    Undo,
+    abandoned_rollbacks,
+    since_last_rollback,
+    undone_run,
+    what_to_undo,
+)
 from tasks.databases import restore_database
 from tasks.hosts import on_every_host, restore_host
 from tasks.smoke import smoke_check_host
 
 
 @flow(name="rollback", flow_run_name="rollback {run_id}")
-def rollback(run_id: str, reason: str, restore_data: bool = True) -> dict[str, str | None] | State:
+def rollback(
+    run_id: str,
+    reason: str = "manual rollback",
+    restore_data: bool = True,
+    triggered_by: str = "",
+    within_run: bool = False,
+) -> dict[str, str | None] | State:
     """Put back what run `run_id` changed, as the run store records it; with `restore_data`
-    false, the hosts only (the data rolls forward). One that cannot finish ends in a Prefect
-    state named RollbackFailed."""
-    journal = RunJournal.find(run_id).verified()
+    false, the hosts only (the data rolls forward). A failing go-live calls it `within_run`:
+    the steps join that run's record. Otherwise (`golive rollback`, the rollback deployment)
+    it is a run of its own, linked both ways to the run it undoes, holding the environment.
+    One that cannot finish ends in a Prefect state named RollbackFailed."""
+    run = undone_run(RunJournal.find(run_id)).verified()
+    if within_run:
+        return undo(run, reason, restore_data)
+    undoing = what_to_undo(run)
+    stopped = abandoned_rollbacks(run)  # before this one is a run, "running" without a lease
+    own = open_rollback_run(run, triggered_by or whoami())
+    with environment_lease(own, undoing.environment, "rollback", takes_over=[run.run_id, *stopped]):
+        if not undoing.finished:
+            run.write("run.crashed", lease_expired_at=None, found_by=holder())
+        take_over(stopped, own)
+        try:
+            outcome = undo(RollbackJournal(run, own), reason, restore_data)
+        finally:  # even when stopped: the store says how far it got
+            close_rollback_run(run, own, undoing, reason)
+    if not undoing.finished:
+        crashed_in_prefect(run.run_id)
+    return outcome
+
+
+def undo(journal: RunJournal, reason: str, restore_data: bool) -> dict[str, str | None] | State:
+    """Every host back, last wave first, each smoke-checked; then the data, as allowed."""
     plan, _ = resolve_blocks(stored_plan(journal.entries()))
     changed = hosts_to_restore(since_last_rollback(journal.entries()))
     journal.write("rollback.started", reason=reason, hosts=[host for _, host, _ in changed])
@@ -40,6 +80,62 @@ def rollback(run_id: str, reason: str, restore_data: bool = True) -> dict[str, s
         incomplete = RollbackIncomplete(failures, f"golive audit show {journal.run_id}")
         return Failed(name="RollbackFailed", message=str(incomplete), data=incomplete)
     return {host: before for _, host, before in changed}
+
+
+def open_rollback_run(run: RunJournal, triggered_by: str) -> RunJournal:
+    """The rollback's own run in the store: the undone run's plan, who asked, from where."""
+    started = next(run.of_kind("run.started"))
+    own = RunJournal.create(str(flow_run.id))
+    context = FlowRunContext.get()
+    own.write(
+        "run.started",
+        **{k: v for k, v in started.items() if k not in ("at", "kind", "seq", "hash")}
+        | {
+            "run_id": own.run_id,
+            "flow_run_name": flow_run.name,
+            "triggered_by": triggered_by,
+            "trigger": trigger(triggered_by),
+            "golive_version": golive_version(),
+            "api_url": str(context.client.api_url) if context else None,
+            "rolls_back": run.run_id,
+        },
+    )
+    return own
+
+
+def close_rollback_run(run: RunJournal, own: RunJournal, undoing: Undo, reason: str) -> None:
+    """Both runs end: the undone one points at the rollback that holds the steps."""
+    finished = next(own.of_kind("rollback.finished"), {"complete": False, "failed": []})
+    complete, failed = finished["complete"], finished["failed"]
+    run.write("rollback.finished", complete=complete, failed=failed, by=own.run_id)
+    ended = "rolled back" if undoing.finished else "failed"  # a crashed run never completed
+    state = ended if complete else "rollback failed"
+    why = reason if undoing.finished else f"crashed; rolled back: {reason}"
+    run.write("run.finished", state=state, reason=f"{why} (by run {own.run_id})")
+    own.write("run.finished", state="completed" if complete else "failed", reason=reason)
+
+
+def take_over(stopped: list[str], own: RunJournal) -> None:
+    """Earlier rollbacks of the same run whose process died end here: this one takes over."""
+    for run_id in stopped:
+        dead = RunJournal(run_id, own.store)
+        dead.write("run.crashed", lease_expired_at=None, found_by=holder())
+        dead.write("run.finished", state="failed", reason=f"crashed; run {own.run_id} took over")
+
+
+def crashed_in_prefect(run_id: str) -> None:
+    """Prefect's record of the dead run says Crashed too, where its API can be reached."""
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(
+                UUID(run_id), Crashed(message="its process died; golive rolled it back"), force=True
+            )
+    except Exception as error:  # e.g. a temporary server that died with the run
+        get_run_logger().warning(
+            "The Prefect state of run %s could not be set to Crashed (%s); the run store has it.",
+            run_id,
+            error,
+        )
 
 
 def keep_data(journal: RunJournal) -> dict[str, str]:

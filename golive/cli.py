@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
-from uuid import UUID
 
 import click
 from rich.console import Console
@@ -477,9 +476,14 @@ def rollback_command(
 ) -> None:
     """Put back what a run changed, from the run store alone: a run whose process died
     (crashed, killed), or one that finished but is bad (an emergency)."""
-    from golive.undo import what_to_undo
+    from golive.undo import undone_run, what_to_undo
 
-    journal = _find(run_id).verified()
+    asked = _find(run_id)
+    journal = undone_run(asked).verified()
+    if journal.run_id != asked.run_id:
+        console.print(
+            f"Run {asked.run_id} was a rollback of run {journal.run_id}; rolling back that."
+        )
     undo = what_to_undo(journal)
     restore = _data_choice(undo, hosts_only, data)
     _show_undo(undo, restore)
@@ -550,29 +554,19 @@ def _writes_since_backup(undo: Undo, name: str) -> Table | str:
 def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> int:
     _quiet_prefect_console()
     from flows.rollback import rollback
-    from golive.lease import environment_lease, holder
     from golive.server import start_temporary_server
 
     start_temporary_server()
-    with environment_lease(
-        journal, undo.environment, "rollback", takes_over=[journal.run_id], record_refusal=False
-    ):
-        if not undo.finished:
-            journal.write("run.crashed", lease_expired_at=None, found_by=holder())
-        try:
-            rollback(journal.run_id, reason=reason, restore_data=restore)
-        except GoLiveError as failure:
-            journal.write("run.finished", state="rollback failed", reason=str(failure))
-            Console(stderr=True).print(f"[red]{escape(str(failure))}[/]", highlight=False)
-            return EXIT_ROLLBACK_FAILED if isinstance(failure, RollbackIncomplete) else EXIT_FAILED
-        ended = "failed" if not undo.finished else "rolled back"
-        why = f"crashed; rolled back: {reason}" if not undo.finished else reason
-        journal.write("run.finished", state=ended, reason=why)
-    if not undo.finished:
-        _crashed_in_prefect(journal)
+    try:
+        rollback(journal.run_id, reason=reason, restore_data=restore)
+    except RollbackIncomplete as failure:
+        Console(stderr=True).print(f"[red]{escape(str(failure))}[/]", highlight=False)
+        return EXIT_ROLLBACK_FAILED
+    by = [e["by"] for e in journal.of_kind("rollback.finished") if e.get("by")][-1]
     console.print(
         f"[green]Run {journal.run_id} is rolled back: {len(undo.hosts)} host(s) back on their "
-        f"releases and answering.[/] `golive audit show {journal.run_id[:8]}` shows each step."
+        f"releases and answering.[/] The rollback is run {by}: `golive audit show {by[:8]}` "
+        "shows each step."
     )
     return 0
 
@@ -662,25 +656,6 @@ def _decide(
         f"{decision}d gate {decided!r} of run {journal.run_id} as {escape(approver)}; "
         f"the run takes it up within a second. `golive status {journal.run_id}` to follow."
     )
-
-
-def _crashed_in_prefect(journal: RunJournal) -> None:
-    """Prefect's record of the dead run says Crashed too, where its API can be reached."""
-    from prefect import get_client
-    from prefect.states import Crashed
-
-    try:
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_state(
-                UUID(journal.run_id),
-                Crashed(message="its process died; golive rolled it back"),
-                force=True,
-            )
-    except Exception:  # e.g. a temporary server that died with the run: nothing to update
-        console.print(
-            "[dim]The run's Prefect API is gone with it (or does not know the run): its "
-            "Prefect state could not be set to Crashed; the run store has it.[/]"
-        )
 
 
 def _passphrase(variable: str | None) -> str | None:

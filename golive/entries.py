@@ -54,6 +54,7 @@ class RunStarted(EntryBody):
     backup_paths: list[str] = []
     approvers_sha256: str | None = None
     api_url: str | None = None
+    rolls_back: str | None = None  # a rollback run: the run whose changes it undoes
 
 
 class RunFinished(EntryBody):
@@ -195,6 +196,7 @@ class RollbackFinished(EntryBody):
     kind = "rollback.finished"
     complete: bool
     failed: list[str] = []
+    by: str | None = None  # in the undone run: the rollback run that did it, and holds its steps
 
 
 class DatabaseBackedUp(EntryBody):

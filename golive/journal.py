@@ -101,6 +101,22 @@ class RunJournal:
         self.write("step.finished", stage=stage, **about, result=result)
 
 
+class RollbackJournal(RunJournal):
+    """The journal of a rollback run (`golive rollback`, the rollback deployment): it reads the
+    run it undoes followed by its own entries, and writes its own. Its `run_id` stays the
+    undone run's, whose backups, kept copies and connections the rollback works with."""
+
+    def __init__(self, undone: RunJournal, own: RunJournal) -> None:
+        super().__init__(undone.run_id, undone.store)
+        self.own = own
+
+    def write(self, kind: str, **fields: Any) -> Entry:
+        return self.own.write(kind, **fields)
+
+    def entries(self) -> list[Entry]:
+        return super().entries() + self.own.entries()
+
+
 def as_entry(stored: StoredEntry) -> Entry:
     """A stored entry as its kind's model reads it, with where it sits in the chain."""
     try:

@@ -103,7 +103,10 @@ def _rollback_started(record: dict[str, Any], entry: Entry) -> None:
 
 
 def _rollback_finished(record: dict[str, Any], entry: Entry) -> None:
-    if record["rollback"] is not None:
+    if entry.get("by"):  # another run, a rollback, did it: its record has the steps
+        by = {"run": entry["by"], "at": entry["at"], "complete": entry["complete"]}
+        record.setdefault("rolled_back_by", []).append(by | {"failed": entry["failed"]})
+    elif record["rollback"] is not None:
         record["rollback"] |= {"finished_at": entry["at"], "complete": entry["complete"]}
 
 

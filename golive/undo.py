@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from golive.errors import NothingToRollBack
 from golive.journal import Entry, RunJournal
+from golive.lease import with_crashes
 from golive.plan import Plan
 from golive.record import hosts_to_restore, migrated_databases, point_of_no_return, stored_plan
 from golive.store import RunStore
@@ -55,6 +56,27 @@ def what_to_undo(journal: RunJournal) -> Undo:
             e["database"]: e["row_counts"] for e in entries if e["kind"] == "database.backed_up"
         },
     )
+
+
+def undone_run(journal: RunJournal) -> RunJournal:
+    """The run to roll back when asked to roll back `journal`'s: a rollback run (one that was
+    stopped, say) stands for the run it was undoing."""
+    started = next(journal.of_kind("run.started"), {})
+    return RunJournal.find(started["rolls_back"]) if started.get("rolls_back") else journal
+
+
+def abandoned_rollbacks(journal: RunJournal) -> list[str]:
+    """Rollback runs of `journal`'s run whose process died before they finished."""
+    store = journal.store
+    crashed = [
+        row.run_id for row in with_crashes(store, store.run_rows()) if row.state == "crashed"
+    ]
+    return [
+        run_id
+        for run_id in crashed
+        if next(RunJournal(run_id, store).of_kind("run.started"), {}).get("rolls_back")
+        == journal.run_id
+    ]
 
 
 def since_last_rollback(entries: list[Entry]) -> list[Entry]:

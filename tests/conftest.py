@@ -28,9 +28,15 @@ from tasks.approvals import decide_gate
 from tests.pg import database, empty_database, password_server, postgres_server
 from tests.sshd import SshdFleet, require_sshd
 
+# Prefect's lease on a deployment's concurrency slot, shortened so that a test can outlast it.
+DEPLOYMENT_LEASE_SECONDS = 30  # the least Prefect allows
+
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api() -> Iterator[None]:
+    os.environ["PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION"] = str(
+        DEPLOYMENT_LEASE_SECONDS
+    )
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

@@ -126,15 +126,16 @@ def wait_for_gate(seconds: float = 60) -> str:
 
 
 def wait_for_entry(kind: str, seconds: float = 60) -> str:
-    """The id of the newest run in the store, once it has written an entry of this kind."""
+    """The id of the first run in the store to write an entry of this kind, once it has."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             found = runs()
         except StoreError:  # not created yet
             found = []
-        if found and any(e["kind"] == kind for e in found[0].entries()):
-            return found[0].run_id
+        for run in found:
+            if any(e["kind"] == kind for e in run.entries()):
+                return run.run_id
         time.sleep(0.2)
     raise AssertionError(f"the run never wrote {kind}")
 

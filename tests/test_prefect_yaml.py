@@ -1,20 +1,147 @@
-"""prefect.yaml names flows that exist, with parameters they take."""
+"""prefect.yaml as a Prefect user meets it: deployed from a fresh copy of the checkout by
+`prefect deploy --all` in a process of its own, run by a real `prefect worker`, against the
+session's Prefect API. Nothing here imports the flows into the test process first."""
 
 from __future__ import annotations
 
-import inspect
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from uuid import UUID
 
-import yaml
-from prefect.flows import load_flow_from_entrypoint
+import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL
+
+from golive.demo.fleet import DemoFleet
+from tests.conftest import DEPLOYMENT_LEASE_SECONDS
+from tests.flows.test_golive import flow_runs_named, serving
+from tests.runstore import runs, wait_for_gate
 
 ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "*cache*", "__pycache__", "*.egg-info")
 
 
-def test_every_deployment_loads_its_flow_and_passes_only_parameters_it_takes() -> None:
-    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    assert {d["name"] for d in config["deployments"]} == {"go-live", "rollback"}
-    for deployment in config["deployments"]:
-        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
-        accepted = set(inspect.signature(flow.fn).parameters)
-        assert set(deployment["parameters"]) <= accepted, deployment["name"]
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A fresh copy of the project, as a clone would have it."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT, copy, ignore=NOT_COPIED)
+    return copy
+
+
+@pytest.fixture
+def worker_environment(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """What a worker's machine sets: the Prefect API and the shared run store."""
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    os.environ["GOLIVE_STORE_URL"] = store  # for this process's own reading of the store
+    yield {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "GOLIVE_STORE_URL": store,
+        "GOLIVE_HOME": str(tmp_path / "worker-home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    del os.environ["GOLIVE_STORE_URL"]
+
+
+def prefect(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def finished(flow_run_id: UUID, seconds: float = 180) -> FlowRun:
+    """The flow run, once it has reached a final state."""
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {seconds} s")
+
+
+def test_a_fresh_checkout_deploys_and_a_worker_runs_a_gated_go_live_and_its_rollback(
+    make_fleet: Callable[..., DemoFleet],
+    checkout: Path,
+    worker_environment: dict[str, str],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])  # canary, gate go-ahead, the rest
+    env = worker_environment
+    prefect(
+        "work-pool", "create", "golive", "--type", "process", "--overwrite", cwd=checkout, env=env
+    )
+    prefect("deploy", "--all", cwd=checkout, env=env)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "golive"],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        prefect(
+            "deployment",
+            "run",
+            "go-live/go-live",
+            "--param",
+            f"plan_path={plan}",
+            cwd=checkout,
+            env=env,
+        )
+        run_id = wait_for_gate(seconds=180)
+        time.sleep(DEPLOYMENT_LEASE_SECONDS + 10)  # paused past Prefect's deployment lease
+        approved = subprocess.run(
+            [str(BIN / "golive"), "approve", run_id, "--as", "demo-approver"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        released = finished(UUID(run_id))
+        prefect(
+            "deployment",
+            "run",
+            "rollback/rollback",
+            "--param",
+            f"run_id={run_id}",
+            "--param",
+            "reason=found later",
+            cwd=checkout,
+            env=env,
+        )
+        deadline = time.monotonic() + 180
+        while not flow_runs_named(f"rollback {run_id}") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        [undo] = flow_runs_named(f"rollback {run_id}")
+        undone = finished(undo.id)
+        stored = {r.run_id: r.entries() for r in runs()}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert released.state_name == "Completed"
+    started = stored[run_id][0]
+    assert started["trigger"]["deployment"] == "go-live/go-live"
+    assert stored[run_id][-1]["state"] == "rolled back"
+    assert undone.state_name == "Completed"
+    assert stored[str(undo.id)][0]["trigger"]["deployment"] == "rollback/rollback"
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}

@@ -168,7 +168,64 @@ def test_an_emergency_rollback_of_a_successful_run_and_what_it_refuses(
     assert again.returncode == 1 and "was already rolled back" in again.stderr
     entries = run.entries()
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "rolled back"
-    assert entries[-1]["reason"] == "bug 42"
+    # the rollback is a run of its own, linked both ways, with every step in its own record
+    by = entries[-2]["by"]
+    assert entries[-2]["kind"] == "rollback.finished" and entries[-2]["complete"]
+    assert entries[-1]["reason"] == f"bug 42 (by run {by})"
+    assert f"The rollback is run {by}" in undone.stdout
+    [rollback_run] = [r for r in runs() if r.run_id == by]
+    own = rollback_run.entries()
+    assert own[0]["rolls_back"] == run.run_id and own[0]["trigger"]["os_user"]
+    assert {e["host"] for e in own if e["kind"] == "host.restored" and e["ok"]} == {"web1", "web2"}
+    assert own[-1]["kind"] == "run.finished" and own[-1]["state"] == "completed"
+    shown = golive(tmp_path, "elsewhere", "status", run.run_id[:8],
+                   GOLIVE_STORE_URL=f"sqlite:///{golive_home / 'store.db'}")  # fmt: skip
+    assert f"Rolled back by run {by}" in shown.stdout.replace("`", "")
+
+
+def test_a_killed_rollback_is_taken_over_by_the_next_one_from_another_machine(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, golive_home: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    slow = fleet.template["targets"]["restart"] + " && sleep 3"
+    plan = fleet.write_plan(
+        "2.0.0",
+        targets=fleet.template["targets"] | {"restart": slow},
+        gates={},
+        waves=[{"name": "all", "hosts": "100%"}],
+    )
+    go_live(str(plan))
+    [run] = runs()
+    os.environ["GOLIVE_STORE_URL"] = store = f"sqlite:///{golive_home / 'store.db'}"
+    try:
+        first = subprocess.Popen(
+            [GOLIVE, "rollback", run.run_id, "--yes"],
+            cwd=tmp_path,
+            env=environment(
+                tmp_path, "machine-a", GOLIVE_STORE_URL=store, GOLIVE_LEASE_SECONDS="3"
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        stopped = wait_for_entry("rollback.started", seconds=120)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        time.sleep(4)  # its lease runs out: nobody renews it
+        refused = golive(tmp_path, "machine-b", "run", str(plan), GOLIVE_STORE_URL=store)
+        second = golive(tmp_path, "machine-b", "rollback", stopped, "--yes", GOLIVE_STORE_URL=store)
+        after = golive(tmp_path, "machine-b", "status", GOLIVE_STORE_URL=store)
+        ends = {r.run_id: r.entries()[-1] for r in runs()}
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+
+    assert refused.returncode == 1 and stopped in refused.stdout + refused.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"Run {stopped} was a rollback of run {run.run_id}; rolling back that" in second.stdout
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert ends[stopped]["state"] == "failed" and "took over" in ends[stopped]["reason"]
+    assert ends[run.run_id]["state"] == "rolled back"
+    assert "crashed" not in after.stdout and "running" not in after.stdout
 
 
 SIGNALS = ["SIGTERM", "SIGINT", "SIGINT to the process group", "Ctrl-C on the embedded default"]

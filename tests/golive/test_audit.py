@@ -118,8 +118,13 @@ def test_another_machine_follows_approves_and_rolls_back_a_run_from_the_store_al
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
     assert not list(Path(elsewhere["GOLIVE_HOME"]).glob("store.db"))
     assert golive("audit", "verify", **elsewhere).returncode == 0
-    kinds = [e["kind"] for e in runs()[0].entries()]
-    assert kinds[-1] == "rollback.finished" and "host.restored" in kinds
+    by_id = {r.run_id: r for r in runs()}  # the rollback is a run of its own
+    original = by_id.pop(run_id)
+    [rollback_run] = by_id.values()
+    assert rollback_run.entries()[0]["rolls_back"] == run_id
+    kinds = [e["kind"] for e in rollback_run.entries()]
+    assert kinds[-2:] == ["rollback.finished", "run.finished"] and "host.restored" in kinds
+    assert original.entries()[-1]["state"] == "rolled back"
 
 
 def test_audit_list_filters_runs_newest_first(golive_home: Path) -> None:
