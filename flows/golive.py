@@ -3,14 +3,17 @@
 preflight and host backups ─► database backups (verified) ─► migrations
     ─► for each wave: deploy ─► smoke ─► [soak] ─► [gate] ─► [pause] ─► soak ─► close-out
 any failure ─► rollback of every host the run switched, and of the data ─► close-out ─► Failed
+Ctrl-C, SIGTERM, a Cancel ─► the same rollback; a crash Prefect sees ─► a rollback run (on_crashed)
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from prefect import State, flow
+from prefect import Flow, State, flow
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
@@ -27,7 +30,7 @@ from golive.errors import (
     WaveFailed,
 )
 from golive.journal import RunJournal
-from golive.lease import environment_lease
+from golive.lease import environment_lease, lease_seconds
 from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import hosts_to_restore, migrated_databases, plan_to_store
@@ -45,6 +48,8 @@ from tasks.reports import progress_bar, publish_record
 from tasks.smoke import smoke_check_host
 from tasks.soak import soak
 
+logger = logging.getLogger("golive.crash")
+
 
 def _run_name() -> str:
     try:
@@ -54,7 +59,17 @@ def _run_name() -> str:
     return f"{release.name}-{release.version}"
 
 
-@flow(name="go-live", flow_run_name=_run_name)
+def roll_back_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    """Prefect found the go-live's process dead (a worker's flow process killed, say): roll
+    back what it changed, as `golive rollback` would, once the dead run's lease runs out."""
+    reason = f"Prefect marked the run Crashed: {state.message or 'its process died'}"
+    try:
+        rollback(str(flow_run.id), reason=reason, wait_seconds=2 * lease_seconds())
+    except GoLiveError as error:  # nothing to undo, or a rollback that needs a person
+        logger.error("run %s crashed and was not rolled back: %s", flow_run.id, error)
+
+
+@flow(name="go-live", flow_run_name=_run_name, on_crashed=[roll_back_crashed])
 def go_live(
     plan_path: str, triggered_by: str = "", wait_seconds: float = 0
 ) -> dict[str, Any] | State:

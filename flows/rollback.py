@@ -40,19 +40,22 @@ def rollback(
     restore_data: bool = True,
     triggered_by: str = "",
     within_run: bool = False,
+    wait_seconds: float = 0,
 ) -> dict[str, str | None] | State:
     """Put back what run `run_id` changed, as the run store records it; with `restore_data`
     false, the hosts only (the data rolls forward). A failing go-live calls it `within_run`:
     the steps join that run's record. Otherwise (`golive rollback`, the rollback deployment)
     it is a run of its own, linked both ways to the run it undoes, holding the environment.
-    One that cannot finish ends in a Prefect state named RollbackFailed."""
+    One that cannot finish ends in a Prefect state named RollbackFailed. While another process
+    holds the environment, it waits up to `wait_seconds` for it."""
     run = undone_run(RunJournal.find(run_id)).verified()
     if within_run:
         return undo(run, reason, restore_data)
     undoing = what_to_undo(run)
     stopped = abandoned_rollbacks(run)  # before this one is a run, "running" without a lease
     own = open_rollback_run(run, triggered_by or whoami())
-    with environment_lease(own, undoing.environment, "rollback", takes_over=[run.run_id, *stopped]):
+    takes_over = [run.run_id, *stopped]
+    with environment_lease(own, undoing.environment, "rollback", takes_over, wait=wait_seconds):
         if not undoing.finished:
             run.write("run.crashed", lease_expired_at=None, found_by=holder())
         take_over(stopped, own)

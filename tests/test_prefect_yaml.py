@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL
 
 from golive.demo.fleet import DemoFleet
+from golive.journal import run_store
 from tests.conftest import DEPLOYMENT_LEASE_SECONDS
 from tests.flows.test_golive import flow_runs_named, serving
 from tests.runstore import runs, wait_for_gate
@@ -46,6 +48,7 @@ def worker_environment(tmp_path: Path) -> Iterator[dict[str, str]]:
         "GOLIVE_STORE_URL": store,
         "GOLIVE_HOME": str(tmp_path / "worker-home"),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "GOLIVE_LEASE_SECONDS": "5",  # a killed run's lease runs out soon
     }
     del os.environ["GOLIVE_STORE_URL"]
 
@@ -77,65 +80,51 @@ def finished(flow_run_id: UUID, seconds: float = 180) -> FlowRun:
     raise AssertionError(f"flow run {flow_run_id} did not finish in {seconds} s")
 
 
+@pytest.fixture
+def worker(checkout: Path, worker_environment: dict[str, str]) -> Iterator[Callable[..., None]]:
+    """The deployments of a fresh checkout, and a real process worker on their pool; yields
+    the `prefect` command, run in the checkout."""
+
+    def cli(*args: str) -> None:
+        prefect(*args, cwd=checkout, env=worker_environment)
+
+    cli("work-pool", "create", "golive", "--type", "process", "--overwrite")
+    cli("deploy", "--all")
+    started = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "golive"],
+        cwd=checkout,
+        env=worker_environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield cli
+    started.terminate()
+    started.wait(timeout=60)
+
+
 def test_a_fresh_checkout_deploys_and_a_worker_runs_a_gated_go_live_and_its_rollback(
     make_fleet: Callable[..., DemoFleet],
-    checkout: Path,
+    worker: Callable[..., None],
     worker_environment: dict[str, str],
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", soak=None, backups=[])  # canary, gate go-ahead, the rest
-    env = worker_environment
-    prefect(
-        "work-pool", "create", "golive", "--type", "process", "--overwrite", cwd=checkout, env=env
+
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_gate(seconds=180)
+    time.sleep(DEPLOYMENT_LEASE_SECONDS + 10)  # paused past Prefect's deployment lease
+    approved = subprocess.run(
+        [str(BIN / "golive"), "approve", run_id, "--as", "demo-approver"],
+        env=worker_environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    prefect("deploy", "--all", cwd=checkout, env=env)
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "golive"],
-        cwd=checkout,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        prefect(
-            "deployment",
-            "run",
-            "go-live/go-live",
-            "--param",
-            f"plan_path={plan}",
-            cwd=checkout,
-            env=env,
-        )
-        run_id = wait_for_gate(seconds=180)
-        time.sleep(DEPLOYMENT_LEASE_SECONDS + 10)  # paused past Prefect's deployment lease
-        approved = subprocess.run(
-            [str(BIN / "golive"), "approve", run_id, "--as", "demo-approver"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        released = finished(UUID(run_id))
-        prefect(
-            "deployment",
-            "run",
-            "rollback/rollback",
-            "--param",
-            f"run_id={run_id}",
-            "--param",
-            "reason=found later",
-            cwd=checkout,
-            env=env,
-        )
-        deadline = time.monotonic() + 180
-        while not flow_runs_named(f"rollback {run_id}") and time.monotonic() < deadline:
-            time.sleep(0.5)
-        [undo] = flow_runs_named(f"rollback {run_id}")
-        undone = finished(undo.id)
-        stored = {r.run_id: r.entries() for r in runs()}
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+    released = finished(UUID(run_id))
+    worker("deployment", "run", "rollback/rollback", "--param", f"run_id={run_id}")
+    undo = started_run(f"rollback {run_id}")
+    undone = finished(undo.id)
+    stored = {r.run_id: r.entries() for r in runs()}
 
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert released.state_name == "Completed"
@@ -145,3 +134,41 @@ def test_a_fresh_checkout_deploys_and_a_worker_runs_a_gated_go_live_and_its_roll
     assert undone.state_name == "Completed"
     assert stored[str(undo.id)][0]["trigger"]["deployment"] == "rollback/rollback"
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_crash_hook(
+    make_fleet: Callable[..., DemoFleet], worker: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_gate(seconds=180)
+    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live: a mixed fleet
+    [run] = runs()
+    holder = run_store().lease("demo")
+    assert holder is not None and holder.run_id == run_id
+    os.kill(int(holder.holder.rsplit("pid ", 1)[1].rstrip(")")), signal.SIGKILL)
+    undo = started_run(f"rollback {run_id}")
+    undone = finished(undo.id)
+    entries = run.entries()
+
+    assert finished(UUID(run_id)).state_name == "Crashed"
+    assert undone.state_name == "Completed"
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert "run.crashed" in [e["kind"] for e in entries]
+    assert (
+        entries[-1]["state"] == "failed"
+        and "Prefect marked the run Crashed" in entries[-1]["reason"]
+    )
+
+
+def started_run(name: str, seconds: float = 180) -> FlowRun:
+    """The flow run of that name, once Prefect has it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = flow_runs_named(name)
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no flow run {name!r} within {seconds} s")
