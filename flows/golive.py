@@ -19,7 +19,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed
 
-from flows.rollback import restore_wave, rollback
+from flows.rollback import restore_hosts, rollback
 from golive.cancel import rolled_back_when_cancelled
 from golive.errors import (
     DeployError,
@@ -41,7 +41,7 @@ from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
 from tasks.backups import backup_paths
 from tasks.databases import apply_migration, back_up_database
-from tasks.hosts import deploy_host, on_every_host
+from tasks.hosts import deploy_host, on_every_host, settle
 from tasks.notifications import notify
 from tasks.preflight import preflight
 from tasks.reports import progress_bar, publish_record
@@ -210,7 +210,7 @@ def take_out(
     for host, error in errors.items():
         journal.write("host.taken_out", host=host, reason=str(error))
     before = {host: release for _, host, release in hosts_to_restore(journal.entries())}
-    stuck = restore_wave(plan, {host: before[host] for host in errors if host in before}, journal)
+    stuck = restore_hosts(plan, {host: before[host] for host in errors if host in before}, journal)
     if stuck:
         raise WaveFailed(
             wave.name,
@@ -232,6 +232,7 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> State:
     """Undo what the journal says changed, record how the run ended, and fail the run (or,
     when a person cancelled it, end it Cancelled). A rollback that cannot finish ends the run
     apart, in a Prefect state named RollbackFailed."""
+    settle_hosts(plan_file.plan, journal)
     fleet = plan_file.plan.host_names()
     last_wave_first = sorted(
         hosts_to_restore(journal.entries()), key=lambda change: (-change[0], fleet.index(change[1]))
@@ -269,6 +270,17 @@ def undo(plan: Plan, journal: RunJournal, changed: list[str], failure: Exception
     if changed:
         return f"Automatic rollback is off: {', '.join(changed)} stay as they are."
     return "Nothing had been changed, so nothing was rolled back."
+
+
+def settle_hosts(plan: Plan, journal: RunJournal) -> None:
+    """Host steps under way when the run stopped end first (their commands are bounded by
+    `command_timeout`), so that the rollback sees every host they changed."""
+    try:
+        busy = settle(4 * plan.targets.command_timeout)
+    except (KeyboardInterrupt, TerminationSignal):  # asked again: roll back now
+        busy = settle(0)
+    if busy:
+        journal.write("hosts.still_busy", hosts=busy)
 
 
 def rollback_failed(

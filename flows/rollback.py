@@ -73,10 +73,10 @@ def undo(journal: RunJournal, reason: str, restore_data: bool) -> dict[str, str 
     plan, _ = resolve_blocks(stored_plan(journal.entries()))
     changed = hosts_to_restore(since_last_rollback(journal.entries()))
     journal.write("rollback.started", reason=reason, hosts=[host for _, host, _ in changed])
-    failures: dict[str, str] = {}
-    for wave in sorted({wave for wave, _, _ in changed}, reverse=True):
-        releases = {host: before for w, host, before in changed if w == wave}
-        failures |= restore_wave(plan, releases, journal)
+    last_wave_first = sorted(changed, key=lambda change: -change[0])
+    releases = {host: before for _, host, before in last_wave_first}
+    limit = plan.rollback.concurrency(len(releases))
+    failures = restore_hosts(plan, releases, journal, limit)
     failures |= restore_databases(plan, journal) if restore_data else keep_data(journal)
     journal.write("rollback.finished", complete=not failures, failed=sorted(failures))
     if failures:
@@ -184,13 +184,14 @@ def restore_databases(plan: Plan, journal: RunJournal) -> dict[str, str]:
     return failures
 
 
-def restore_wave(
-    plan: Plan, releases: dict[str, str | None], journal: RunJournal
+def restore_hosts(
+    plan: Plan, releases: dict[str, str | None], journal: RunJournal, limit: int | None = None
 ) -> dict[str, str]:
-    """Restore a wave's hosts at once, then smoke-check the ones that have a release again."""
+    """Restore the hosts (at most `limit` at once, in the order given), then smoke-check the
+    ones that have a release again."""
     failures: dict[str, str] = {}
     restored, errors = on_every_host(
-        restore_host, plan, list(releases), releases=releases, journal=journal
+        restore_host, plan, list(releases), limit=limit, releases=releases, journal=journal
     )
     failures |= {host: str(error) for host, error in errors.items()}
     answering = [host for host in restored if releases[host] is not None]

@@ -186,6 +186,13 @@ class GateTimedOut(EntryBody):
     outcome: str
 
 
+class HostsStillBusy(EntryBody):
+    """Host steps still under way when a stopped run began its rollback, after waiting."""
+
+    kind = "hosts.still_busy"
+    hosts: list[str]
+
+
 class RollbackStarted(EntryBody):
     kind = "rollback.started"
     reason: str
@@ -328,6 +335,7 @@ MODELS: dict[str, type[EntryBody]] = {
         GateRefused,
         GatePassed,
         GateTimedOut,
+        HostsStillBusy,
         RollbackStarted,
         RollbackFinished,
         DatabaseBackedUp,

@@ -562,6 +562,16 @@ class RollbackPolicy(Section):
     automatic: Annotated[bool, Strict()] = Field(
         True, description="Roll back every changed host on any failure."
     )
+    parallel: (
+        Annotated[int | str, BeforeValidator(_share_or_count), AfterValidator(_at_least_one)] | None
+    ) = Field(
+        None,
+        description="Most hosts restored at once (a count or a share of them); by default all "
+        "at once, last wave first, so that the fleet is back on a known release soonest.",
+    )
+
+    def concurrency(self, size: int) -> int:
+        return size if self.parallel is None else share_of(self.parallel, size, at_least=1)
 
 
 class AuditPolicy(Section):

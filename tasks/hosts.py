@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture, as_completed, wait
 
 from golive.errors import DeployError, HostCommandError
 from golive.journal import RunJournal
@@ -88,6 +88,20 @@ def restore_host(
     return release
 
 
+# Host steps started in this process and not yet seen to end. A signal that stops the run
+# lands in the flow, not in these threads: they go on, and a rollback must wait for them.
+_in_flight: dict[PrefectFuture[Any], str] = {}
+
+
+def settle(timeout: float) -> list[str]:
+    """Wait up to `timeout` seconds for host steps already under way to end, so that a
+    rollback starts from hosts that have stopped changing; the hosts still busy after it."""
+    busy = dict(_in_flight)
+    _, still = wait(list(busy), timeout=timeout)
+    _in_flight.clear()
+    return sorted(busy[future] for future in still)
+
+
 def on_every_host(
     work: Callable[..., Any],
     plan: Plan,
@@ -107,10 +121,12 @@ def on_every_host(
         while waiting and not over_budget and len(running) < (limit or len(hosts)):
             name = waiting.pop(0)
             running[work.submit(plan, plan.host(name), **kwargs)] = name  # type: ignore[attr-defined]
+            _in_flight.update(running)
         if not running:
             break
         done = next(as_completed(list(running)))
         name = running.pop(done)
+        _in_flight.pop(done, None)
         try:
             results[name] = done.result()
         except Exception as error:

@@ -21,6 +21,7 @@ from prefect.states import Cancelling
 
 from flows.golive import go_live
 from golive.demo.fleet import DemoFleet
+from golive.errors import StoreError
 from tests.flows.test_golive import flow_runs_named, serving
 from tests.runstore import runs, wait_for_entry, wait_for_gate
 
@@ -263,6 +264,49 @@ def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
     assert entries[-1]["kind"] == "run.finished" and entries[-1]["state"] == "failed"
     assert any(e["kind"] == "rollback.finished" and e["complete"] for e in entries)
     assert run.run_id == run_id
+
+
+def test_a_host_deploying_when_the_run_is_stopped_finishes_its_step_and_is_then_put_back(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    slow = fleet.template["targets"]["restart"] + " && sleep 3"
+    plan = fleet.write_plan(
+        "2.0.0",
+        targets=fleet.template["targets"] | {"restart": slow},
+        gates={},
+        soak=None,
+        waves=[{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%"}],
+    )
+    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        running = start_run(tmp_path, plan, "machine-a")
+        deadline = time.monotonic() + 120
+        while not deploying("web2") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running.send_signal(signal.SIGTERM)
+        said = running.communicate(timeout=120)[0]
+        [run] = runs()
+        kinds = [(e["kind"], e.get("stage"), e.get("host")) for e in run.entries()]
+    finally:
+        del os.environ["GOLIVE_STORE_URL"]
+
+    assert running.returncode == 1, said
+    finished = kinds.index(("step.finished", "deploy", "web2"))  # its restart took 3 s more
+    assert finished < kinds.index(("rollback.started", None, None))
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def deploying(host: str) -> bool:
+    try:
+        found = runs()
+    except StoreError:  # not created yet
+        return False
+    return any(
+        e["kind"] == "step.started" and e["stage"] == "deploy" and e.get("host") == host
+        for run in found
+        for e in run.entries()
+    )
 
 
 def test_a_cancel_in_prefect_rolls_a_go_live_at_its_gate_back_and_ends_it_cancelled(
