@@ -33,7 +33,7 @@ from golive.errors import (
     describe_os_error,
 )
 from golive.home import golive_home
-from golive.journal import RunJournal, refused_imports, run_store
+from golive.journal import Entry, RunJournal, refused_imports, run_store
 from golive.lease import with_crashes
 from golive.plan import SAFE_NAME, parse_duration
 from golive.planfile import PlanFile, load_plan
@@ -645,16 +645,39 @@ def _decide(
         # A run on the embedded default serves its API from a temporary local server.
         os.environ["PREFECT_API_URL"] = started["api_url"]
     _quiet_prefect_console()
-    from tasks.approvals import decide_gate
+    from tasks.approvals import decide_gate, fate
 
     try:
         key = load_private_key(key_file, passphrase) if key_file else None
-        decided = decide_gate(journal, decision, approver, comment, key, gate=gate)
+        submitted = decide_gate(journal, decision, approver, comment, key, gate=gate)
     except GoLiveError as refused:
         _bad_input(str(refused))
+    _tell_fate(journal, fate(journal, submitted), submitted.gate, decision, approver)
+
+
+def _tell_fate(
+    journal: RunJournal, answer: Entry | None, gate: str, decision: str, approver: str
+) -> None:
+    """The approver learns whether the run counted the decision, and exits accordingly."""
+    follow = f"`golive status {journal.run_id}` to follow."
+    if answer is None:
+        console.print(
+            f"[yellow]The {decision} for gate {gate!r} was handed to run {journal.run_id}, "
+            f"which has not said whether it counted (is its process alive?).[/] {follow}"
+        )
+        sys.exit(EXIT_FAILED)
+    if answer["kind"] == "gate.refused":
+        Console(stderr=True).print(
+            f"[red]Your {decision} for gate {gate!r} of run {journal.run_id} did NOT count: "
+            f"{escape(answer['reason'])}. The gate keeps waiting.[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_FAILED)
     console.print(
-        f"{decision}d gate {decided!r} of run {journal.run_id} as {escape(approver)}; "
-        f"the run takes it up within a second. `golive status {journal.run_id}` to follow."
+        f"[green]Counted:[/] {decision}d gate {gate!r} of run {journal.run_id} as "
+        f"{escape(approver)}. {follow}",
+        highlight=False,
     )
 
 

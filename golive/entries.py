@@ -170,6 +170,7 @@ class GateRefused(EntryBody):
     claimed: str
     decision: str
     reason: str
+    signed_at: str = ""  # the refused decision's, so that its sender can be told
 
 
 class GatePassed(EntryBody):

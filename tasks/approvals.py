@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from prefect import get_client
+from prefect import get_client, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, resume_flow_run
@@ -24,7 +25,7 @@ from prefect.states import Running
 from pydantic import Field
 
 from golive.errors import GateRejected, GateTimedOut, GoLiveError
-from golive.journal import RunJournal
+from golive.journal import Entry, RunJournal
 from golive.plan import Gate, Plan
 from golive.progress import ui_link
 from golive.record import summarize
@@ -110,9 +111,25 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
                 claimed=decision.approver,
                 decision=decision.decision,
                 reason=refusal,
+                signed_at=decision.signed_at,
+            )
+            get_run_logger().warning(
+                "Gate %s: the %s claimed by %r did NOT count: %s. The gate keeps waiting.",
+                name,
+                decision.decision,
+                decision.approver,
+                refusal,
             )
             continue
         _record(name, plan, journal, decision)
+        get_run_logger().info(
+            "Gate %s: %s by %r counted (%d of %d approvals so far).",
+            name,
+            decision.decision,
+            decision.approver,
+            len(approvals) + (decision.decision == "approve"),
+            gate.quorum,
+        )
         if decision.decision == "reject":
             raise GateRejected(name, decision.approver, decision.comment)
         approvals.append(decision.approver)
@@ -286,6 +303,14 @@ class DecisionNotSubmitted(GoLiveError):
     pass
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A decision handed to a paused run: which gate, and the time it was signed at."""
+
+    gate: str
+    signed_at: str
+
+
 def decide_gate(
     journal: RunJournal,
     verdict: str,
@@ -294,12 +319,27 @@ def decide_gate(
     key: Ed25519PrivateKey | None,
     gate: str | None = None,
     wait_seconds: float = 0,
-) -> str:
+) -> Submitted:
     """Sign a decision for the gate the run waits at (after up to `wait_seconds` for it to
-    reach one) and resume the run with it; return the gate's name."""
+    reach one) and resume the run with it."""
     paused_at = waiting_gate(journal, gate, wait_seconds)
-    submit(journal, signed_decision(journal, paused_at, verdict, approver, comment, key))
-    return paused_at
+    decision = signed_decision(journal, paused_at, verdict, approver, comment, key)
+    submit(journal, decision)
+    return Submitted(paused_at, decision.signed_at)
+
+
+def fate(journal: RunJournal, submitted: Submitted, wait_seconds: float = 30) -> Entry | None:
+    """What the run made of a submitted decision, as its store records it: the gate.decision
+    entry (it counted) or the gate.refused entry (it did not, and why); None if the run has
+    not said within `wait_seconds` (its process may be gone)."""
+    give_up = time.monotonic() + wait_seconds
+    while True:
+        for entry in journal.of_kind("gate.decision", "gate.refused"):
+            if entry["gate"] == submitted.gate and entry["signed_at"] == submitted.signed_at:
+                return entry
+        if time.monotonic() >= give_up:
+            return None
+        time.sleep(0.2)
 
 
 def waiting_gate(journal: RunJournal, gate: str | None = None, wait_seconds: float = 0) -> str:

@@ -12,9 +12,12 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prefect import get_client
+from prefect.client.schemas.filters import LogFilter
 
 from blocks.webhook import Webhook
 from flows.golive import go_live
@@ -27,6 +30,8 @@ from golive.signing import Decision, public_key_text, sign
 from tasks.approvals import GateDecision, submit, waiting_gate
 from tests.conftest import decision
 from tests.flows.test_golive import only_run, serving
+from tests.golive.test_audit import golive
+from tests.runstore import go_live_in_background, wait_for_gate
 
 WAVES = [{"name": "canary", "hosts": 1, "gate": "go-ahead"}, {"name": "rest", "hosts": "100%"}]
 
@@ -273,3 +278,38 @@ def test_a_failing_webhook_is_recorded_and_never_stops_the_go_live(
     assert len(broken.received) == 4  # two events, two attempts each
     assert "s3cr3t-token" not in json.dumps(run.entries())
     assert b"s3cr3t-token" not in (golive_home() / "store.db").read_bytes()
+
+
+def test_an_approver_is_told_whether_the_decision_counted_and_the_ui_logs_say_so_too(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    thread, finished = go_live_in_background(fleet.write_plan("2.0.0", soak=None, backups=[]))
+    run_id = wait_for_gate()
+
+    refused = golive("approve", run_id, "--as", "mallory")
+    counted = golive("approve", run_id, "--as", "demo-approver", "--comment", "canary is fine")
+    thread.join(timeout=120)
+
+    assert refused.returncode == 1
+    assert "did NOT count: 'mallory' may not decide this gate" in refused.stderr
+    assert "The gate keeps waiting" in refused.stderr
+    assert counted.returncode == 0, counted.stdout + counted.stderr
+    assert f"Counted: approved gate 'go-ahead' of run {run_id}" in counted.stdout
+    assert finished["state"] == "completed"
+    said = logs_of(run_id, until="counted (1 of 1 approvals so far)")
+    assert "the approve claimed by 'mallory' did NOT count" in said
+    assert "approve by 'demo-approver' counted (1 of 1 approvals so far)" in said
+
+
+def logs_of(run_id: str, until: str, seconds: float = 30) -> str:
+    """The run's logs in Prefect's API (what its Logs tab shows), once `until` is among them:
+    Prefect sends logs in batches, a moment after they are written."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [UUID(run_id)]}))
+        said = "\n".join(log.message for log in logs)
+        if until in said or time.monotonic() > deadline:
+            return said
+        time.sleep(0.5)
