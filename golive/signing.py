@@ -54,6 +54,7 @@ class Decision:
     approver: str
     comment: str
     signed_at: str
+    opened_at: str  # which occurrence of the gate: when it opened (a gate may guard many waves)
 
     def payload(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()

@@ -2,7 +2,11 @@
 
 The flow side is `wait_for_gate` (pausing is a flow-level act in Prefect, so it is not a task);
 the approver side is `decide_gate`, used by `golive approve` / `golive reject` and the demo.
-Each pause is keyed `<gate>-<attempt>`, so an approver can be told which gate a run waits at.
+Each pause is keyed `gate-<occurrence>-<attempt>` (Prefect takes lowercase letters, digits and
+dashes only), and the gate it belongs to is the one the run store says opened last. The
+occurrence matters: Prefect hands a pause any input already stored under its key, so a gate
+guarding a second wave under the first wave's keys would be "decided" at once by the first
+wave's decisions.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -36,6 +40,8 @@ from tasks.notifications import notify
 # How often a paused run looks for a decision. Prefect's default of 10 s is too slow for a
 # person waiting on the other side of `golive approve`.
 POLL_SECONDS = 1
+# How far the clocks of the approver's machine and the run's may differ.
+SKEW_SECONDS = 120
 
 
 class GateDecision(RunInput):
@@ -49,10 +55,17 @@ class GateDecision(RunInput):
         "allows unsigned decisions (never in production).",
     )
 
-    def covers(self, run_id: str, gate: str, plan_sha256: str) -> Decision:
+    def covers(self, run_id: str, gate: str, plan_sha256: str, opened_at: str) -> Decision:
         """What a valid signature on this decision would have to cover, here and now."""
         return Decision(
-            run_id, gate, plan_sha256, self.decision, self.approver, self.comment, self.signed_at
+            run_id,
+            gate,
+            plan_sha256,
+            self.decision,
+            self.approver,
+            self.comment,
+            self.signed_at,
+            opened_at,
         )
 
 
@@ -74,8 +87,15 @@ def signed_decision(
     )
     if key is None:
         return decision
-    covered = decision.covers(journal.run_id, gate, started["plan_sha256"])
+    covered = decision.covers(
+        journal.run_id, gate, started["plan_sha256"], opened_at(journal, gate)
+    )
     return decision.model_copy(update={"signature": sign(covered, key)})
+
+
+def opened_at(journal: RunJournal, gate: str) -> str:
+    """When the gate's current occurrence opened: what a decision for it is bound to."""
+    return str([e["at"] for e in journal.of_kind("gate.opened") if e["gate"] == gate][-1])
 
 
 def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> list[str]:
@@ -92,18 +112,20 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
         "timeout_seconds": gate.timeout,
         "approve_command": f"golive approve {journal.run_id} --gate {name} --as NAME{key}",
     }
-    journal.write("gate.opened", gate=name, **opened)
+    opening = journal.write("gate.opened", gate=name, **opened)
     _tell(plan, journal, "gate.opened", name, **opened)
     form = GateDecision.with_initial_data(description=brief)
     deadline = time.monotonic() + gate.timeout
     approvals: list[str] = []
+    occurrence = sum(1 for _ in journal.of_kind("gate.opened"))  # in this run, of any gate
     attempt = 0
     while len(approvals) < gate.quorum:
         attempt += 1
-        decision = _pause(name, form, attempt, deadline, gate, plan, journal, approvals)
+        key = f"gate-{occurrence}-{attempt}"
+        decision = _pause(name, form, key, deadline, gate, plan, journal, approvals)
         if decision is None:  # timed out, and the plan says an undecided gate passes
             break
-        refusal = _refusal(name, gate, plan, journal, decision, approvals)
+        refusal = _refusal(name, opening["at"], gate, plan, journal, decision, approvals)
         if refusal:
             journal.write(
                 "gate.refused",
@@ -221,7 +243,7 @@ def gate_brief(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> str:
 def _pause(
     name: str,
     form: type[GateDecision],
-    attempt: int,
+    key: str,
     deadline: float,
     gate: Gate,
     plan: Plan,
@@ -236,7 +258,7 @@ def _pause(
             wait_for_input=form,
             timeout=remaining,
             poll_interval=POLL_SECONDS,
-            key=f"{name}-{attempt}",
+            key=key,
         )
     except FlowPauseTimeout:
         journal.write("gate.timed_out", gate=name, approvers=approvals, outcome=gate.on_timeout)
@@ -258,6 +280,7 @@ def _carry_on() -> None:
 
 def _refusal(
     name: str,
+    opened: str,
     gate: Gate,
     plan: Plan,
     journal: RunJournal,
@@ -277,13 +300,33 @@ def _refusal(
     registered = plan.approvers.get(who)
     if registered is None:
         return f"{who!r} has no registered key; registered: {', '.join(plan.approvers) or 'none'}"
-    covered = decision.covers(journal.run_id, name, started["plan_sha256"])
+    covered = decision.covers(journal.run_id, name, started["plan_sha256"], opened)
     if not verifies(covered, decision.signature, registered.public_key):
         return (
             f"the signature does not verify with {who}'s registered key for this run, gate "
-            "and plan (signed for another run or plan, altered, or another key)"
+            "and plan (signed for another run, plan or wave, altered, or another key)"
         )
+    untimely = _untimely(decision.signed_at, opened)
+    if untimely:
+        return untimely
     return _policy_refusal(gate, plan, who, started["triggered_by"], approvals)
+
+
+def _untimely(signed_at: str, opened: str) -> str | None:
+    """A decision is signed while its gate is open: not before it opened, not in the future
+    (beyond SKEW_SECONDS, for clocks that differ between machines)."""
+    try:
+        signed = datetime.fromisoformat(signed_at)
+    except ValueError:
+        return f"its signing time {signed_at!r} is not a time (golive approve sets it)"
+    if signed.tzinfo is None:
+        return f"its signing time {signed_at!r} has no time zone"
+    skew = timedelta(seconds=SKEW_SECONDS)
+    if signed < datetime.fromisoformat(opened) - skew:
+        return f"it was signed at {signed_at}, before this gate opened ({opened}): a replay"
+    if signed > datetime.now(UTC) + skew:
+        return f"it was signed at {signed_at}, in the future: check the approver's clock"
+    return None
 
 
 def _policy_refusal(
@@ -345,7 +388,7 @@ def fate(journal: RunJournal, submitted: Submitted, wait_seconds: float = 30) ->
 def waiting_gate(journal: RunJournal, gate: str | None = None, wait_seconds: float = 0) -> str:
     """The gate the run is paused at, waiting up to `wait_seconds` for it to reach one."""
     give_up = time.monotonic() + wait_seconds
-    while (paused_at := _paused_gate(UUID(journal.run_id))) is None:
+    while (paused_at := _paused_gate(journal)) is None:
         if time.monotonic() >= give_up:
             raise DecisionNotSubmitted(
                 f"run {journal.run_id} is not waiting at a gate; "
@@ -365,12 +408,16 @@ def submit(journal: RunJournal, decision: GateDecision) -> None:
     _resume(UUID(journal.run_id), decision.model_dump())
 
 
-def _paused_gate(flow_run_id: UUID) -> str | None:
+def _paused_gate(journal: RunJournal) -> str | None:
+    """The gate the run is paused at: it is paused with a gate's key, and that gate is the
+    one it opened last."""
     with get_client(sync_client=True) as client:
-        state = client.read_flow_run(flow_run_id).state
-    if state is None or not state.is_paused() or not state.state_details.pause_key:
+        state = client.read_flow_run(UUID(journal.run_id)).state
+    key = state.state_details.pause_key if state is not None else None
+    if state is None or not state.is_paused() or not key or not key.startswith("gate-"):
         return None
-    return state.state_details.pause_key.rsplit("-", 1)[0]
+    opened = [e["gate"] for e in journal.of_kind("gate.opened")]
+    return str(opened[-1]) if opened else None
 
 
 def _resume(flow_run_id: UUID, run_input: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from golive.errors import RunFailed
 from golive.home import golive_home
 from golive.journal import Entry, RunJournal
 from golive.signing import Decision, public_key_text, sign
-from tasks.approvals import GateDecision, submit, waiting_gate
+from tasks.approvals import GateDecision, opened_at, submit, waiting_gate
 from tests.conftest import decision
 from tests.flows.test_golive import only_run, serving
 from tests.golive.test_audit import golive
@@ -131,9 +131,10 @@ class Forger:
     def __init__(self, people: Approvers) -> None:
         self.people = people
         self.forgeries: list[Callable[[RunJournal, str], GateDecision]] = []
+        self.after = ("gate.opened", "gate.refused", "gate.decision")
 
     def on_entry(self, entry: Entry) -> None:
-        if entry["kind"] in ("gate.opened", "gate.refused", "gate.decision") and self.forgeries:
+        if entry["kind"] in self.after and self.forgeries:
             forge = self.forgeries.pop(0)
             run = RunJournal.find(entry["run_id"])
             context = contextvars.copy_context()
@@ -142,9 +143,15 @@ class Forger:
     def _send(self, run: RunJournal, forge: Callable[[RunJournal, str], GateDecision]) -> None:
         submit(run, forge(run, waiting_gate(run, wait_seconds=60)))
 
-    def signed(self, who: str, run_id: str, gate: str, digest: str) -> GateDecision:
-        at = datetime.now(UTC).isoformat()
-        covered = Decision(run_id, gate, digest, "approve", who, "", at)
+    def signed(
+        self, who: str, run: RunJournal, gate: str, run_id: str = "", digest: str = "", at: str = ""
+    ) -> GateDecision:
+        """bob's or carol's approval, signed with their key, for this run, gate occurrence and
+        plan, now; or for whatever run, plan or time is given instead."""
+        at = at or datetime.now(UTC).isoformat()
+        digest = digest or next(run.of_kind("run.started"))["plan_sha256"]
+        opened = opened_at(run, gate)
+        covered = Decision(run_id or run.run_id, gate, digest, "approve", who, "", at, opened)
         return GateDecision(
             decision="approve",
             approver=who,
@@ -166,13 +173,12 @@ def test_replayed_misdirected_and_unsigned_decisions_never_count(
     make_fleet: Callable[..., DemoFleet], people: Approvers, forger: Forger
 ) -> None:
     fleet = make_fleet(hosts=2)
-    digest = lambda run: next(run.of_kind("run.started"))["plan_sha256"]  # noqa: E731
     forger.forgeries = [
-        lambda run, gate: forger.signed("bob", "another-run-id", gate, digest(run)),  # replay
-        lambda run, gate: forger.signed("bob", run.run_id, gate, "0" * 64),  # another plan
+        lambda run, gate: forger.signed("bob", run, gate, run_id="another-run-id"),  # replay
+        lambda run, gate: forger.signed("bob", run, gate, digest="0" * 64),  # another plan
         lambda run, gate: GateDecision(decision="approve", approver="bob"),  # a UI resume
-        lambda run, gate: forger.signed("bob", run.run_id, gate, digest(run)),
-        lambda run, gate: forger.signed("carol", run.run_id, gate, digest(run)),
+        lambda run, gate: forger.signed("bob", run, gate),
+        lambda run, gate: forger.signed("carol", run, gate),
     ]
 
     record = go_live(production_plan(fleet, people), triggered_by="alice")
@@ -184,6 +190,47 @@ def test_replayed_misdirected_and_unsigned_decisions_never_count(
         "unsigned: this gate takes only decisions signed with `golive approve --key`",
     ]
     assert [d["approver"] for d in accepted] == ["bob", "carol"]
+    assert record["state"] == "completed"
+
+
+def test_a_decision_counts_only_for_the_gate_occurrence_it_was_signed_for_and_in_its_time(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, forger: Forger
+) -> None:
+    fleet = make_fleet(hosts=3)
+    waves = [  # one gate, guarding two waves
+        {"name": "canary", "hosts": 1, "gate": "go-ahead"},
+        {"name": "half", "hosts": 1, "gate": "go-ahead"},
+        {"name": "rest", "hosts": "100%"},
+    ]
+    gates = {"go-ahead": {"approvers": ["bob", "carol"], "quorum": 1, "timeout": "2m"}}
+    plan = fleet.write_plan(
+        "2.0.0", environment="production", gates=gates, soak=None, waves=waves,
+        approvers=people.registry(),
+    )  # fmt: skip
+    first: list[GateDecision] = []
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    forger.after = ("gate.opened", "gate.refused")
+    forger.forgeries = [
+        lambda run, gate: first.append(forger.signed("bob", run, gate)) or first[0],
+        lambda run, gate: first[0],  # bob's approval of the canary, again for the next wave
+        lambda run, gate: forger.signed("bob", run, gate, at=an_hour_ago),
+        lambda run, gate: forger.signed("bob", run, gate, at=tomorrow),
+        lambda run, gate: forger.signed("carol", run, gate),
+    ]
+
+    record = go_live(str(plan), triggered_by="alice")
+
+    accepted, refused = decisions(only_run()[0])
+    assert [d["approver"] for d in accepted] == ["bob", "carol"]
+    expected = [
+        "the signature does not verify with bob's registered key for this run, gate and plan",
+        f"it was signed at {an_hour_ago}, before this gate opened",
+        f"it was signed at {tomorrow}, in the future",
+    ]
+    assert len(refused) == len(expected)
+    for refusal, reason in zip(refused, expected, strict=True):
+        assert refusal["reason"].startswith(reason), refusal["reason"]
     assert record["state"] == "completed"
 
 
