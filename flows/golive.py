@@ -29,6 +29,8 @@ from golive.errors import (
     RunFailed,
     WaveFailed,
 )
+from golive.home import runs_dir
+from golive.inputs import pin_inputs
 from golive.journal import RunJournal
 from golive.lease import environment_lease, lease_seconds
 from golive.plan import Plan, PostgresBackup, Soak
@@ -75,7 +77,7 @@ def go_live(
 ) -> dict[str, Any] | State:
     """Release the plan's version to its hosts in waves; roll back on any failure. While
     another run holds the environment, wait up to `wait_seconds` for it, or be refused."""
-    plan_file = load_plan(plan_path)
+    plan_file = pin_inputs(load_plan(plan_path), runs_dir() / str(flow_run.id) / "inputs")
     journal = start_run(plan_file, triggered_by or whoami())
     environment = plan_file.plan.environment
     with (
@@ -130,7 +132,8 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
         trigger=trigger(triggered_by),
         golive_version=golive_version(),
         plan_path=str(plan_file.path),
-        plan_sha256=plan_file.digest,
+        plan_sha256=plan_file.digest,  # the plan, its approver registry and its files
+        inputs=plan_file.inputs,
         plan=plan_to_store(plan),
         release=plan.release.name,
         version=plan.release.version,

@@ -42,7 +42,8 @@ class RunStarted(EntryBody):
     trigger: Trigger | None = None
     golive_version: str = ""
     plan_path: str
-    plan_sha256: str
+    plan_sha256: str  # over the plan file, the approver registry and `inputs`
+    inputs: dict[str, str] = {}  # the artifact and SQL files as the plan names them: sha256
     plan: dict[str, Any] | None = None  # the validated plan; it holds no secret values
     release: str
     version: str

@@ -7,6 +7,7 @@ placeholders against host vars) run over every section that parsed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import types
 import typing
@@ -33,6 +34,7 @@ class PlanFile:
     digest: str
     waves: tuple[ResolvedWave, ...]
     approvers_digest: str | None = None  # sha256 of the approver registry file, if one is used
+    inputs: dict[str, str] = dataclasses.field(default_factory=dict)  # pinned: file -> sha256
 
 
 def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:

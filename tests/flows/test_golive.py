@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from golive.demo.fleet import DemoFleet
 from golive.errors import PlanError, RollbackIncomplete, RunFailed
 from golive.home import golive_home
 from golive.journal import RunJournal
+from tasks.approvals import decide_gate
 from tests.conftest import decision
-from tests.runstore import record_of, runs
+from tests.runstore import go_live_in_background, record_of, runs, wait_for_gate
 
 GATED_WAVES = [
     {"name": "canary", "hosts": 1, "gate": "go-ahead"},
@@ -321,3 +324,26 @@ def test_a_run_can_be_rolled_back_after_the_files_its_plan_names_are_gone(
     rollback(journal.run_id, reason="found a problem later")
 
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_an_artifact_swapped_while_the_run_waits_at_its_gate_changes_nothing_it_deploys(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])  # canary, gate go-ahead, the rest
+    artifact = fleet.root / "artifacts" / "shop-web-2.0.0.tar.gz"
+    approved_bytes = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    fleet.write_plan("3.0.0")  # a broken release, to swap in
+    thread, finished = go_live_in_background(plan)
+    run_id = wait_for_gate()
+
+    shutil.copyfile(fleet.root / "artifacts" / "shop-web-3.0.0.tar.gz", artifact)
+    decide_gate(RunJournal.find(run_id), "approve", "demo-approver", "", None)
+    thread.join(timeout=120)
+
+    assert finished["state"] == "completed"
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
+    [run] = runs()
+    started = next(run.of_kind("run.started"))
+    assert started["inputs"] == {str(artifact): approved_bytes}
+    assert started["plan_sha256"] != hashlib.sha256(plan.read_bytes()).hexdigest()
