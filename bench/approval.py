@@ -89,7 +89,7 @@ def write_plan(work: Path, gates: int, public_key: str) -> Path:
         (work / "hosts" / host).mkdir(parents=True)
     plan = {
         "release": {"name": "app", "version": "1.0.0", "artifact": str(artifact)},
-        "environment": "production",
+        "environment": "bench",  # signed gates, without a releaser's signed start
         "targets": {
             "transport": "local",
             "path": str(work / "hosts"),

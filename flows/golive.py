@@ -37,7 +37,7 @@ from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import hosts_to_restore, migrated_databases, plan_to_store
 from golive.transport import close_run
-from golive.trigger import golive_version, trigger, whoami
+from golive.trigger import Releaser, golive_version, proven_releaser, trigger, whoami
 from golive.undo import left_undone
 from golive.waves import ResolvedWave
 from tasks.approvals import wait_for_gate
@@ -73,12 +73,19 @@ def roll_back_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> 
 
 @flow(name="go-live", flow_run_name=_run_name, on_crashed=[roll_back_crashed])
 def go_live(
-    plan_path: str, triggered_by: str = "", wait_seconds: float = 0
+    plan_path: str,
+    triggered_by: str = "",
+    wait_seconds: float = 0,
+    start_signature: str = "",
+    signed_at: str = "",
 ) -> dict[str, Any] | State:
     """Release the plan's version to its hosts in waves; roll back on any failure. While
-    another run holds the environment, wait up to `wait_seconds` for it, or be refused."""
-    plan_file = pin_inputs(load_plan(plan_path), runs_dir() / str(flow_run.id) / "inputs")
-    journal = start_run(plan_file, triggered_by or whoami())
+    another run holds the environment, wait up to `wait_seconds` for it, or be refused. A
+    production run's start is signed by its releaser's registered key (`golive run --key`)."""
+    loaded = load_plan(plan_path)
+    releaser = proven_releaser(loaded, triggered_by, start_signature, signed_at)
+    plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / "inputs")
+    journal = start_run(plan_file, triggered_by or whoami(), releaser)
     environment = plan_file.plan.environment
     with (
         environment_lease(journal, environment, "go-live", wait=wait_seconds),
@@ -118,7 +125,9 @@ def release(plan_file: PlanFile, journal: RunJournal) -> None:
         soak(plan, live, plan.soak, label="all hosts", journal=journal)
 
 
-def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
+def start_run(
+    plan_file: PlanFile, triggered_by: str, releaser: Releaser | None = None
+) -> RunJournal:
     """The run's first entry holds all a rollback or an auditor needs: who and what
     triggered it, the plan itself (it holds no secret values), the fleet and the waves."""
     plan = plan_file.plan
@@ -129,7 +138,7 @@ def start_run(plan_file: PlanFile, triggered_by: str) -> RunJournal:
         run_id=journal.run_id,
         flow_run_name=flow_run.name,
         triggered_by=triggered_by,
-        trigger=trigger(triggered_by),
+        trigger=trigger(triggered_by, releaser),
         golive_version=golive_version(),
         plan_path=str(plan_file.path),
         plan_sha256=plan_file.digest,  # the plan, its approver registry and its files

@@ -111,7 +111,19 @@ def validate(plan: Path) -> None:
     help="While another run holds the environment, wait this long for it (e.g. 10m) "
     "instead of being refused.",
 )
-def run(plan: Path, triggered_by: str, wait: str | None) -> None:
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sign the run's start with your registered key (production runs must be signed).",
+)
+@click.option("--passphrase-env", metavar="VAR", help="The variable holding the key's passphrase.")
+def run(
+    plan: Path,
+    triggered_by: str,
+    wait: str | None,
+    key: Path | None,
+    passphrase_env: str | None,
+) -> None:
     """Carry out a plan. Exit 0: live on every host; 3: live, but hosts were taken out within
     a failure budget; 1: failed (and rolled back); 4: failed, and the rollback could not put
     every host back (they need a person); 2: the plan is not valid."""
@@ -121,8 +133,27 @@ def run(plan: Path, triggered_by: str, wait: str | None) -> None:
         wait_seconds = parse_duration(wait) if wait else 0.0
     except ValueError as error:
         _bad_input(f"--wait: {error}")
-    _load(plan)
-    sys.exit(_run_go_live(plan, triggered_by, wait_seconds))
+    signed = _signed_start(_load(plan), triggered_by, key, _passphrase(passphrase_env))
+    sys.exit(_run_go_live(plan, triggered_by, wait_seconds, *signed))
+
+
+def _signed_start(
+    plan_file: PlanFile, triggered_by: str, key_file: Path | None, passphrase: str | None
+) -> tuple[str, str]:
+    """The releaser's signature of this start (and when it was made), with `--key`."""
+    if key_file is None:
+        return "", ""
+    from golive.signing import Start, load_private_key, sign
+
+    if not key_file.is_file():
+        _bad_input(f"--key {key_file} is not a key file; `golive keygen NAME` makes one")
+    try:
+        private = load_private_key(key_file, passphrase)
+    except GoLiveError as error:
+        _bad_input(str(error))
+    at = datetime.now(UTC).isoformat()
+    start = Start(plan_file.digest, plan_file.plan.environment, triggered_by, at)
+    return sign(start, private), at
 
 
 Command = Callable[..., None]
@@ -582,7 +613,9 @@ def demo() -> None:
     sys.exit(0 if run_demo(console) else EXIT_FAILED)
 
 
-def _run_go_live(plan: Path, triggered_by: str, wait_seconds: float = 0) -> int:
+def _run_go_live(
+    plan: Path, triggered_by: str, wait_seconds: float = 0, signature: str = "", signed_at: str = ""
+) -> int:
     _quiet_prefect_console()
     from prefect.settings import PREFECT_UI_URL
 
@@ -594,7 +627,11 @@ def _run_go_live(plan: Path, triggered_by: str, wait_seconds: float = 0) -> int:
         start_temporary_server()
         try:
             record = go_live(
-                plan_path=str(plan.resolve()), triggered_by=triggered_by, wait_seconds=wait_seconds
+                plan_path=str(plan.resolve()),
+                triggered_by=triggered_by,
+                wait_seconds=wait_seconds,
+                start_signature=signature,
+                signed_at=signed_at,
             )
         except RollbackIncomplete as failure:
             console.print(

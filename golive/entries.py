@@ -32,6 +32,8 @@ class Trigger(BaseModel):
     machine: str
     deployment: str | None = None
     schedule: str | None = None
+    proven: str | None = None  # the registered name whose key signed the run's start
+    key: str | None = None  # that public key
 
 
 class RunStarted(EntryBody):

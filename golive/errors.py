@@ -3,6 +3,7 @@
     GoLiveError
     ├── PlanError                 the plan cannot run; lists every problem with its YAML path
     ├── PreflightError            a host, artifact or disk is not ready; nothing was changed
+    ├── UnprovenReleaser          a run's start is not signed by a registered key where it must be
     ├── BackupError               a backup could not be taken or verified; nothing was changed
     ├── StageError                a step failed after the run began changing things -> rollback
     │   ├── HostUnreachable       a host refused or did not answer the connection, or its key
@@ -67,6 +68,15 @@ class PreflightError(GoLiveError):
         self.failures = list(failures)
         lines = "\n".join(f"  - {f}" for f in self.failures)
         super().__init__(f"preflight failed, nothing was changed:\n{lines}")
+
+
+class UnprovenReleaser(GoLiveError):
+    def __init__(self, environment: str, reason: str) -> None:
+        super().__init__(
+            f"a run on {environment!r} must be started by a proven releaser: {reason}. Start it "
+            "with `golive run PLAN --key KEYFILE`, the key registered under `approvers:` to "
+            "you; nothing was run"
+        )
 
 
 class BackupError(GoLiveError):

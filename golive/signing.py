@@ -60,6 +60,22 @@ class Decision:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class Start:
+    """What a releaser's signature of a run's start covers (`golive run --key`)."""
+
+    plan_sha256: str  # of the plan file as read
+    environment: str
+    claimed: str  # `--as`, as given (may be empty)
+    signed_at: str
+
+    def payload(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+
+Signed = Decision | Start
+
+
 def new_key_pair(private_file: Path, passphrase: str | None) -> str:
     """Write a new private key (PEM, encrypted if a passphrase is given); return the public key
     in the form the approver registry takes."""
@@ -123,13 +139,13 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     return key
 
 
-def sign(decision: Decision, key: Ed25519PrivateKey) -> str:
-    return base64.b64encode(key.sign(decision.payload())).decode()
+def sign(what: Signed, key: Ed25519PrivateKey) -> str:
+    return base64.b64encode(key.sign(what.payload())).decode()
 
 
-def verifies(decision: Decision, signature: str, public_key: str) -> bool:
+def verifies(what: Signed, signature: str, public_key: str) -> bool:
     try:
-        load_public_key(public_key).verify(base64.b64decode(signature), decision.payload())
+        load_public_key(public_key).verify(base64.b64decode(signature), what.payload())
     except (InvalidSignature, ValueError):
         return False
     return True

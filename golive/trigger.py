@@ -4,25 +4,78 @@ from __future__ import annotations
 
 import getpass
 import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from prefect.context import FlowRunContext
 from prefect.runtime import deployment, flow_run
+
+from golive.errors import UnprovenReleaser
+from golive.plancheck import is_production
+from golive.planfile import PlanFile
+from golive.signing import Start, verifies
+
+# How old (or how far in the future, for clocks that differ) a signed start may be.
+START_SKEW_SECONDS = 300
 
 
 def whoami() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def trigger(claimed: str) -> dict[str, str | None]:
-    """Who started the run as this machine sees it; `claimed` (`--as`) is only a claim."""
+def trigger(claimed: str, releaser: Releaser | None = None) -> dict[str, str | None]:
+    """Who started the run as this machine sees it; `claimed` (`--as`) is only a claim, and
+    `releaser` the registered key that signed the start, if one did."""
     return {
         "claimed": claimed,
         "os_user": getpass.getuser(),
         "machine": socket.gethostname(),
         "deployment": f"{flow_run.flow_name}/{deployment.name}" if deployment.id else None,
         "schedule": _schedule(),
+        "proven": releaser.name if releaser else None,
+        "key": releaser.public_key if releaser else None,
     }
+
+
+@dataclass(frozen=True)
+class Releaser:
+    name: str
+    public_key: str
+
+
+def proven_releaser(
+    plan_file: PlanFile, claimed: str, signature: str, signed_at: str
+) -> Releaser | None:
+    """The registered person whose key signed this run's start, if a signature came with it;
+    production runs must come with one. Refuses a signature that does not verify, that no
+    registered key made, or that is not fresh."""
+    plan = plan_file.plan
+    if not signature:
+        if is_production(plan.environment):
+            raise UnprovenReleaser(plan.environment, "its start is not signed")
+        return None
+    start = Start(plan_file.digest, plan.environment, claimed, signed_at)
+    late = _stale(signed_at)
+    if late:
+        raise UnprovenReleaser(plan.environment, late)
+    for name, registered in plan.approvers.items():
+        if verifies(start, signature, registered.public_key):
+            return Releaser(name, registered.public_key)
+    raise UnprovenReleaser(
+        plan.environment, "its signature is by no registered key, or for another plan"
+    )
+
+
+def _stale(signed_at: str) -> str | None:
+    try:
+        signed = datetime.fromisoformat(signed_at)
+        age = (datetime.now(UTC) - signed).total_seconds()
+    except (ValueError, TypeError):
+        return f"its signing time {signed_at!r} is not a time with a zone"
+    if not -START_SKEW_SECONDS <= age <= START_SKEW_SECONDS:
+        return f"it was signed at {signed_at}, not just now: sign each start afresh"
+    return None
 
 
 def _schedule() -> str | None:

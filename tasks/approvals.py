@@ -292,7 +292,7 @@ def _refusal(
     who = decision.approver
     if not decision.signature:
         if gate.allow_unsigned:
-            return _policy_refusal(gate, plan, who, started["triggered_by"], approvals)
+            return _policy_refusal(gate, plan, who, _releasers(started), approvals)
         return (
             "unsigned: this gate takes only decisions signed with `golive approve --key` "
             "(a resume from the Prefect UI carries no proof of who decided)"
@@ -306,10 +306,25 @@ def _refusal(
             f"the signature does not verify with {who}'s registered key for this run, gate "
             "and plan (signed for another run, plan or wave, altered, or another key)"
         )
+    if registered.public_key == (started.get("trigger") or {}).get("key"):
+        return f"it is signed with the key that started this run ({who}'s): no self-approval"
     untimely = _untimely(decision.signed_at, opened)
     if untimely:
         return untimely
-    return _policy_refusal(gate, plan, who, started["triggered_by"], approvals)
+    return _policy_refusal(gate, plan, who, _releasers(started), approvals)
+
+
+def _releasers(started: Entry) -> set[str]:
+    """Every name the run's releaser goes by: the one claimed, the OS user (alone and as
+    user@machine), and the registered name whose key signed the start."""
+    trigger = started.get("trigger") or {}
+    names = {started["triggered_by"], started["triggered_by"].split("@")[0]}
+    names |= {
+        trigger.get("claimed") or "",
+        trigger.get("os_user") or "",
+        trigger.get("proven") or "",
+    }
+    return names - {""}
 
 
 def _untimely(signed_at: str, opened: str) -> str | None:
@@ -330,12 +345,12 @@ def _untimely(signed_at: str, opened: str) -> str | None:
 
 
 def _policy_refusal(
-    gate: Gate, plan: Plan, who: str, triggered_by: str, approvals: list[str]
+    gate: Gate, plan: Plan, who: str, releasers: set[str], approvals: list[str]
 ) -> str | None:
     allowed = set(gate.approvers) if gate.allow_unsigned else plan.may_decide(gate)
     if who not in allowed:
         return f"{who!r} may not decide this gate; allowed: {', '.join(sorted(allowed))}"
-    if who in (triggered_by, triggered_by.split("@")[0]):
+    if who in releasers:
         return f"{who!r} triggered this run and cannot approve it"
     if who in approvals:
         return f"{who!r} has already approved; the quorum needs distinct approvers"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +24,11 @@ from blocks.webhook import Webhook
 from flows.golive import go_live
 from golive import journal
 from golive.demo.fleet import DemoFleet
-from golive.errors import RunFailed
+from golive.errors import RunFailed, UnprovenReleaser
 from golive.home import golive_home
 from golive.journal import Entry, RunJournal
-from golive.signing import Decision, public_key_text, sign
+from golive.planfile import load_plan
+from golive.signing import Decision, Start, public_key_text, sign
 from tasks.approvals import GateDecision, opened_at, submit, waiting_gate
 from tests.conftest import decision
 from tests.flows.test_golive import only_run, serving
@@ -49,7 +51,7 @@ class Approvers:
 
 @pytest.fixture
 def people() -> Approvers:
-    return Approvers({name: Ed25519PrivateKey.generate() for name in ("bob", "carol")})
+    return Approvers({name: Ed25519PrivateKey.generate() for name in ("alice", "bob", "carol")})
 
 
 def production_plan(fleet: DemoFleet, people: Approvers, quorum: int = 2) -> str:
@@ -66,6 +68,24 @@ def production_plan(fleet: DemoFleet, people: Approvers, quorum: int = 2) -> str
     )
 
 
+def released(plan: str, people: Approvers, releaser: str) -> Any:
+    """The go-live of a production plan, started the way `golive run --as NAME --key` starts
+    it: signed by the releaser's registered key."""
+    return go_live(
+        plan,
+        triggered_by=releaser,
+        **signed_start(plan, people.keys[releaser.split("@")[0]], releaser),
+    )
+
+
+def signed_start(plan: str, key: Ed25519PrivateKey, claimed: str) -> dict[str, str]:
+    """What `golive run --key` hands the flow: the start, signed."""
+    plan_file = load_plan(plan)
+    at = datetime.now(UTC).isoformat()
+    start = Start(plan_file.digest, plan_file.plan.environment, claimed, at)
+    return {"start_signature": sign(start, key), "signed_at": at}
+
+
 def decisions(run: RunJournal) -> tuple[list[Entry], list[Entry]]:
     return list(run.of_kind("gate.decision")), list(run.of_kind("gate.refused"))
 
@@ -79,7 +99,7 @@ def test_two_signed_approvals_meet_a_quorum_of_two(
         decision("approve", "carol", "agreed", people.keys["carol"]),
     )
 
-    record = go_live(production_plan(fleet, people), triggered_by="alice")
+    record = released(production_plan(fleet, people), people, "alice")
 
     assert record["state"] == "completed"
     accepted, refused = decisions(only_run()[0])
@@ -99,11 +119,60 @@ def test_whoever_triggered_the_run_cannot_approve_it(
         decision("approve", "carol", "", people.keys["carol"]),
     )
 
-    go_live(production_plan(fleet, people, quorum=1), triggered_by="bob@laptop")
+    released(production_plan(fleet, people, quorum=1), people, "bob@laptop")
 
     accepted, refused = decisions(only_run()[0])
-    assert refused[0]["reason"] == "'bob' triggered this run and cannot approve it"
+    assert refused[0]["reason"] == (
+        "it is signed with the key that started this run (bob's): no self-approval"
+    )
     assert [d["approver"] for d in accepted] == ["carol"]
+
+
+def test_a_releaser_who_claims_another_name_still_cannot_approve_with_her_own_key(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = production_plan(fleet, people, quorum=1)
+    approver(
+        decision("approve", "bob", "", people.keys["bob"]),
+        decision("approve", "carol", "", people.keys["carol"]),
+    )
+
+    # bob starts the run `--as release-bot`, signing it with his own key
+    go_live(
+        plan, triggered_by="release-bot", **signed_start(plan, people.keys["bob"], "release-bot")
+    )
+
+    accepted, refused = decisions(only_run()[0])
+    assert (
+        refused[0]["reason"]
+        == "it is signed with the key that started this run (bob's): no self-approval"
+    )
+    assert [d["approver"] for d in accepted] == ["carol"]
+    trigger = next(only_run()[0].of_kind("run.started"))["trigger"]
+    assert (trigger["claimed"], trigger["proven"]) == ("release-bot", "bob")
+
+
+def test_a_production_run_starts_only_when_a_registered_key_signed_its_start_just_now(
+    make_fleet: Callable[..., DemoFleet], people: Approvers
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = production_plan(fleet, people)
+    stranger = Ed25519PrivateKey.generate()
+    old = signed_start(plan, people.keys["alice"], "alice") | {
+        "signed_at": "2026-01-01T00:00:00+00:00"
+    }
+
+    for start, why in [
+        ({}, "its start is not signed"),
+        (signed_start(plan, stranger, "alice"), "its signature is by no registered key"),
+        (signed_start(plan, people.keys["alice"], "bob"), "its signature is by no registered key"),
+        (old, "it was signed at 2026-01-01T00:00:00+00:00, not just now"),
+    ]:
+        with pytest.raises(UnprovenReleaser, match=re.escape(why)):
+            go_live(plan, triggered_by="alice", **start)
+
+    assert serving(fleet) == {"web1": "1.0.0/1.0.0/ok", "web2": "1.0.0/1.0.0/ok"}
 
 
 def test_keys_that_are_not_registered_for_the_approver_are_refused(
@@ -117,10 +186,10 @@ def test_keys_that_are_not_registered_for_the_approver_are_refused(
         decision("approve", "bob", "", people.keys["bob"]),
     )
 
-    go_live(production_plan(fleet, people, quorum=1), triggered_by="alice")
+    released(production_plan(fleet, people, quorum=1), people, "alice")
 
     accepted, refused = decisions(only_run()[0])
-    assert refused[0]["reason"] == "'dave' has no registered key; registered: bob, carol"
+    assert refused[0]["reason"] == "'dave' has no registered key; registered: alice, bob, carol"
     assert refused[1]["reason"].startswith("the signature does not verify with bob's registered")
     assert [d["approver"] for d in accepted] == ["bob"]
 
@@ -181,7 +250,7 @@ def test_replayed_misdirected_and_unsigned_decisions_never_count(
         lambda run, gate: forger.signed("carol", run, gate),
     ]
 
-    record = go_live(production_plan(fleet, people), triggered_by="alice")
+    record = released(production_plan(fleet, people), people, "alice")
 
     accepted, refused = decisions(only_run()[0])
     assert [r["reason"].split(" (")[0] for r in refused] == [
@@ -219,7 +288,7 @@ def test_a_decision_counts_only_for_the_gate_occurrence_it_was_signed_for_and_in
         lambda run, gate: forger.signed("carol", run, gate),
     ]
 
-    record = go_live(str(plan), triggered_by="alice")
+    record = released(str(plan), people, "alice")
 
     accepted, refused = decisions(only_run()[0])
     assert [d["approver"] for d in accepted] == ["bob", "carol"]
@@ -241,7 +310,7 @@ def test_a_signed_reject_stops_the_run_and_rolls_back(
     approver(decision("reject", "carol", "error budget spent", people.keys["carol"]))
 
     with pytest.raises(RunFailed, match="gate 'go-ahead' was rejected by carol"):
-        go_live(production_plan(fleet, people), triggered_by="alice")
+        released(production_plan(fleet, people), people, "alice")
 
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
 
@@ -286,7 +355,7 @@ def test_webhooks_hear_of_a_gate_opening_and_its_decision(
     plan = Path(production_plan(fleet, people, quorum=1))
     plan.write_text(plan.read_text() + "notify:\n- {webhook: ops-chat}\n")
 
-    go_live(str(plan), triggered_by="alice")
+    released(str(plan), people, "alice")
 
     run, _ = only_run()
     assert wait_for(lambda: len(list(run.of_kind("notify.sent"))) == 2)
@@ -315,7 +384,7 @@ def test_a_failing_webhook_is_recorded_and_never_stops_the_go_live(
     plan = Path(production_plan(fleet, people, quorum=1))
     plan.write_text(plan.read_text() + "notify:\n- {webhook: broken-chat}\n")
 
-    record = go_live(str(plan), triggered_by="alice")
+    record = released(str(plan), people, "alice")
 
     assert record["state"] == "completed"
     run, _ = only_run()

@@ -18,6 +18,7 @@ from flows.golive import go_live
 from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
+from tests.runstore import runs, wait_for_gate
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
 DEMO_PLAN = Path(__file__).parents[2] / "configs" / "demo.yaml"
@@ -194,14 +195,16 @@ def test_run_exits_3_when_hosts_were_taken_out_within_the_failure_budget(
     assert "Live, but not on web3" in done.stdout
 
 
-def test_keygen_then_a_signed_approve_from_another_process_passes_a_production_gate(
+def test_keygen_then_a_signed_run_and_a_signed_approve_from_other_processes_pass_production(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
     secret = {"BOB_PASSPHRASE": "correct horse"}
     key = ("--key", str(tmp_path / "bob.key"), "--passphrase-env", "BOB_PASSPHRASE")
     made = golive("keygen", "bob", "--out", key[1], "--passphrase-env", key[3], api=False, **secret)
-    assert made.returncode == 0, made.stderr
+    alice = golive("keygen", "alice", "--out", str(tmp_path / "alice.key"), "--no-passphrase")
+    assert made.returncode == 0 and alice.returncode == 0, made.stderr + alice.stderr
     public = made.stdout.split('public_key: "')[1].split('"')[0]
+    alice_public = alice.stdout.split('public_key: "')[1].split('"')[0]
     fleet = make_fleet(hosts=2)
     gates = {"go-ahead": {"approvers": ["bob"], "timeout": "2m"}}
     plan = fleet.write_plan(
@@ -209,41 +212,33 @@ def test_keygen_then_a_signed_approve_from_another_process_passes_a_production_g
         environment="production",
         gates=gates,
         soak=None,
-        approvers={"bob": {"public_key": public}},
+        approvers={"bob": {"public_key": public}, "alice": {"public_key": alice_public}},
     )
-    run, flow = run_in_background(plan)
+    unsigned = golive("run", str(plan), "--as", "alice")
+    running = subprocess.Popen(
+        [GOLIVE, "run", str(plan), "--as", "alice", "--key", str(tmp_path / "alice.key")],
+        env=os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value())},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run_id = wait_for_gate(seconds=120)
 
-    waiting = golive("status", run["id"], api=False, GOLIVE_HOME=os.environ["GOLIVE_HOME"])
-    bad = golive(
-        "approve",
-        run["id"],
-        "--as",
-        "bob",
-        "--key",
-        str(plan),
-        api=False,
-        GOLIVE_HOME=os.environ["GOLIVE_HOME"],
-    )
-    done = golive(
-        "approve",
-        run["id"],
-        "--as",
-        "bob",
-        *key,
-        "--comment",
-        "canary fine",
-        api=False,
-        GOLIVE_HOME=os.environ["GOLIVE_HOME"],
-        **secret,
-    )
-    flow.join(timeout=120)
+    waiting = golive("status", run_id, api=False)
+    bad = golive("approve", run_id, "--as", "bob", "--key", str(plan), api=False)
+    done = golive("approve", run_id, "--as", "bob", *key, "--comment", "canary fine", **secret)
+    said = running.communicate(timeout=120)[0]
 
+    assert unsigned.returncode == 1 and "must be started by a proven releaser" in unsigned.stdout
     assert "Gate go-ahead: shop-web 2.0.0 → production" in waiting.stdout
     assert "Waves to come: rest [web2]" in waiting.stdout and "--key KEYFILE" in waiting.stdout
     assert bad.returncode == 2 and "is not a golive key" in bad.stderr
-    assert done.returncode == 0, done.stderr
-    assert run["record"]["state"] == "completed"
-    [decided] = [g for g in run["record"]["gates"] if g["kind"] == "gate.decision"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert running.returncode == 0, said
+    [run] = runs()
+    started, *_, ended = run.entries()
+    assert started["trigger"]["proven"] == "alice" and ended["state"] == "completed"
+    [decided] = list(run.of_kind("gate.decision"))
     assert decided["approver"] == "bob" and decided["signature"]
 
 
