@@ -338,6 +338,20 @@ class HostReleases:
             reason = "that release is not there" if error.exit_code == 1 else str(error)
             raise DeployError(self.host.name, f"switch to {version}", reason) from error
 
+    def switch_and_restart(self, version: str, restart: str, timeout: float) -> None:
+        """Point `current` at `version`, then run `restart`, in one command: a rollback's hot
+        path, one round trip a host. A failure names which of the two failed."""
+        try:
+            self.run(f"{self._switch_script(version)} && echo '{_SWITCHED}' && {restart}", timeout)
+        except HostCommandError as error:
+            if any(_SWITCHED in line for line in error.output_tail):
+                output = "\n".join(line for line in error.output_tail if _SWITCHED not in line)
+                raise HostCommandError(
+                    self.host.name, restart, error.exit_code, output, error.reason
+                ) from None
+            reason = "that release is not there" if error.exit_code == 1 else str(error)
+            raise DeployError(self.host.name, f"switch to {version}", reason) from error
+
     def _switch_script(self, version: str) -> str:
         target, temp = quote(f"releases/{version}"), quote(f".current.{version}.tmp")
         return (

@@ -73,17 +73,20 @@ def restore_host(
     with journal.step("restore", host=host.name) as result:
         if release is not None and not SAFE_NAME.match(release):
             raise DeployError(host.name, f"switch back to {release!r}", "not a release name")
-        transport.switch(release)
-        transport.confirm_release(release, f"switch back to {release or 'no release'}")
-        # What the run backed up, as its journal says: the same paths it found at its start.
+        # What the run backed up, as its journal says: the same paths it found at its start
+        # (but `current`, switched below), put back before the old release restarts on them.
         started = next(journal.of_kind("run.started"), {})
-        paths = started.get("backup_paths", backup_paths(plan))[1:]  # `current` is back already
+        paths = started.get("backup_paths", backup_paths(plan))[1:]
         if paths and not backup.exists():
             kept_backup(transport, host, journal, backup)
         if paths:
             result["files_restored"] = transport.restore_paths(backup, paths)
-        if release is not None:
-            transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
+        if release is None:
+            transport.switch(None)
+        else:
+            restart = host.fill(plan.targets.restart)
+            transport.switch_and_restart(release, restart, plan.targets.command_timeout)
+        transport.confirm_release(release, f"switch back to {release or 'no release'}")
         result["release"] = release
     return release
 
