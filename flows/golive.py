@@ -25,6 +25,7 @@ from golive.errors import (
     DeployError,
     GoLiveError,
     Interrupted,
+    RollbackIncomplete,
     RollbackStopped,
     RunFailed,
     WaveFailed,
@@ -35,7 +36,7 @@ from golive.journal import RunJournal
 from golive.lease import environment_lease, lease_seconds
 from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
-from golive.record import hosts_to_restore, migrated_databases, plan_to_store
+from golive.record import hosts_to_restore, migrated_databases, plan_to_store, stored_plan
 from golive.transport import close_run
 from golive.trigger import Releaser, golive_version, proven_releaser, trigger, whoami
 from golive.undo import left_undone
@@ -62,16 +63,30 @@ def _run_name() -> str:
 
 
 def roll_back_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
-    """Prefect found the go-live's process dead (a worker's flow process killed, say): roll
-    back what it changed, as `golive rollback` would, once the dead run's lease runs out."""
-    reason = f"Prefect marked the run Crashed: {state.message or 'its process died'}"
+    """Prefect found the go-live's process dead (a worker's flow process killed, say, or
+    cancelled and killed by its worker): roll back what it changed, as `golive rollback`
+    would, once the dead run's lease runs out. Never a run that ended, nor one whose plan
+    turns automatic rollback off."""
     try:
-        rollback(str(flow_run.id), reason=reason, wait_seconds=2 * lease_seconds())
-    except GoLiveError as error:  # nothing to undo, or a rollback that needs a person
-        logger.error("run %s crashed and was not rolled back: %s", flow_run.id, error)
+        run = RunJournal.find(str(flow_run.id))
+        entries = run.entries()
+        if any(e["kind"] == "run.finished" for e in entries):
+            return  # it ended (completed, failed, rolled back) before its process did
+        if not stored_plan(entries).rollback.automatic:
+            logger.error("run %s died; its plan turns automatic rollback off", flow_run.id)
+            return
+        reason = f"Prefect marked the run {state.name}: {state.message or 'its process died'}"
+        rollback(run.run_id, reason=reason, wait_seconds=2 * lease_seconds())
+    except GoLiveError as error:  # not in the store, nothing to undo, or needs a person
+        logger.error("run %s died and was not rolled back: %s", flow_run.id, error)
 
 
-@flow(name="go-live", flow_run_name=_run_name, on_crashed=[roll_back_crashed])
+@flow(
+    name="go-live",
+    flow_run_name=_run_name,
+    on_crashed=[roll_back_crashed],
+    on_cancellation=[roll_back_crashed],
+)
 def go_live(
     plan_path: str,
     triggered_by: str = "",
@@ -89,16 +104,18 @@ def go_live(
     environment = plan_file.plan.environment
     with (
         environment_lease(journal, environment, "go-live", wait=wait_seconds),
-        rolled_back_when_cancelled(journal.run_id) as cancelled,
+        rolled_back_when_cancelled(journal.run_id) as watch,
     ):
         try:
             release(plan_file, journal)
         except Exception as failure:
+            watch.stand_down()  # a Cancel now would stop the rollback
             return fail(plan_file, journal, failure)
         except (KeyboardInterrupt, TerminationSignal) as signal:
             # Ctrl-C, SIGTERM (a stopped worker, `kill`) or a Cancel in Prefect: roll back
             # what changed, then stop.
-            return fail(plan_file, journal, Interrupted(signal, cancelled.is_set()))
+            watch.stand_down()
+            return fail(plan_file, journal, Interrupted(signal, watch.cancelled.is_set()))
         finally:
             close_run(journal.run_id)
         journal.write("run.finished", state="completed")
@@ -244,7 +261,7 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> State:
     """Undo what the journal says changed, record how the run ended, and fail the run (or,
     when a person cancelled it, end it Cancelled). A rollback that cannot finish ends the run
     apart, in a Prefect state named RollbackFailed."""
-    settle_hosts(plan_file.plan, journal)
+    busy = settle_hosts(plan_file.plan, journal)
     fleet = plan_file.plan.host_names()
     last_wave_first = sorted(
         hosts_to_restore(journal.entries()), key=lambda change: (-change[0], fleet.index(change[1]))
@@ -253,6 +270,11 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> State:
     what = f"{plan_file.plan.release.name} {plan_file.plan.release.version}"
     try:
         undone = undo(plan_file.plan, journal, changed, failure)
+        if busy:  # their steps may change them after the rollback: a person must look
+            raise RollbackIncomplete(
+                dict.fromkeys(busy, "its deploy step was still running after the rollback"),
+                f"golive audit show {journal.run_id}",
+            )
     except GoLiveError as rollback_failure:
         return rollback_failed(plan_file.plan, journal, failure, rollback_failure)
     cancelled = isinstance(failure, Interrupted) and failure.cancelled
@@ -284,15 +306,17 @@ def undo(plan: Plan, journal: RunJournal, changed: list[str], failure: Exception
     return "Nothing had been changed, so nothing was rolled back."
 
 
-def settle_hosts(plan: Plan, journal: RunJournal) -> None:
+def settle_hosts(plan: Plan, journal: RunJournal) -> list[str]:
     """Host steps under way when the run stopped end first (their commands are bounded by
-    `command_timeout`), so that the rollback sees every host they changed."""
+    `command_timeout`), so that the rollback sees every host they changed; the hosts whose
+    steps are still running after that."""
     try:
         busy = settle(4 * plan.targets.command_timeout)
     except (KeyboardInterrupt, TerminationSignal):  # asked again: roll back now
         busy = settle(0)
     if busy:
         journal.write("hosts.still_busy", hosts=busy)
+    return busy
 
 
 def rollback_failed(

@@ -14,7 +14,7 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Crashed, Failed
 
-from golive.errors import RollbackIncomplete
+from golive.errors import NothingToRollBack, RollbackIncomplete
 from golive.journal import RollbackJournal, RunJournal
 from golive.lease import environment_lease, holder
 from golive.plan import Plan
@@ -56,13 +56,22 @@ def rollback(
     own = open_rollback_run(run, triggered_by or whoami())
     takes_over = [run.run_id, *stopped]
     with environment_lease(own, undoing.environment, "rollback", takes_over, wait=wait_seconds):
+        try:  # again: another rollback may have held the environment meanwhile
+            undoing = what_to_undo(run)
+        except NothingToRollBack as nothing:
+            own.write("run.finished", state="refused", reason=str(nothing))
+            raise
         if not undoing.finished:
             run.write("run.crashed", lease_expired_at=None, found_by=holder())
         take_over(stopped, own)
+        failure: BaseException | None = None
         try:
             outcome = undo(RollbackJournal(run, own), reason, restore_data)
-        finally:  # even when stopped: the store says how far it got
-            close_rollback_run(run, own, undoing, reason)
+        except BaseException as error:
+            failure = error
+            raise
+        finally:  # even when stopped: the store says how far it got, and why it stopped
+            close_rollback_run(run, own, undoing, reason, failure)
     if not undoing.finished:
         crashed_in_prefect(run.run_id)
     return outcome
@@ -106,16 +115,20 @@ def open_rollback_run(run: RunJournal, triggered_by: str) -> RunJournal:
     return own
 
 
-def close_rollback_run(run: RunJournal, own: RunJournal, undoing: Undo, reason: str) -> None:
+def close_rollback_run(
+    run: RunJournal, own: RunJournal, undoing: Undo, reason: str, failure: BaseException | None
+) -> None:
     """Both runs end: the undone one points at the rollback that holds the steps."""
     finished = next(own.of_kind("rollback.finished"), {"complete": False, "failed": []})
-    complete, failed = finished["complete"], finished["failed"]
+    complete, failed = finished["complete"] and failure is None, finished["failed"]
     run.write("rollback.finished", complete=complete, failed=failed, by=own.run_id)
     ended = "rolled back" if undoing.finished else "failed"  # a crashed run never completed
     state = ended if complete else "rollback failed"
     why = reason if undoing.finished else f"crashed; rolled back: {reason}"
+    if failure is not None:
+        why += f"; the rollback stopped: {type(failure).__name__}: {failure}"
     run.write("run.finished", state=state, reason=f"{why} (by run {own.run_id})")
-    own.write("run.finished", state="completed" if complete else "failed", reason=reason)
+    own.write("run.finished", state="completed" if complete else "failed", reason=why)
 
 
 def take_over(stopped: list[str], own: RunJournal) -> None:

@@ -15,6 +15,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect import get_client
@@ -24,35 +25,46 @@ WATCH_SECONDS = 1.0
 logger = logging.getLogger("golive.cancel")
 
 
+@dataclass
+class CancelWatch:
+    cancelled: threading.Event = field(default_factory=threading.Event)  # why SIGTERM came
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def stand_down(self) -> None:
+        """Watch no more: the run is stopping anyway, and a SIGTERM now would stop its
+        rollback."""
+        self.done.set()
+
+
 @contextmanager
-def rolled_back_when_cancelled(run_id: str) -> Iterator[threading.Event]:
-    """While the block runs, a cancel of flow run `run_id` sends this process SIGTERM; the
-    event it yields is set when that was why."""
-    cancelled, done = threading.Event(), threading.Event()
+def rolled_back_when_cancelled(run_id: str) -> Iterator[CancelWatch]:
+    """While the block runs (and the watch has not stood down), a cancel of flow run
+    `run_id` sends this process SIGTERM, and sets the watch's `cancelled`."""
+    watch = CancelWatch()
     if _supervised_by_a_worker():
-        yield cancelled  # the worker sends SIGTERM itself: a second one would stop the rollback
+        yield watch  # the worker sends SIGTERM itself: a second one would stop the rollback
         return
-    watcher = threading.Thread(
-        target=_watch, args=(UUID(run_id), cancelled, done), name="golive-cancel", daemon=True
-    )
+    watcher = threading.Thread(target=_watch, args=(UUID(run_id), watch), daemon=True)
     watcher.start()
     try:
-        yield cancelled
+        yield watch
     finally:
-        done.set()
+        watch.stand_down()
         watcher.join()
 
 
-def _watch(run_id: UUID, cancelled: threading.Event, done: threading.Event) -> None:
+def _watch(run_id: UUID, watch: CancelWatch) -> None:
     with get_client(sync_client=True) as client:
-        while not done.wait(WATCH_SECONDS):
+        while not watch.done.wait(WATCH_SECONDS):
             try:
                 state = client.read_flow_run(run_id).state
             except Exception as error:  # the API is away for a moment: look again later
                 logger.debug("could not read the state of run %s: %s", run_id, error)
                 continue
+            if watch.done.is_set():
+                return
             if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
-                cancelled.set()
+                watch.cancelled.set()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 

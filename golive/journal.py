@@ -88,6 +88,28 @@ class RunJournal:
     def of_kind(self, *kinds: str) -> Iterator[Entry]:
         return (e for e in self.entries() if e["kind"] in kinds)
 
+    def rollback_runs(self) -> list[str]:
+        """The runs of their own that rolled this one back (`golive rollback`, the rollback
+        deployment, the crash hook), oldest first: they hold what was put back since."""
+        rows = list(reversed(self.store.run_rows()))
+        mine = next((row for row in rows if row.run_id == self.run_id), None)
+        if mine is None:
+            return []
+        later = [
+            row.run_id
+            for row in rows
+            if row.environment == mine.environment and row.started_at >= mine.started_at
+        ]
+        return [run_id for run_id in later if _rolls_back(self.store, run_id) == self.run_id]
+
+    def with_rollbacks(self, rollback_runs: list[str]) -> list[Entry]:
+        """This run's entries and those of its rollback runs, in time order: what it changed,
+        and what has been put back since, wherever that was recorded."""
+        entries = RunJournal.entries(self)
+        for run_id in rollback_runs:
+            entries += RunJournal(run_id, self.store).entries()
+        return sorted(entries, key=lambda entry: str(entry["at"]))
+
     @contextmanager
     def step(self, stage: str, **about: Any) -> Iterator[dict[str, Any]]:
         """Record a step's start, then its result (what the body puts in the dict) or error."""
@@ -109,12 +131,19 @@ class RollbackJournal(RunJournal):
     def __init__(self, undone: RunJournal, own: RunJournal) -> None:
         super().__init__(undone.run_id, undone.store)
         self.own = own
+        self.rollbacks = [*undone.rollback_runs(), own.run_id]  # own is listed once started
+        self.rollbacks = list(dict.fromkeys(self.rollbacks))
 
     def write(self, kind: str, **fields: Any) -> Entry:
         return self.own.write(kind, **fields)
 
     def entries(self) -> list[Entry]:
-        return super().entries() + self.own.entries()
+        return self.with_rollbacks(self.rollbacks)
+
+
+def _rolls_back(store: RunStore, run_id: str) -> str | None:
+    first = store.first_entry(run_id)
+    return first.fields().get("rolls_back") if first and first.kind == "run.started" else None
 
 
 def as_entry(stored: StoredEntry) -> Entry:

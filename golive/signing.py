@@ -139,6 +139,19 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     return key
 
 
+def same_key(one: str | None, other: str | None) -> bool:
+    """Whether two public keys, as text, are one key (base64 can spell a key two ways)."""
+    if not one or not other:
+        return False
+    try:
+        raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        return bool(
+            load_public_key(one).public_bytes(*raw) == load_public_key(other).public_bytes(*raw)
+        )
+    except ValueError:
+        return False
+
+
 def sign(what: Signed, key: Ed25519PrivateKey) -> str:
     return base64.b64encode(key.sign(what.payload())).decode()
 

@@ -373,6 +373,16 @@ class RunStore:
             )
             return [StoredEntry(**row._mapping) for row in rows]
 
+    def first_entry(self, run_id: str) -> StoredEntry | None:
+        """A run's first entry (its run.started), without reading the rest."""
+        with self._reading() as connection:
+            row = connection.execute(
+                select(entries_table).where(
+                    entries_table.c.run_id == run_id, entries_table.c.seq == 1
+                )
+            ).first()
+        return None if row is None else StoredEntry(**row._mapping)
+
     def all_entries(self, run_ids: Sequence[str] | None = None) -> Iterator[StoredEntry]:
         """Every entry (or those of `run_ids`), run by run, in chain order."""
         query = select(entries_table).order_by(entries_table.c.run_id, entries_table.c.seq)

@@ -33,10 +33,11 @@ class Undo:
 def what_to_undo(journal: RunJournal) -> Undo:
     """What a rollback of the run would put back; refuses a run with nothing to undo, one
     already rolled back, and one whose hosts a later run changed."""
-    entries = journal.entries()
-    started = next((e for e in entries if e["kind"] == "run.started"), None)
+    own = journal.entries()
+    started = next((e for e in own if e["kind"] == "run.started"), None)
     if started is None:
         raise NothingToRollBack(f"run {journal.run_id} never started: nothing to roll back")
+    entries = journal.with_rollbacks(journal.rollback_runs())  # what they put back counts
     since = since_last_rollback(entries)
     hosts = {host: before for _, host, before in hosts_to_restore(since)}
     databases = [name.removeprefix("database ") for name in migrated_databases(since)]
@@ -47,7 +48,7 @@ def what_to_undo(journal: RunJournal) -> Undo:
     return Undo(
         journal.run_id,
         started["environment"],
-        finished=any(e["kind"] == "run.finished" for e in entries),
+        finished=any(e["kind"] == "run.finished" for e in own),
         hosts=hosts,
         databases=databases,
         beyond_return=beyond["file"] if beyond else None,
@@ -66,16 +67,16 @@ def undone_run(journal: RunJournal) -> RunJournal:
 
 
 def abandoned_rollbacks(journal: RunJournal) -> list[str]:
-    """Rollback runs of `journal`'s run whose process died before they finished."""
+    """Rollback runs of `journal`'s run whose process died before they finished: they held
+    the environment once, and hold it no more (one still waiting for it is alive)."""
     store = journal.store
-    crashed = [
+    crashed = {
         row.run_id for row in with_crashes(store, store.run_rows()) if row.state == "crashed"
-    ]
+    }
     return [
         run_id
-        for run_id in crashed
-        if next(RunJournal(run_id, store).of_kind("run.started"), {}).get("rolls_back")
-        == journal.run_id
+        for run_id in journal.rollback_runs()
+        if run_id in crashed and any(e.kind == "lease.taken" for e in store.entries(run_id))
     ]
 
 

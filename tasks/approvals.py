@@ -34,7 +34,7 @@ from golive.plan import Gate, Plan
 from golive.progress import ui_link
 from golive.record import summarize
 from golive.report import render_gate_brief
-from golive.signing import Decision, sign, verifies
+from golive.signing import Decision, same_key, sign, verifies
 from tasks.notifications import notify
 
 # How often a paused run looks for a decision. Prefect's default of 10 s is too slow for a
@@ -306,7 +306,7 @@ def _refusal(
             f"the signature does not verify with {who}'s registered key for this run, gate "
             "and plan (signed for another run, plan or wave, altered, or another key)"
         )
-    if registered.public_key == (started.get("trigger") or {}).get("key"):
+    if same_key(registered.public_key, (started.get("trigger") or {}).get("key")):
         return f"it is signed with the key that started this run ({who}'s): no self-approval"
     untimely = _untimely(decision.signed_at, opened)
     if untimely:

@@ -17,9 +17,9 @@ from uuid import UUID
 import pytest
 from prefect import get_client
 from prefect.settings import PREFECT_API_URL
-from prefect.states import Cancelling
+from prefect.states import Cancelling, Crashed
 
-from flows.golive import go_live
+from flows.golive import go_live, roll_back_crashed
 from golive.demo.fleet import DemoFleet
 from golive.errors import StoreError
 from tests.flows.test_golive import flow_runs_named, serving
@@ -389,6 +389,20 @@ def test_a_rollback_that_cannot_finish_ends_apart_names_the_hosts_and_holds_the_
     assert undo.state_name == "RollbackFailed"
     assert refused.returncode == 1 and f"golive rollback {run.run_id}" in refused.stdout
 
+    # web2 is mended; the next rollback puts back only what the first one could not
+    (fleet.host_dir("web2") / "releases" / "1.0.0").mkdir()
+    shutil.copytree(
+        fleet.host_dir("web1") / "releases" / "1.0.0",
+        fleet.host_dir("web2") / "releases" / "1.0.0",
+        dirs_exist_ok=True,
+    )
+    finished = golive(tmp_path, "ops", "rollback", run.run_id, "--yes", **store)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    second = run.entries()[-2]["by"]
+    [again] = [r for r in runs() if r.run_id == second]
+    assert [e["host"] for e in again.of_kind("host.restored")] == ["web2"]
+
 
 def test_a_second_go_live_told_to_wait_goes_on_when_the_first_ends(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
@@ -417,3 +431,19 @@ def test_a_second_go_live_told_to_wait_goes_on_when_the_first_ends(
     assert first.returncode == 0, first_said
     assert "environment demo is held by run" in second_said and "waiting for it" in second_said
     assert second.returncode == 0, second_said
+
+
+def test_the_crash_hook_never_rolls_back_a_run_that_ended_before_its_process_died(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    go_live(str(fleet.write_plan("2.0.0", gates={}, waves=[{"name": "all", "hosts": "100%"}])))
+    [run] = runs()
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(run.run_id))
+
+    # e.g. killed while publishing its record, after `run.finished` was written
+    roll_back_crashed(go_live, flow_run, Crashed(message="killed"))
+
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
+    assert [r.run_id for r in runs()] == [run.run_id]
