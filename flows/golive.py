@@ -118,6 +118,7 @@ def go_live(
             return fail(plan_file, journal, Interrupted(signal, watch.cancelled.is_set()))
         finally:
             close_run(journal.run_id)
+        watch.stand_down()  # live everywhere: a Cancel now has nothing to stop
         journal.write("run.finished", state="completed")
         return publish_record(journal)
 
