@@ -18,6 +18,7 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL
+from prefect.states import Cancelling
 
 from golive.demo.fleet import DemoFleet
 from golive.journal import run_store
@@ -172,3 +173,25 @@ def started_run(name: str, seconds: float = 180) -> FlowRun:
             return found[0]
         time.sleep(0.5)
     raise AssertionError(f"no flow run {name!r} within {seconds} s")
+
+
+def test_a_cancel_of_a_go_live_a_worker_runs_rolls_it_back(
+    make_fleet: Callable[..., DemoFleet], worker: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_gate(seconds=180)
+    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live
+    with get_client(sync_client=True) as client:  # what the UI's Cancel button does
+        client.set_flow_run_state(UUID(run_id), Cancelling(message="wrong day"))
+    cancelled = finished(UUID(run_id))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and set(serving(fleet).values()) != {"1.0.0/1.0.0/ok"}:
+        time.sleep(0.5)
+
+    assert cancelled.state_name == "Cancelled"
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    [run] = [r for r in runs() if r.run_id == run_id]
+    assert any(e["kind"] == "rollback.finished" and e["complete"] for e in run.entries())
