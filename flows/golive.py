@@ -31,7 +31,7 @@ from golive.errors import (
     WaveFailed,
 )
 from golive.home import runs_dir
-from golive.inputs import pin_inputs
+from golive.inputs import INPUTS, drop_inputs, pin_inputs
 from golive.journal import RunJournal
 from golive.lease import environment_lease, lease_seconds
 from golive.plan import Plan, PostgresBackup, Soak
@@ -99,7 +99,7 @@ def go_live(
     production run's start is signed by its releaser's registered key (`golive run --key`)."""
     loaded = load_plan(plan_path)
     releaser = proven_releaser(loaded, triggered_by, start_signature, signed_at)
-    plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / "inputs")
+    plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / INPUTS)
     journal = start_run(plan_file, triggered_by or whoami(), releaser)
     environment = plan_file.plan.environment
     with (
@@ -118,6 +118,7 @@ def go_live(
             return fail(plan_file, journal, Interrupted(signal, watch.cancelled.is_set()))
         finally:
             close_run(journal.run_id)
+            drop_inputs(journal)  # a rollback needs none of them
         watch.stand_down()  # live everywhere: a Cancel now has nothing to stop
         journal.write("run.finished", state="completed")
         return publish_record(journal)

@@ -34,6 +34,7 @@ class Trigger(BaseModel):
     schedule: str | None = None
     proven: str | None = None  # the registered name whose key signed the run's start
     key: str | None = None  # that public key
+    signature: str | None = None  # the start's signature: it starts no other run
 
 
 class RunStarted(EntryBody):

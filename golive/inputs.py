@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from golive.errors import PreflightError, describe_os_error
+from golive.journal import RunJournal
 from golive.planfile import PlanFile
 from golive.private import private_dir
 
 CHUNK = 1 << 20
+INPUTS = "inputs"  # the folder, in the run's folder, that holds its copies
 
 
 def pin_inputs(plan_file: PlanFile, folder: Path) -> PlanFile:
@@ -54,3 +57,8 @@ def _copy(source: Path, folder: Path) -> tuple[Path, str]:
     except OSError as error:
         raise PreflightError([describe_os_error(error, f"cannot copy {source} aside")]) from None
     return copy, digest.hexdigest()
+
+
+def drop_inputs(journal: RunJournal) -> None:
+    """Remove the run's copies of its inputs once it has ended with them."""
+    shutil.rmtree(journal.run_dir / INPUTS, ignore_errors=True)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import shlex
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,7 @@ class SshShell:
     def run(self, command: str, timeout: float) -> str:
         self.open()
         late = f"did not finish within {timeout:g}s"
+        started = time.monotonic()
         try:
             result = self.connection.run(
                 within(timeout, command),
@@ -137,7 +139,7 @@ class SshShell:
         except (OSError, paramiko.SSHException) as error:
             raise HostUnreachable(self.host, self.settings.where, _describe(error)) from None
         output = str(result.stdout) + str(result.stderr)
-        if result.exited in _TIMED_OUT:
+        if result.exited in _TIMED_OUT and time.monotonic() - started >= timeout:
             raise HostCommandError(self.host, command, None, output, reason=late)
         if result.exited != 0:
             raise HostCommandError(self.host, command, result.exited, output)

@@ -11,7 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from prefect.context import FlowRunContext
 from prefect.runtime import deployment, flow_run
 
-from golive.errors import UnprovenReleaser
+from golive.errors import StoreError, UnprovenReleaser
+from golive.journal import run_store
 from golive.plancheck import is_production
 from golive.planfile import PlanFile
 from golive.signing import Start, verifies
@@ -35,6 +36,7 @@ def trigger(claimed: str, releaser: Releaser | None = None) -> dict[str, str | N
         "schedule": _schedule(),
         "proven": releaser.name if releaser else None,
         "key": releaser.public_key if releaser else None,
+        "signature": releaser.signature if releaser else None,
     }
 
 
@@ -42,6 +44,21 @@ def trigger(claimed: str, releaser: Releaser | None = None) -> dict[str, str | N
 class Releaser:
     name: str
     public_key: str
+    signature: str  # of the run's start: one start, one run
+
+
+def _used_before(environment: str, signature: str) -> bool:
+    """Whether a run of the environment was started with this very signature."""
+    try:
+        store = run_store()
+    except StoreError:  # no store yet: no run before this one
+        return False
+    for row in store.run_rows():
+        first = store.first_entry(row.run_id) if row.environment == environment else None
+        trigger = first.fields().get("trigger") or {} if first else {}
+        if trigger.get("signature") == signature:
+            return True
+    return False
 
 
 def proven_releaser(
@@ -61,7 +78,9 @@ def proven_releaser(
         raise UnprovenReleaser(plan.environment, late)
     for name, registered in plan.approvers.items():
         if verifies(start, signature, registered.public_key):
-            return Releaser(name, registered.public_key)
+            if _used_before(plan.environment, signature):
+                raise UnprovenReleaser(plan.environment, "its signature started a run already")
+            return Releaser(name, registered.public_key, signature)
     raise UnprovenReleaser(
         plan.environment, "its signature is by no registered key, or for another plan"
     )

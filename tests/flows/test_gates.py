@@ -139,9 +139,10 @@ def test_a_releaser_who_claims_another_name_still_cannot_approve_with_her_own_ke
     )
 
     # bob starts the run `--as release-bot`, signing it with his own key
-    go_live(
-        plan, triggered_by="release-bot", **signed_start(plan, people.keys["bob"], "release-bot")
-    )
+    start = signed_start(plan, people.keys["bob"], "release-bot")
+    go_live(plan, triggered_by="release-bot", **start)
+    with pytest.raises(UnprovenReleaser, match="its signature started a run already"):
+        go_live(plan, triggered_by="release-bot", **start)  # the same start, replayed
 
     accepted, refused = decisions(only_run()[0])
     assert (

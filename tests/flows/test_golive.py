@@ -346,4 +346,5 @@ def test_an_artifact_swapped_while_the_run_waits_at_its_gate_changes_nothing_it_
     [run] = runs()
     started = next(run.of_kind("run.started"))
     assert started["inputs"] == {str(artifact): approved_bytes}
+    assert not (run.run_dir / "inputs").exists()  # the run's copies went with its end
     assert started["plan_sha256"] != hashlib.sha256(plan.read_bytes()).hexdigest()
