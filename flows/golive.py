@@ -47,7 +47,7 @@ from tasks.databases import apply_migration, back_up_database
 from tasks.hosts import deploy_host, on_every_host, settle
 from tasks.notifications import notify
 from tasks.preflight import preflight
-from tasks.reports import progress_bar, publish_record
+from tasks.reports import progress_bar, publish_record, story_in_prefect_logs
 from tasks.smoke import smoke_check_host
 from tasks.soak import soak
 
@@ -96,13 +96,22 @@ def go_live(
 ) -> dict[str, Any] | State:
     """Release the plan's version to its hosts in waves; roll back on any failure. While
     another run holds the environment, wait up to `wait_seconds` for it, or be refused. A
-    production run's start is signed by its releaser's registered key (`golive run --key`)."""
+    production run's start is signed by its releaser's registered key (`golive run --key`).
+
+    Args:
+        plan_path: The plan file (YAML), as a path on the worker's machine.
+        triggered_by: Who triggers the run: recorded as a claim (default: the OS user).
+        wait_seconds: While another run holds the environment, wait this long for it.
+        start_signature: The releaser's signature of this start (`golive run --key` makes it).
+        signed_at: When the start was signed (`golive run --key` sets it).
+    """
     loaded = load_plan(plan_path)
     releaser = proven_releaser(loaded, triggered_by, start_signature, signed_at)
     plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / INPUTS)
     journal = start_run(plan_file, triggered_by or whoami(), releaser)
     environment = plan_file.plan.environment
     with (
+        story_in_prefect_logs(journal.run_id),
         environment_lease(journal, environment, "go-live", wait=wait_seconds),
         rolled_back_when_cancelled(journal.run_id) as watch,
     ):

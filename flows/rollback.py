@@ -30,6 +30,7 @@ from golive.undo import (
 )
 from tasks.databases import restore_database
 from tasks.hosts import on_every_host, restore_host
+from tasks.reports import story_in_prefect_logs
 from tasks.smoke import smoke_check_host
 
 
@@ -47,7 +48,16 @@ def rollback(
     the steps join that run's record. Otherwise (`golive rollback`, the rollback deployment)
     it is a run of its own, linked both ways to the run it undoes, holding the environment.
     One that cannot finish ends in a Prefect state named RollbackFailed. While another process
-    holds the environment, it waits up to `wait_seconds` for it."""
+    holds the environment, it waits up to `wait_seconds` for it.
+
+    Args:
+        run_id: The go-live run to roll back (its id, or a unique start of it).
+        reason: Why: kept in the run store and the report.
+        restore_data: Restore the databases the run migrated from its verified backups.
+        triggered_by: Who asks for the rollback (default: the OS user).
+        within_run: Set by a failing go-live for its own rollback; leave it off.
+        wait_seconds: While another run holds the environment, wait this long for it.
+    """
     run = undone_run(RunJournal.find(run_id)).verified()
     if within_run:
         return undo(run, reason, restore_data)
@@ -55,7 +65,8 @@ def rollback(
     stopped = abandoned_rollbacks(run)  # before this one is a run, "running" without a lease
     own = open_rollback_run(run, triggered_by or whoami())
     takes_over = [run.run_id, *stopped]
-    with environment_lease(own, undoing.environment, "rollback", takes_over, wait=wait_seconds):
+    lease = environment_lease(own, undoing.environment, "rollback", takes_over, wait=wait_seconds)
+    with story_in_prefect_logs(own.run_id), lease:
         try:  # again: another rollback may have held the environment meanwhile
             undoing = what_to_undo(run)
         except NothingToRollBack as nothing:

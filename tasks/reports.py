@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -19,11 +20,31 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from golive import journal
 from golive.errors import describe_os_error
-from golive.journal import RunJournal
+from golive.journal import Entry, RunJournal
 from golive.plan import AuditPolicy
+from golive.progress import describe, printable
 from golive.record import stored_plan, summarize
 from golive.report import render_summary
+
+
+@contextmanager
+def story_in_prefect_logs(run_id: str) -> Iterator[None]:
+    """While the block runs, every entry the run writes is also a line in its Prefect run
+    logs, as the terminal shows it: the UI's Logs tab tells the run's story, not only
+    "Finished in state Completed()" per task."""
+    logger = get_run_logger()
+
+    def tell(entry: Entry) -> None:
+        if entry.get("run_id") == run_id and not entry["kind"].startswith("step.started"):
+            logger.info(printable(describe(entry)))
+
+    unsubscribe = journal.subscribe(tell)
+    try:
+        yield
+    finally:
+        unsubscribe()
 
 
 @task(name="publish record", cache_policy=NO_CACHE)

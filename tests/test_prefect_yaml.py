@@ -16,6 +16,7 @@ from uuid import UUID
 
 import pytest
 from prefect import get_client
+from prefect.client.schemas.filters import LogFilter
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
@@ -129,6 +130,12 @@ def test_a_fresh_checkout_deploys_and_a_worker_runs_a_gated_go_live_and_its_roll
 
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert released.state_name == "Completed"
+    with get_client(sync_client=True) as client:  # the UI's run form describes each field
+        form = client.read_deployment_by_name("go-live/go-live").parameter_openapi_schema
+    assert form["properties"]["plan_path"]["description"].startswith("The plan file (YAML)")
+    said = logs_of(run_id, until="■ completed")  # the run's Logs tab
+    for line in ("✓ deploy web1", "✓ smoke web2", "gate go-ahead", "completed"):
+        assert line in said, said
     started = stored[run_id][0]
     assert started["trigger"]["deployment"] == "go-live/go-live"
     assert stored[run_id][-1]["state"] == "rolled back"
@@ -162,6 +169,18 @@ def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_cra
         entries[-1]["state"] == "failed"
         and "Prefect marked the run Crashed" in entries[-1]["reason"]
     )
+
+
+def logs_of(run_id: str, until: str, seconds: float = 30) -> str:
+    """The run's logs in Prefect's API, once `until` is among them (they come in batches)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [UUID(run_id)]}))
+        said = "\n".join(log.message for log in logs)
+        if until in said or time.monotonic() > deadline:
+            return said
+        time.sleep(0.5)
 
 
 def started_run(name: str, seconds: float = 180) -> FlowRun:
