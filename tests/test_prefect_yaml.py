@@ -16,7 +16,6 @@ from uuid import UUID
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import LogFilter
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
@@ -24,7 +23,7 @@ from prefect.states import Cancelling
 from golive.demo.fleet import DemoFleet
 from golive.journal import run_store
 from tests.conftest import DEPLOYMENT_LEASE_SECONDS
-from tests.flows.test_golive import flow_runs_named, serving
+from tests.flows.test_golive import flow_runs_named, logs_of, serving
 from tests.runstore import runs, wait_for_gate
 
 ROOT = Path(__file__).parents[1]
@@ -169,18 +168,6 @@ def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_cra
         entries[-1]["state"] == "failed"
         and "Prefect marked the run Crashed" in entries[-1]["reason"]
     )
-
-
-def logs_of(run_id: str, until: str, seconds: float = 30) -> str:
-    """The run's logs in Prefect's API, once `until` is among them (they come in batches)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        with get_client(sync_client=True) as client:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [UUID(run_id)]}))
-        said = "\n".join(log.message for log in logs)
-        if until in said or time.monotonic() > deadline:
-            return said
-        time.sleep(0.5)
 
 
 def started_run(name: str, seconds: float = 180) -> FlowRun:

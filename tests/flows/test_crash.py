@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -53,6 +54,12 @@ def golive(tmp_path: Path, name: str, *args: str, **extra: str) -> subprocess.Co
     )
     assert "Traceback" not in done.stdout + done.stderr
     return done
+
+
+def slow_restarts(fleet: DemoFleet) -> dict[str, Any]:
+    """The fleet's targets, with a restart that takes 3 s more: time to act mid-step."""
+    targets: dict[str, Any] = fleet.template["targets"]
+    return targets | {"restart": targets["restart"] + " && sleep 3"}
 
 
 def start_run(
@@ -188,10 +195,9 @@ def test_a_killed_rollback_is_taken_over_by_the_next_one_from_another_machine(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, golive_home: Path
 ) -> None:
     fleet = make_fleet(hosts=2)
-    slow = fleet.template["targets"]["restart"] + " && sleep 3"
     plan = fleet.write_plan(
         "2.0.0",
-        targets=fleet.template["targets"] | {"restart": slow},
+        targets=slow_restarts(fleet),
         gates={},
         waves=[{"name": "all", "hosts": "100%"}],
     )
@@ -270,10 +276,9 @@ def test_a_host_deploying_when_the_run_is_stopped_finishes_its_step_and_is_then_
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
     fleet = make_fleet(hosts=2)
-    slow = fleet.template["targets"]["restart"] + " && sleep 3"
     plan = fleet.write_plan(
         "2.0.0",
-        targets=fleet.template["targets"] | {"restart": slow},
+        targets=slow_restarts(fleet),
         gates={},
         soak=None,
         waves=[{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%"}],
@@ -339,10 +344,7 @@ def test_a_second_ctrl_c_stops_the_rollback_and_says_what_is_left_and_how_to_fin
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
     fleet = make_fleet(hosts=2)
-    slow = fleet.template["targets"] | {
-        "restart": fleet.template["targets"]["restart"] + " && sleep 3"
-    }
-    plan = fleet.write_plan("2.0.0", targets=slow, **GATED)
+    plan = fleet.write_plan("2.0.0", targets=slow_restarts(fleet), **GATED)
     os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
     try:
         running = start_run(tmp_path, plan, "machine-a", PREFECT_API_URL="")

@@ -13,12 +13,9 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from prefect import get_client
-from prefect.client.schemas.filters import LogFilter
 
 from blocks.webhook import Webhook
 from flows.golive import go_live
@@ -31,7 +28,7 @@ from golive.planfile import load_plan
 from golive.signing import Decision, Start, public_key_text, sign
 from tasks.approvals import GateDecision, opened_at, submit, waiting_gate
 from tests.conftest import decision
-from tests.flows.test_golive import only_run, serving
+from tests.flows.test_golive import logs_of, only_run, serving
 from tests.golive.test_audit import golive
 from tests.runstore import go_live_in_background, wait_for_gate
 
@@ -417,16 +414,3 @@ def test_an_approver_is_told_whether_the_decision_counted_and_the_ui_logs_say_so
     said = logs_of(run_id, until="counted (1 of 1 approvals so far)")
     assert "the approve claimed by 'mallory' did NOT count" in said
     assert "approve by 'demo-approver' counted (1 of 1 approvals so far)" in said
-
-
-def logs_of(run_id: str, until: str, seconds: float = 30) -> str:
-    """The run's logs in Prefect's API (what its Logs tab shows), once `until` is among them:
-    Prefect sends logs in batches, a moment after they are written."""
-    deadline = time.monotonic() + seconds
-    while True:
-        with get_client(sync_client=True) as client:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [UUID(run_id)]}))
-        said = "\n".join(log.message for log in logs)
-        if until in said or time.monotonic() > deadline:
-            return said
-        time.sleep(0.5)

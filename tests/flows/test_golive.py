@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter
 from prefect.client.schemas.objects import FlowRun
 
 from flows.golive import go_live
@@ -65,6 +66,19 @@ def flow_runs_named(name: str) -> list[FlowRun]:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
         )
+
+
+def logs_of(run_id: str, until: str, seconds: float = 30) -> str:
+    """The run's logs in Prefect's API (what its Logs tab shows), once `until` is among them:
+    Prefect sends logs in batches, a moment after they are written."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [UUID(run_id)]}))
+        said = "\n".join(log.message for log in logs)
+        if until in said or time.monotonic() > deadline:
+            return said
+        time.sleep(0.5)
 
 
 def kinds(journal: RunJournal) -> list[str]:
