@@ -147,11 +147,7 @@ def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_cra
     make_fleet: Callable[..., DemoFleet], worker: Callable[..., None]
 ) -> None:
     fleet = make_fleet(hosts=2)
-    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
-
-    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
-    run_id = wait_for_gate(seconds=180)
-    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live: a mixed fleet
+    run_id = canary_live(fleet, worker)
     [run] = runs()
     holder = run_store().lease("demo")
     assert holder is not None and holder.run_id == run_id
@@ -170,6 +166,16 @@ def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_cra
     )
 
 
+def canary_live(fleet: DemoFleet, worker: Callable[..., None]) -> str:
+    """A go-live of the fleet, from the deployment, waiting at its gate with the canary on
+    the new release (a mixed fleet); its run id."""
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_gate(seconds=180)
+    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
+    return run_id
+
+
 def started_run(name: str, seconds: float = 180) -> FlowRun:
     """The flow run of that name, once Prefect has it."""
     deadline = time.monotonic() + seconds
@@ -185,11 +191,7 @@ def test_a_cancel_of_a_go_live_a_worker_runs_rolls_it_back(
     make_fleet: Callable[..., DemoFleet], worker: Callable[..., None]
 ) -> None:
     fleet = make_fleet(hosts=2)
-    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
-
-    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
-    run_id = wait_for_gate(seconds=180)
-    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live
+    run_id = canary_live(fleet, worker)
     with get_client(sync_client=True) as client:  # what the UI's Cancel button does
         client.set_flow_run_state(UUID(run_id), Cancelling(message="wrong day"))
     cancelled = finished(UUID(run_id))
