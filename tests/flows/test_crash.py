@@ -77,26 +77,23 @@ def start_run(
 
 
 def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_another_machine(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = make_fleet(hosts=3)
     plan = fleet.write_plan("2.0.0", **GATED)
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
-    try:
-        running = start_run(tmp_path, plan, "machine-a", GOLIVE_LEASE_SECONDS="3")
-        run_id = wait_for_gate(seconds=120)
-        assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live: a mixed fleet
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    running = start_run(tmp_path, plan, "machine-a", GOLIVE_LEASE_SECONDS="3")
+    run_id = wait_for_gate(seconds=120)
+    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live: a mixed fleet
 
-        alive = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
-        os.kill(running.pid, signal.SIGKILL)
-        running.wait(timeout=30)
-        time.sleep(4)  # the lease runs out: nobody renews it
-        status = golive(tmp_path, "machine-b", "status", run_id[:8])
-        refused = golive(tmp_path, "machine-b", "run", str(plan))
-        rolled_back = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
-        after = golive(tmp_path, "machine-b", "status")
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    alive = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
+    os.kill(running.pid, signal.SIGKILL)
+    running.wait(timeout=30)
+    time.sleep(4)  # the lease runs out: nobody renews it
+    status = golive(tmp_path, "machine-b", "status", run_id[:8])
+    refused = golive(tmp_path, "machine-b", "run", str(plan))
+    rolled_back = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
+    after = golive(tmp_path, "machine-b", "status")
 
     assert alive.returncode == 1 and f"is held by run {run_id}" in alive.stderr
     assert "crashed" in status.stdout and f"golive rollback {run_id[:8]}" in status.stdout
@@ -106,12 +103,8 @@ def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_anothe
     )
     assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
-    try:
-        states = {r.run_id: r for r in runs()}
-        kinds = [e["kind"] for e in states[run_id].entries()]
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    states = {r.run_id: r for r in runs()}
+    kinds = [e["kind"] for e in states[run_id].entries()]
     assert "run.crashed" in kinds and kinds[-1] == "run.finished"
     assert "crashed" not in after.stdout and "refused" in after.stdout
     assert golive(tmp_path, "machine-b", "audit", "verify").returncode == 0
@@ -120,13 +113,13 @@ def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_anothe
 
 
 def test_two_go_lives_on_one_environment_at_the_same_moment_one_proceeds(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
     first = start_run(tmp_path, plan, "machine-a")
     second = start_run(tmp_path, plan, "machine-b")
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None and second.poll() is None:
@@ -140,7 +133,6 @@ def test_two_go_lives_on_one_environment_at_the_same_moment_one_proceeds(
         )
         winner_said = winner.communicate(timeout=120)[0]
     finally:
-        del os.environ["GOLIVE_STORE_URL"]
         for process in (first, second):
             if process.poll() is None:
                 process.kill()
@@ -192,7 +184,10 @@ def test_an_emergency_rollback_of_a_successful_run_and_what_it_refuses(
 
 
 def test_a_killed_rollback_is_taken_over_by_the_next_one_from_another_machine(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path, golive_home: Path
+    make_fleet: Callable[..., DemoFleet],
+    tmp_path: Path,
+    golive_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan(
@@ -203,28 +198,24 @@ def test_a_killed_rollback_is_taken_over_by_the_next_one_from_another_machine(
     )
     go_live(str(plan))
     [run] = runs()
-    os.environ["GOLIVE_STORE_URL"] = store = f"sqlite:///{golive_home / 'store.db'}"
-    try:
-        first = subprocess.Popen(
-            [GOLIVE, "rollback", run.run_id, "--yes"],
-            cwd=tmp_path,
-            env=environment(
-                tmp_path, "machine-a", GOLIVE_STORE_URL=store, GOLIVE_LEASE_SECONDS="3"
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        stopped = wait_for_entry("rollback.started", seconds=120)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-        time.sleep(4)  # its lease runs out: nobody renews it
-        refused = golive(tmp_path, "machine-b", "run", str(plan), GOLIVE_STORE_URL=store)
-        second = golive(tmp_path, "machine-b", "rollback", stopped, "--yes", GOLIVE_STORE_URL=store)
-        after = golive(tmp_path, "machine-b", "status", GOLIVE_STORE_URL=store)
-        ends = {r.run_id: r.entries()[-1] for r in runs()}
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    store = f"sqlite:///{golive_home / 'store.db'}"
+    monkeypatch.setenv("GOLIVE_STORE_URL", store)
+    first = subprocess.Popen(
+        [GOLIVE, "rollback", run.run_id, "--yes"],
+        cwd=tmp_path,
+        env=environment(tmp_path, "machine-a", GOLIVE_STORE_URL=store, GOLIVE_LEASE_SECONDS="3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stopped = wait_for_entry("rollback.started", seconds=120)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    time.sleep(4)  # its lease runs out: nobody renews it
+    refused = golive(tmp_path, "machine-b", "run", str(plan), GOLIVE_STORE_URL=store)
+    second = golive(tmp_path, "machine-b", "rollback", stopped, "--yes", GOLIVE_STORE_URL=store)
+    after = golive(tmp_path, "machine-b", "status", GOLIVE_STORE_URL=store)
+    ends = {r.run_id: r.entries()[-1] for r in runs()}
 
     assert refused.returncode == 1 and stopped in refused.stdout + refused.stderr
     assert second.returncode == 0, second.stdout + second.stderr
@@ -240,27 +231,24 @@ SIGNALS = ["SIGTERM", "SIGINT", "SIGINT to the process group", "Ctrl-C on the em
 
 @pytest.mark.parametrize("how", SIGNALS, ids=["term", "int", "int-group", "int-embedded"])
 def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path, how: str
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     # Ctrl-C in a terminal signals the whole group, including a temporary Prefect server
     embedded = {"PREFECT_API_URL": ""} if how.startswith("Ctrl-C") else {}
-    try:
-        running = start_run(tmp_path, plan, "machine-a", **embedded)
-        run_id = wait_for_gate(seconds=120)
-        assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
-        number = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
-        if how.endswith("group") or embedded:
-            os.killpg(running.pid, number)
-        else:
-            os.kill(running.pid, number)
-        said = running.communicate(timeout=120)[0]
-        [run] = runs()
-        entries = run.entries()
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    running = start_run(tmp_path, plan, "machine-a", **embedded)
+    run_id = wait_for_gate(seconds=120)
+    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
+    number = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
+    if how.endswith("group") or embedded:
+        os.killpg(running.pid, number)
+    else:
+        os.kill(running.pid, number)
+    said = running.communicate(timeout=120)[0]
+    [run] = runs()
+    entries = run.entries()
 
     assert running.returncode == 1, said
     assert "Traceback" not in said
@@ -273,7 +261,7 @@ def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
 
 
 def test_a_host_deploying_when_the_run_is_stopped_finishes_its_step_and_is_then_put_back(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan(
@@ -283,18 +271,15 @@ def test_a_host_deploying_when_the_run_is_stopped_finishes_its_step_and_is_then_
         soak=None,
         waves=[{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%"}],
     )
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
-    try:
-        running = start_run(tmp_path, plan, "machine-a")
-        deadline = time.monotonic() + 120
-        while not deploying("web2") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        running.send_signal(signal.SIGTERM)
-        said = running.communicate(timeout=120)[0]
-        [run] = runs()
-        kinds = [(e["kind"], e.get("stage"), e.get("host")) for e in run.entries()]
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    running = start_run(tmp_path, plan, "machine-a")
+    deadline = time.monotonic() + 120
+    while not deploying("web2") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running.send_signal(signal.SIGTERM)
+    said = running.communicate(timeout=120)[0]
+    [run] = runs()
+    kinds = [(e["kind"], e.get("stage"), e.get("host")) for e in run.entries()]
 
     assert running.returncode == 1, said
     finished = kinds.index(("step.finished", "deploy", "web2"))  # its restart took 3 s more
@@ -315,21 +300,18 @@ def deploying(host: str) -> bool:
 
 
 def test_a_cancel_in_prefect_rolls_a_go_live_at_its_gate_back_and_ends_it_cancelled(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
-    try:
-        running = start_run(tmp_path, plan, "machine-a")
-        run_id = wait_for_gate(seconds=120)
-        with get_client(sync_client=True) as client:  # what the UI's Cancel button does
-            client.set_flow_run_state(UUID(run_id), Cancelling(message="wrong day"))
-        said = running.communicate(timeout=120)[0]
-        [run] = runs()
-        ended = run.entries()[-1]
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    running = start_run(tmp_path, plan, "machine-a")
+    run_id = wait_for_gate(seconds=120)
+    with get_client(sync_client=True) as client:  # what the UI's Cancel button does
+        client.set_flow_run_state(UUID(run_id), Cancelling(message="wrong day"))
+    said = running.communicate(timeout=120)[0]
+    [run] = runs()
+    ended = run.entries()[-1]
 
     assert running.returncode == 1, said
     assert "Traceback" not in said
@@ -341,23 +323,20 @@ def test_a_cancel_in_prefect_rolls_a_go_live_at_its_gate_back_and_ends_it_cancel
 
 
 def test_a_second_ctrl_c_stops_the_rollback_and_says_what_is_left_and_how_to_finish(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", targets=slow_restarts(fleet), **GATED)
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
-    try:
-        running = start_run(tmp_path, plan, "machine-a", PREFECT_API_URL="")
-        run_id = wait_for_gate(seconds=180)
-        os.killpg(running.pid, signal.SIGINT)
-        wait_for_entry("rollback.started", seconds=60)
-        os.killpg(running.pid, signal.SIGINT)
-        said = running.communicate(timeout=120)[0]
-        [run] = runs()
-        ended = run.entries()[-1]
-        finished = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    running = start_run(tmp_path, plan, "machine-a", PREFECT_API_URL="")
+    run_id = wait_for_gate(seconds=180)
+    os.killpg(running.pid, signal.SIGINT)
+    wait_for_entry("rollback.started", seconds=60)
+    os.killpg(running.pid, signal.SIGINT)
+    said = running.communicate(timeout=120)[0]
+    [run] = runs()
+    ended = run.entries()[-1]
+    finished = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
 
     assert running.returncode == 4, said
     assert "Traceback" not in said
@@ -407,28 +386,25 @@ def test_a_rollback_that_cannot_finish_ends_apart_names_the_hosts_and_holds_the_
 
 
 def test_a_second_go_live_told_to_wait_goes_on_when_the_first_ends(
-    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
-    os.environ["GOLIVE_STORE_URL"] = f"sqlite:///{tmp_path / 'store.db'}"
-    try:
-        first = start_run(tmp_path, plan, "machine-a")
-        first_id = wait_for_gate(seconds=120)
-        ungated = fleet.write_plan(
-            "2.0.0", soak=None, backups=[], gates={}, waves=[{"name": "all", "hosts": "100%"}]
-        )  # the same environment; the first run read its own plan already
-        second = start_run(tmp_path, ungated, "machine-b", "--wait", "2m")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(
-            e["kind"] == "lease.waiting" for r in runs() for e in r.entries()
-        ):
-            time.sleep(0.5)
-        golive(tmp_path, "machine-c", "approve", first_id, "--as", "demo-approver")
-        first_said = first.communicate(timeout=120)[0]
-        second_said = second.communicate(timeout=180)[0]
-    finally:
-        del os.environ["GOLIVE_STORE_URL"]
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    first = start_run(tmp_path, plan, "machine-a")
+    first_id = wait_for_gate(seconds=120)
+    ungated = fleet.write_plan(
+        "2.0.0", soak=None, backups=[], gates={}, waves=[{"name": "all", "hosts": "100%"}]
+    )  # the same environment; the first run read its own plan already
+    second = start_run(tmp_path, ungated, "machine-b", "--wait", "2m")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        e["kind"] == "lease.waiting" for r in runs() for e in r.entries()
+    ):
+        time.sleep(0.5)
+    golive(tmp_path, "machine-c", "approve", first_id, "--as", "demo-approver")
+    first_said = first.communicate(timeout=120)[0]
+    second_said = second.communicate(timeout=180)[0]
 
     assert first.returncode == 0, first_said
     assert "environment demo is held by run" in second_said and "waiting for it" in second_said
