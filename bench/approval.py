@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from golive import journal  # noqa: E402
 from golive.journal import Entry, RunJournal  # noqa: E402
+from golive.registry import Approver, Rules, set_environment  # noqa: E402
 from golive.signing import public_key_text  # noqa: E402
 
 
@@ -54,7 +55,8 @@ def measure(work: Path, gates: int) -> list[float]:
     from tasks.approvals import decide_gate
 
     key = Ed25519PrivateKey.generate()
-    plan = write_plan(work, gates, public_key_text(key.public_key()))
+    register(public_key_text(key.public_key()))
+    plan = write_plan(work, gates)
     returned: dict[str, float] = {}
     decided: dict[str, float] = {}
 
@@ -78,7 +80,18 @@ def measure(work: Path, gates: int) -> list[float]:
     return [decided[gate] - returned[gate] for gate in decided if gate in returned]
 
 
-def write_plan(work: Path, gates: int, public_key: str) -> Path:
+def register(approver_key: str) -> None:
+    """Environment `bench`: signed gates, without a releaser's signed start."""
+    admin = Ed25519PrivateKey.generate()
+    rules = Rules(
+        production=False,
+        admins={"admin": public_key_text(admin.public_key())},
+        approvers={"approver": Approver(public_key=approver_key)},
+    )
+    set_environment("bench", rules, admin)
+
+
+def write_plan(work: Path, gates: int) -> Path:
     artifact = work / "app.tar.gz"
     with tarfile.open(artifact, "w:gz") as tar:
         info = tarfile.TarInfo("app.txt")
@@ -89,7 +102,7 @@ def write_plan(work: Path, gates: int, public_key: str) -> Path:
         (work / "hosts" / host).mkdir(parents=True)
     plan = {
         "release": {"name": "app", "version": "1.0.0", "artifact": str(artifact)},
-        "environment": "bench",  # signed gates, without a releaser's signed start
+        "environment": "bench",
         "targets": {
             "transport": "local",
             "path": str(work / "hosts"),
@@ -98,7 +111,6 @@ def write_plan(work: Path, gates: int, public_key: str) -> Path:
         },
         "waves": [{"name": h, "hosts": [h], "gate": f"gate-{i}"} for i, h in enumerate(hosts)],
         "gates": {f"gate-{i}": {"approvers": ["approver"]} for i in range(gates)},
-        "approvers": {"approver": {"public_key": public_key}},
     }
     path = work / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))

@@ -28,6 +28,7 @@ from golive.errors import (
     RollbackIncomplete,
     RollbackStopped,
     RunFailed,
+    UnprovenReleaser,
     WaveFailed,
 )
 from golive.home import runs_dir
@@ -105,9 +106,14 @@ def go_live(
         start_signature: The releaser's signature of this start (`golive run --key` makes it).
         signed_at: When the start was signed (`golive run --key` sets it).
     """
-    loaded = load_plan(plan_path)
-    releaser = proven_releaser(loaded, triggered_by, start_signature, signed_at)
-    plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / INPUTS)
+    plan_file = pin_inputs(load_plan(plan_path), runs_dir() / str(flow_run.id) / INPUTS)
+    try:
+        releaser = proven_releaser(plan_file, triggered_by, start_signature, signed_at)
+    except UnprovenReleaser as refused:
+        journal = start_run(plan_file, triggered_by or whoami())
+        journal.write("run.finished", state="refused", reason=str(refused))
+        drop_inputs(journal)
+        raise
     journal = start_run(plan_file, triggered_by or whoami(), releaser)
     environment = plan_file.plan.environment
     with (
@@ -169,7 +175,7 @@ def start_run(
         trigger=trigger(triggered_by, releaser),
         golive_version=golive_version(),
         plan_path=str(plan_file.path),
-        plan_sha256=plan_file.digest,  # the plan, its approver registry and its files
+        plan_sha256=plan_file.digest,  # the plan, its environment's rules and its files
         inputs=plan_file.inputs,
         plan=plan_to_store(plan),
         release=plan.release.name,
@@ -182,7 +188,7 @@ def start_run(
         ],
         gate_names=list(plan.gates),
         backup_paths=backup_paths(plan),
-        approvers_sha256=plan_file.approvers_digest,
+        registry=plan_file.environment.recorded(),
         api_url=str(context.client.api_url) if context else None,
     )
     return journal

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
@@ -27,6 +28,7 @@ from golive.errors import (
     GoLiveError,
     PlanError,
     RecordTampered,
+    RegistryError,
     RollbackIncomplete,
     RunNotFound,
     StoreError,
@@ -40,6 +42,7 @@ from golive.planfile import PlanFile, load_plan
 from golive.private import private_dir, write_private
 from golive.progress import describe, printable
 from golive.record import summarize
+from golive.registry import Environment
 from golive.report import render_summary
 from golive.store import RunRow, RunStore
 from golive.undo import Undo
@@ -143,17 +146,24 @@ def _signed_start(
     """The releaser's signature of this start (and when it was made), with `--key`."""
     if key_file is None:
         return "", ""
-    from golive.signing import Start, load_private_key, sign
+    from golive.inputs import run_digest
+    from golive.signing import Start, sign
+
+    private = _private_key(key_file, passphrase)
+    at = datetime.now(UTC).isoformat()
+    start = Start(run_digest(plan_file), plan_file.plan.environment, triggered_by, at)
+    return sign(start, private), at
+
+
+def _private_key(key_file: Path, passphrase: str | None) -> Ed25519PrivateKey:
+    from golive.signing import load_private_key
 
     if not key_file.is_file():
         _bad_input(f"--key {key_file} is not a key file; `golive keygen NAME` makes one")
     try:
-        private = load_private_key(key_file, passphrase)
+        return load_private_key(key_file, passphrase)
     except GoLiveError as error:
         _bad_input(str(error))
-    at = datetime.now(UTC).isoformat()
-    start = Start(plan_file.digest, plan_file.plan.environment, triggered_by, at)
-    return sign(start, private), at
 
 
 Command = Callable[..., None]
@@ -240,8 +250,9 @@ def keygen(name: str, out: Path | None, passphrase_env: str | None, no_passphras
     except OSError as error:
         _bad_input(describe_os_error(error, f"cannot write {private}") + "; nothing was written")
     console.print(
-        f"Private key: {private} (keep it to yourself)\nRegister the public key in "
-        f'the plan:\n\napprovers:\n  {name}: {{public_key: "{public}"}}',
+        f"Private key: {private} (keep it to yourself)\nAn environment's admin registers "
+        f"the public key in its rules (`golive env set ENV RULES.yaml --key ADMIN.key`):"
+        f'\n\napprovers:\n  {name}: {{public_key: "{public}"}}',
         highlight=False,
     )
 
@@ -311,6 +322,85 @@ def status(run_id: str | None) -> None:
 
 
 @main.group()
+def env() -> None:
+    """The environment registry: which environments are production, who approves there."""
+
+
+@env.command("set")
+@click.argument("name")
+@click.argument("rules_file", metavar="RULES", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An admin's key: one the rules name (first time) or the current rules name.",
+)
+@click.option("--passphrase-env", metavar="VAR", help="Environment variable with its passphrase.")
+def env_set(name: str, rules_file: Path, key: Path, passphrase_env: str | None) -> None:
+    """Register environment NAME with the rules in RULES (YAML), or change its rules."""
+    from golive.registry import read_rules, set_environment
+
+    if not SAFE_NAME.match(name):
+        _bad_input(f"{name!r} is not an environment name; accepted: letters, digits, '.', '_', '-'")
+    private = _private_key(key, _passphrase(passphrase_env))
+    try:
+        registered = set_environment(name, read_rules(rules_file), private)
+    except RegistryError as error:
+        _bad_input(str(error))
+    console.print(
+        f"[green]✓ environment {name}[/] registered by {registered.changed_by} "
+        f"(registry version {registered.version})",
+        highlight=False,
+    )
+    _show_environment(registered)
+
+
+@env.command("show")
+@click.argument("name", required=False)
+def env_show(name: str | None) -> None:
+    """The registered environments, or one with its approvers and keys."""
+    from golive.registry import environment, registered
+
+    try:
+        environments = [environment(name)] if name else registered()
+    except RegistryError as error:
+        _bad_input(str(error))
+    if not environments:
+        console.print("no environments are registered: `golive env set NAME RULES --key KEY`")
+    for each in environments:
+        _show_environment(each)
+
+
+def _show_environment(each: Environment) -> None:
+    rules = each.rules
+    if not each.registered:
+        console.print(
+            f"{escape(each.name)}: not registered; strict rules (signed decisions only, no "
+            "timeout-approve, nobody may approve its gates)",
+            highlight=False,
+        )
+        return
+    never = {False: "no", True: "yes"}
+    console.print(
+        f"[bold]{escape(each.name)}[/]: production {never[rules.production]}, "
+        f"min quorum {rules.min_quorum}, unsigned decisions {never[rules.allow_unsigned]}, "
+        f"timeout-approve {never[rules.allow_timeout_approve]}, signed start "
+        f"{never[rules.needs_signed_start()]}; changed by {each.changed_by} at "
+        f"{(each.changed_at or '')[:19]}",
+        highlight=False,
+    )
+    table = Table("who", "role", "groups", "public key")
+    table.columns[3].overflow = "fold"  # whole, to compare with the key an approver holds
+    for who, key in rules.admins.items():
+        table.add_row(who, "admin", "", key)
+    for who, approver in rules.approvers.items():
+        table.add_row(who, "approver", ", ".join(approver.groups), approver.public_key or "-")
+    for who, key in rules.releasers.items():
+        table.add_row(who, "releaser", "", key)
+    console.print(table)
+
+
+@main.group()
 def audit() -> None:
     """Read, verify and export the run store: for auditors."""
 
@@ -370,7 +460,7 @@ def audit_verify(head: str | None, export: Path | None) -> None:
         where = str(export)
     else:
         store = _store()
-        runs = {row.run_id: row for row in store.run_rows()}
+        runs = {row.run_id: row for row in store.run_rows(with_registry=True)}
         verdict = ledger.verify(store.all_entries(), store.heads(), runs, head=head)
         where = f"run store {store.shown}"
     _tell_verdict(where, verdict, checked_head=head is not None)
@@ -482,7 +572,7 @@ def _html_export(store: RunStore, run_ids: list[str]) -> str:
         record = summarize(entries)
         runs.append({"r": record, "timeline": ledger.timeline(record), "entries": entries})
     verdict = ledger.verify(
-        store.all_entries(), store.heads(), {r.run_id: r for r in store.run_rows()}
+        store.all_entries(), store.heads(), {r.run_id: r for r in store.run_rows(True)}
     )
     return render_audit_html(runs, verdict, store.shown)
 
@@ -761,7 +851,7 @@ def _list_runs(rows: list[RunRow]) -> None:
 def _load(plan: Path) -> PlanFile:
     try:
         return load_plan(plan)
-    except PlanError as error:
+    except (PlanError, RegistryError) as error:
         _bad_input(str(error))
 
 

@@ -45,7 +45,7 @@ class RunStarted(EntryBody):
     trigger: Trigger | None = None
     golive_version: str = ""
     plan_path: str
-    plan_sha256: str  # over the plan file, the approver registry and `inputs`
+    plan_sha256: str  # over the plan file, its environment's rules and `inputs`
     inputs: dict[str, str] = {}  # the artifact and SQL files as the plan names them: sha256
     plan: dict[str, Any] | None = None  # the validated plan; it holds no secret values
     release: str
@@ -56,7 +56,8 @@ class RunStarted(EntryBody):
     waves: list[dict[str, Any]]
     gate_names: list[str] = []
     backup_paths: list[str] = []
-    approvers_sha256: str | None = None
+    approvers_sha256: str | None = None  # runs before the environment registry
+    registry: dict[str, Any] | None = None  # the environment's rules the run was held to
     api_url: str | None = None
     rolls_back: str | None = None  # a rollback run: the run whose changes it undoes
 
@@ -318,6 +319,20 @@ class JournalImported(EntryBody):
     lines: int
 
 
+class EnvironmentSet(EntryBody):
+    """An environment registered, or its rules changed, by one of its admins (golive/registry.py);
+    written to the registry's own chain in the store."""
+
+    kind = "environment.set"
+    environment: str
+    rules: dict[str, Any]
+    replaces: str  # the registry's head when signed: the hash of the entry before this one
+    signed_by: str
+    key: str
+    signed_at: str
+    signature: str
+
+
 MODELS: dict[str, type[EntryBody]] = {
     model.kind: model
     for model in (
@@ -357,6 +372,7 @@ MODELS: dict[str, type[EntryBody]] = {
         LeaseWaiting,
         LeaseLost,
         RunCrashed,
+        EnvironmentSet,
     )
 }
 

@@ -4,6 +4,8 @@
     ├── PlanError                 the plan cannot run; lists every problem with its YAML path
     ├── PreflightError            a host, artifact or disk is not ready; nothing was changed
     ├── UnprovenReleaser          a run's start is not signed by a registered key where it must be
+    ├── RegistryError             the environment registry does not verify, or a change to it
+    │                             is refused: which change, why, what to do
     ├── BackupError               a backup could not be taken or verified; nothing was changed
     ├── StageError                a step failed after the run began changing things -> rollback
     │   ├── HostUnreachable       a host refused or did not answer the connection, or its key
@@ -74,9 +76,14 @@ class UnprovenReleaser(GoLiveError):
     def __init__(self, environment: str, reason: str) -> None:
         super().__init__(
             f"a run on {environment!r} must be started by a proven releaser: {reason}. Start it "
-            "with `golive run PLAN --key KEYFILE`, the key registered under `approvers:` to "
-            "you; nothing was run"
+            "with `golive run PLAN --key KEYFILE`, with a key registered for the environment "
+            "(`golive env show` lists them); nothing was run"
         )
+
+
+class RegistryError(GoLiveError):
+    """The environment registry does not verify, or a change to it was refused; the message
+    says which change or file, why, and what to do. Nothing was changed or run."""
 
 
 class BackupError(GoLiveError):

@@ -1,10 +1,10 @@
 """What a run deploys and migrates from: its own copies of the plan's files, hashed as copied.
 
 Approvers sign the run's plan digest. For that to mean "what will be deployed", the digest
-covers the plan, the approver registry, the artifact and every SQL file; and the run reads
-those files from copies it made at its start, in its private folder, never again from where
-the plan named them. A file swapped after the run started (say, while it waits at a gate)
-changes nothing that the run does.
+covers the plan, its environment's registered rules, the artifact and every SQL file; and the
+run reads those files from copies it made at its start, in its private folder, never again
+from where the plan named them. A file swapped after the run started (say, while it waits at
+a gate) changes nothing that the run does.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ INPUTS = "inputs"  # the folder, in the run's folder, that holds its copies
 
 def pin_inputs(plan_file: PlanFile, folder: Path) -> PlanFile:
     """The plan file as the run uses it: naming copies of its artifact and SQL files in
-    `folder`, with a digest over the plan, the approver registry and each copy's sha256."""
+    `folder`, with a digest over the plan, its environment's rules and each copy's sha256."""
     plan = plan_file.plan
     private_dir(folder)
     artifact, artifact_sha256 = _copy(plan.release.artifact, folder / "artifact")
@@ -38,9 +38,36 @@ def pin_inputs(plan_file: PlanFile, folder: Path) -> PlanFile:
         migrations.append(migration.model_copy(update={"sql": copy}))
     release = plan.release.model_copy(update={"artifact": artifact})
     pinned = plan.model_copy(update={"release": release, "migrations": migrations})
-    covered = {"plan": plan_file.digest, "approvers": plan_file.approvers_digest, "files": inputs}
-    digest = hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
+    digest = _covering(plan_file, inputs)
     return replace(plan_file, plan=pinned, digest=digest, inputs=inputs)
+
+
+def run_digest(plan_file: PlanFile) -> str:
+    """The digest a run of this plan file would have, its files hashed where they are: what
+    `golive run --key` signs, for the run to compare with the digest of its own copies."""
+    plan = plan_file.plan
+    files = [plan.release.artifact, *(m.sql for m in plan.migrations)]
+    return _covering(plan_file, {str(path): _sha256(path) for path in files})
+
+
+def _covering(plan_file: PlanFile, inputs: dict[str, str]) -> str:
+    covered = {
+        "plan": plan_file.digest,
+        "environment": plan_file.environment.rules_sha256(),
+        "files": inputs,
+    }
+    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as reading:
+            while chunk := reading.read(CHUNK):
+                digest.update(chunk)
+    except OSError as error:
+        raise PreflightError([describe_os_error(error, f"cannot read {path}")]) from None
+    return digest.hexdigest()
 
 
 def _copy(source: Path, folder: Path) -> tuple[Path, str]:

@@ -238,7 +238,7 @@ def _wave_size(value: Any) -> Any:
     return value
 
 
-def _unique(values: list[Any]) -> list[Any]:
+def unique(values: list[Any]) -> list[Any]:
     twice = sorted(str(v) for v, n in Counter(values).items() if n > 1)
     if twice:
         raise ValueError(f"{', '.join(twice)} given twice; accepted: each once")
@@ -399,33 +399,21 @@ class SmokeCheck(Section):
     timeout: Seconds = 5.0
 
 
-def _public_key(value: str) -> str:
-    from golive.signing import load_public_key  # cryptography only when a key is there
-
-    load_public_key(value)
-    return value
-
-
-class Approver(Section):
-    public_key: Annotated[str, AfterValidator(_public_key)] = Field(
-        description="Ed25519 public key as `golive keygen` prints it (ed25519:...)."
-    )
-    groups: Annotated[list[SafeName], AfterValidator(_unique)] = Field(
-        default_factory=list, description="Groups gates may name."
-    )
-
-
 class Gate(Section):
-    approvers: Annotated[list[SafeName], AfterValidator(_unique)] = Field(
-        min_length=1, description="People or groups who may decide."
+    approvers: Annotated[list[SafeName], AfterValidator(unique)] = Field(
+        min_length=1,
+        description="People or groups, from the environment's registered approvers, who may "
+        "decide.",
     )
     allow_unsigned: Annotated[bool, Strict()] = Field(
-        False, description="Accept decisions without a signature (never in production)."
+        False,
+        description="Accept decisions without a signature, where the environment allows it.",
     )
     quorum: Count = Field(1, ge=1, le=100, description="Distinct approvals needed to pass.")
     timeout: Seconds = Field(4 * 3600, description="How long the gate stays open.")
     on_timeout: Literal["reject", "approve"] = Field(
-        "reject", description="What an undecided gate means (approve: never in production)."
+        "reject",
+        description="What an undecided gate means (approve: where the environment allows it).",
     )
     owner: str | None = None
 
@@ -448,7 +436,7 @@ class Soak(Section):
 
 class FilesBackup(Section):
     kind: Literal["files"]
-    paths: Annotated[list[HostPath], AfterValidator(_unique)] = Field(
+    paths: Annotated[list[HostPath], AfterValidator(unique)] = Field(
         min_length=1, description="Paths under each host's deploy root."
     )
 
@@ -600,7 +588,6 @@ class Plan(Section):
     freeze: list[Freeze] = Field(default_factory=list)
     notify: list[Webhook] = Field(default_factory=list)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
-    approvers: dict[SafeName, Approver] = Field(default_factory=dict)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
 
     def host(self, name: str) -> Host:
@@ -608,16 +595,6 @@ class Plan(Section):
 
     def database_of(self, migration: Migration) -> str:
         return migration.database or next(iter(self.databases))
-
-    def may_decide(self, gate: Gate) -> set[str]:
-        """The registered people a gate's approvers list names, directly or by group."""
-        named = set(gate.approvers)
-        return {
-            name for name, a in self.approvers.items() if name in named or named & set(a.groups)
-        }
-
-    def is_production(self) -> bool:
-        return self.environment.lower().startswith("prod")
 
     def host_names(self) -> list[str]:
         return [h.name for h in self.targets.hosts]

@@ -20,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from golive import yamlfile
 from golive.errors import Problem
 from golive.plan import Gate, Host, Plan, hosts_by_name, placeholders
+from golive.registry import Environment
 from golive.waves import resolve_waves
 
 
@@ -54,9 +55,15 @@ class PlanView:
     span sections read this, so one bad item hides no other problem."""
 
     def __init__(
-        self, raw: dict[str, Any], sections: dict[str, Any], base: Path, check_files: bool
+        self,
+        raw: dict[str, Any],
+        sections: dict[str, Any],
+        base: Path,
+        check_files: bool,
+        registry: Environment,
     ) -> None:
         self.raw, self.sections, self.base, self.check_files = raw, sections, base, check_files
+        self.registry = registry  # the plan's environment as the registry has it
 
     def complete(self, *names: str) -> bool:
         return all(name in self.sections for name in names)
@@ -144,7 +151,6 @@ def _unique_names(view: PlanView) -> list[Problem]:
             "sql",
         ),
         ("targets.hosts", _deploy_dirs(view), "path"),
-        ("approvers", {a: who.public_key for a, who in view.items("approvers").items()}, "key"),
         (
             "backups",
             {i: b.database for i, b in view.items("backups").items() if hasattr(b, "database")},
@@ -231,62 +237,80 @@ def _wave_gates_exist(view: PlanView) -> list[Problem]:
     ]
 
 
-def is_production(environment: str) -> bool:
-    """Until environments are registered apart from plans, golive takes any environment whose
-    name starts with "prod" for production, and holds it to production's rules."""
-    return environment.lower().startswith("prod")
-
-
-def _gates_signed(view: PlanView) -> list[Problem]:
-    """Outside production a gate may take unsigned decisions; elsewhere every decision is
-    signed by a registered approver, and the gate must name enough of them."""
-    environment = view.environment() or ""
-    production = is_production(environment)
-    approvers = view.items("approvers")
+def _gates_allowed(view: PlanView) -> list[Problem]:
+    """A plan's gates live by its environment's registered rules: a plan may narrow them
+    (more approvals, fewer approvers), never widen them."""
+    if not view.complete("environment"):
+        return []  # which rules apply is unknown; the environment's own problem is reported
+    env = view.registry
+    where = f"environment {env.name!r}" + ("" if env.registered else " (not registered)")
+    rules = env.rules
     problems = []
     for name, gate in view.items("gates").items():
-        if gate.on_timeout == "approve" and production:
+        if gate.on_timeout == "approve" and not rules.allow_timeout_approve:
             problems.append(
                 Problem(
                     f"gates.{name}.on_timeout",
-                    f"'approve' is not allowed in environment {environment!r}: a production "
-                    "gate passes only by signed decisions; accepted: 'reject'",
+                    f"'approve' is not allowed in {where}: its gates pass only by decisions; "
+                    "accepted: 'reject'",
                 )
             )
-        if gate.allow_unsigned and production:
+        if gate.allow_unsigned and not rules.allow_unsigned:
             problems.append(
                 Problem(
                     f"gates.{name}.allow_unsigned",
-                    f"not allowed in environment {environment!r}: production decisions are signed",
+                    f"not allowed in {where}: its decisions are signed; accepted: false",
                 )
             )
-        problems += _quorum_reachable(name, gate, approvers, view.complete("approvers"))
+        if gate.quorum < rules.min_quorum:
+            problems.append(
+                Problem(
+                    f"gates.{name}.quorum",
+                    f"{gate.quorum} is below the floor of {where}; accepted: "
+                    f"{rules.min_quorum} to 100",
+                )
+            )
+        problems += _approvers_registered(name, gate, env)
     return problems
 
 
-def _quorum_reachable(
-    name: str, gate: Gate, approvers: dict[str, Any], registry_complete: bool
-) -> list[Problem]:
-    """A quorum counts people: a group stands for its registered members."""
-    registered = {
-        a
-        for a, who in approvers.items()
-        if a in gate.approvers or set(gate.approvers) & set(who.groups)
-    }
-    if gate.allow_unsigned:
-        groups = {g for who in approvers.values() for g in who.groups}
-        people = registered | {a for a in gate.approvers if a not in groups}
-    else:
-        people = registered
-    if len(people) >= gate.quorum or not registry_complete:
+def _approvers_registered(name: str, gate: Gate, env: Environment) -> list[Problem]:
+    """A gate names registered approvers or their groups, and enough of them to reach its
+    quorum: a group counts as its members, and a signed gate only those with a key."""
+    rules = env.rules
+    groups = {g for who in rules.approvers.values() for g in who.groups}
+    unknown = [a for a in gate.approvers if a not in rules.approvers and a not in groups]
+    if not env.registered:
+        return [
+            Problem(
+                f"gates.{name}.approvers",
+                f"environment {env.name!r} is not registered, so nobody may approve its gates; "
+                f"accepted: an environment `golive env show` lists, or register it with "
+                f"`golive env set {env.name} RULES.yaml --key ADMIN.key`",
+            )
+        ]
+    if unknown:
+        known = ", ".join(sorted({*rules.approvers, *groups})) or "none"
+        return [
+            Problem(
+                f"gates.{name}.approvers",
+                f"{', '.join(unknown)} may not approve in environment {env.name!r}; accepted: "
+                f"its registered approvers and groups: {known}",
+            )
+        ]
+    people = [
+        who
+        for who in rules.may_decide(gate)
+        if gate.allow_unsigned or rules.approvers[who].public_key
+    ]
+    if len(people) >= gate.quorum:
         return []
-    known = ", ".join(approvers) or "none registered: add an `approvers:` section"
     what = "approval(s)" if gate.allow_unsigned else "signed approval(s)"
     return [
         Problem(
             f"gates.{name}.quorum",
             f"{gate.quorum} {what} needed, but only {len(people)} approver(s) could give one "
-            f"(a group counts as its registered members); registered: {known}",
+            f"(a group counts as its registered members): {', '.join(sorted(people)) or 'none'}",
         )
     ]
 
@@ -476,7 +500,7 @@ _CROSS_CHECKS: list[Callable[[PlanView], list[Problem]]] = [
     _unique_names,
     _waves_cover_hosts,
     _wave_gates_exist,
-    _gates_signed,
+    _gates_allowed,
     _placeholders_known,
     _freezes_apart,
     _local_files_there,

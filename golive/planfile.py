@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from golive import yamlfile
 from golive.errors import PlanError, Problem
 from golive.plan import Plan
-from golive.plancheck import PlanView, adapter, clip, cross_check, local_file
+from golive.plancheck import PlanView, adapter, clip, cross_check
+from golive.registry import Environment, environment
 from golive.waves import ResolvedWave, resolve_waves
 
 
@@ -33,12 +34,13 @@ class PlanFile:
     path: Path
     digest: str
     waves: tuple[ResolvedWave, ...]
-    approvers_digest: str | None = None  # sha256 of the approver registry file, if one is used
+    environment: Environment  # its rules as the registry had them when the plan was read
     inputs: dict[str, str] = dataclasses.field(default_factory=dict)  # pinned: file -> sha256
 
 
 def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
-    """Read and check a plan file; raise PlanError listing every problem. `check_files`
+    """Read and check a plan file against its environment's registered rules; raise PlanError
+    listing every problem (RegistryError if the registry does not verify). `check_files`
     also requires the local files it names (artifact, SQL, keys) to be there and readable:
     a rollback reads none of them, so it may run after they are gone."""
     source = Path(path)
@@ -54,12 +56,11 @@ def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
             [Problem("", f"a plan is a YAML mapping of sections; accepted: {accepted}")],
         )
     base = source.resolve().parent
-    raw, registry_digest, problems = _include_approvers(raw, base)
-    sections, section_problems = _validate_sections(raw)
-    if problems:  # the registry could not be read: judge no quorum against an empty one
-        sections.pop("approvers", None)
-    view = PlanView(raw, sections, base, check_files)
-    problems += section_problems + cross_check(view)
+    named = raw.get("environment")
+    registered = environment(named if isinstance(named, str) else "")
+    sections, problems = _validate_sections(raw)
+    view = PlanView(raw, sections, base, check_files, registered)
+    problems += cross_check(view)
     if problems:
         raise PlanError(str(source), _bounded(problems))
     try:
@@ -68,7 +69,7 @@ def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
         raise PlanError(str(source), [_problem(Plan, "", e) for e in error.errors()]) from None
     waves, _ = resolve_waves(plan.waves, plan.host_names())
     digest = hashlib.sha256(data).hexdigest()
-    return PlanFile(plan, source.resolve(), digest, tuple(waves), registry_digest)
+    return PlanFile(plan, source.resolve(), digest, tuple(waves), registered)
 
 
 def _bounded(problems: list[Problem], most: int = 200, longest: int = 400) -> list[Problem]:
@@ -79,41 +80,19 @@ def _bounded(problems: list[Problem], most: int = 200, longest: int = 400) -> li
     return shown
 
 
-def _include_approvers(
-    raw: dict[str, Any], base: Path
-) -> tuple[dict[str, Any], str | None, list[Problem]]:
-    """`approvers:` may name a YAML file (relative to the plan) instead of listing them: the
-    registry of keys is the trust root, usually kept and reviewed apart from plans."""
-    reference = raw.get("approvers")
-    if not isinstance(reference, str):
-        return raw, None, []
-    path, problem = local_file(reference, base, "approver registry", yamlfile.MAX_BYTES)
-    if problem:
-        return raw | {"approvers": {}}, None, [Problem("approvers", problem)]
-    try:
-        data = yamlfile.read_bytes(path, "approver registry")
-        registry = yamlfile.load(yamlfile.decode(data, "approver registry"))
-    except yamlfile.YamlRefused as refused:
-        where = ", ".join(f"{w}: {m}" if w else m for w, m in refused.problems)
-        return (
-            raw | {"approvers": {}},
-            None,
-            [Problem("approvers", f"cannot read the approver registry {path}: {where}")],
-        )
-    if not isinstance(registry, dict):
-        return (
-            raw | {"approvers": {}},
-            None,
-            [Problem("approvers", f"{path} is not a mapping of approver names to keys")],
-        )
-    return raw | {"approvers": registry}, hashlib.sha256(data).hexdigest(), []
+_APPROVERS_MOVED = (
+    "a plan does not choose who approves it: approvers are registered with the environment "
+    "(`golive env set ENV RULES.yaml --key ADMIN.key`); accepted: gates naming them"
+)
 
 
 def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     sections: dict[str, Any] = {}
     problems: list[Problem] = []
     for key in raw:
-        if key not in Plan.model_fields:
+        if key == "approvers":
+            problems.append(Problem(key, _APPROVERS_MOVED))
+        elif key not in Plan.model_fields:
             problems.append(
                 Problem(str(key), f"unknown section; accepted: {', '.join(Plan.model_fields)}")
             )
@@ -133,6 +112,12 @@ def _validate_sections(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Proble
             found = [_problem(field.annotation, name, e, raw[name]) for e in error.errors()]
             problems += _most_precise(found)
     return sections, problems
+
+
+def problems_in(model: type[BaseModel], error: ValidationError, raw: Any) -> list[Problem]:
+    """A pydantic error about a whole YAML document of `model`'s shape, as plan problems are
+    told: each with its YAML path and what is accepted."""
+    return _most_precise([_problem(model, "", e, raw) for e in error.errors()])
 
 
 def _problem(annotation: Any, section: str, error: Any, raw: Any = None) -> Problem:

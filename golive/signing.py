@@ -1,10 +1,11 @@
-"""Signed gate decisions: proof of who decided what, for exactly which run, gate and plan.
+"""Signatures: gate decisions, runs' starts and environment registry changes.
 
 Prefect's open-source server has no user identity: anyone who reaches the API can resume a
 paused run with any name. So an approver signs their decision with an Ed25519 key whose public
 half is registered with golive, and the flow checks the signature against what it is actually
 waiting on (its own run id, gate and plan digest). A signature for another run, gate or plan
-does not verify, so a decision cannot be replayed elsewhere.
+does not verify, so a decision cannot be replayed elsewhere. A releaser signs a run's start
+the same way, and a registry admin each change to an environment's rules.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Decision:
 class Start:
     """What a releaser's signature of a run's start covers (`golive run --key`)."""
 
-    plan_sha256: str  # of the plan file as read
+    plan_sha256: str  # the run's: the plan file, its environment's rules, its files
     environment: str
     claimed: str  # `--as`, as given (may be empty)
     signed_at: str
@@ -73,7 +74,20 @@ class Start:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
 
-Signed = Decision | Start
+@dataclass(frozen=True)
+class EnvironmentChange:
+    """What a registry admin's signature of an environment's rules covers (`golive env set`)."""
+
+    environment: str
+    rules: str  # canonical JSON
+    replaces: str  # the registry's head it extends: an old change cannot be replayed later
+    signed_at: str
+
+    def payload(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+
+Signed = Decision | Start | EnvironmentChange
 
 
 def new_key_pair(private_file: Path, passphrase: str | None) -> str:

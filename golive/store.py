@@ -6,6 +6,7 @@ URL. SQLAlchemy Core; the schema is kept by Alembic migrations (`golive/store_sc
 
     golive_runs     a row a run, written with its first entry: what `audit list` filters on
     golive_entries  (run_id, seq) → at, kind, v, body (canonical JSON), prev, hash
+                    (and the environment registry's changes, as the chain `registry`)
     golive_heads    the store-wide chain of run heads: after every append, a link holding
                     the run's newest entry (its hash and number) and the run's state;
                     "opened" for a run's first entry, "sealed" once it has ended. A run
@@ -64,6 +65,7 @@ SEP = "\x1f"
 SCHEMA_REVISION = "0002"  # the newest revision in golive/store_schema/versions
 VERSION_TABLE = "golive_store_version"
 URL_SETTING, BLOCK_SETTING = "GOLIVE_STORE_URL", "GOLIVE_STORE_BLOCK"
+REGISTRY = "registry"  # the environment registry's chain: not a run (golive/registry.py)
 
 metadata = MetaData()
 runs_table = Table(
@@ -249,6 +251,15 @@ class RunStore:
             self._append(connection, run_id, new, seal)
             return True
 
+    def append_after(self, run_id: str, new: NewEntry, head: str) -> bool:
+        """Append one entry only if the run's chain still ends at `head` (compare and append:
+        a change signed against an older head is refused, not interleaved)."""
+        with self._writing() as connection:
+            if self._ends(connection, run_id).hash != head:
+                return False
+            self._append(connection, run_id, [new], None)
+            return True
+
     def _append(
         self, connection: Connection, run_id: str, new: Sequence[NewEntry], seal: str | None
     ) -> list[StoredEntry]:
@@ -397,17 +408,19 @@ class RunStore:
             rows = connection.execute(select(heads_table).order_by(heads_table.c.pos))
             return [Link(*row) for row in rows]
 
-    def run_rows(self) -> list[RunRow]:
-        """Every run, newest first, with its latest state from the heads chain."""
+    def run_rows(self, with_registry: bool = False) -> list[RunRow]:
+        """Every run, newest first, with its latest state from the heads chain; the
+        environment registry's chain (golive/registry.py) only `with_registry`."""
         with self._reading() as connection:
             states = dict(
                 connection.execute(
                     select(heads_table.c.run_id, heads_table.c.state).order_by(heads_table.c.pos)
                 ).all()
             )
-            rows = connection.execute(
-                select(runs_table).order_by(runs_table.c.started_at.desc())
-            ).all()
+            query = select(runs_table).order_by(runs_table.c.started_at.desc())
+            if not with_registry:
+                query = query.where(runs_table.c.run_id != REGISTRY)
+            rows = connection.execute(query).all()
         return [RunRow(**row._mapping, state=states.get(row.run_id, "unknown")) for row in rows]
 
     def find_run(self, run_id: str) -> str:

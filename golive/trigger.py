@@ -13,7 +13,6 @@ from prefect.runtime import deployment, flow_run
 
 from golive.errors import StoreError, UnprovenReleaser
 from golive.journal import run_store
-from golive.plancheck import is_production
 from golive.planfile import PlanFile
 from golive.signing import Start, verifies
 
@@ -65,22 +64,23 @@ def proven_releaser(
     plan_file: PlanFile, claimed: str, signature: str, signed_at: str
 ) -> Releaser | None:
     """The registered person whose key signed this run's start, if a signature came with it;
-    production runs must come with one. Refuses a signature that does not verify, that no
-    registered key made, or that is not fresh."""
-    plan = plan_file.plan
+    production runs (and those of environments that say so) must come with one. Refuses a
+    signature that does not verify, that no key registered for the environment made, or that
+    is not fresh."""
+    plan, rules = plan_file.plan, plan_file.environment.rules
     if not signature:
-        if is_production(plan.environment):
+        if rules.needs_signed_start():
             raise UnprovenReleaser(plan.environment, "its start is not signed")
         return None
     start = Start(plan_file.digest, plan.environment, claimed, signed_at)
     late = _stale(signed_at)
     if late:
         raise UnprovenReleaser(plan.environment, late)
-    for name, registered in plan.approvers.items():
-        if verifies(start, signature, registered.public_key):
+    for name, key in rules.starters().items():
+        if verifies(start, signature, key):
             if _used_before(plan.environment, signature):
                 raise UnprovenReleaser(plan.environment, "its signature started a run already")
-            return Releaser(name, registered.public_key, signature)
+            return Releaser(name, key, signature)
     raise UnprovenReleaser(
         plan.environment, "its signature is by no registered key, or for another plan"
     )

@@ -33,6 +33,7 @@ from golive.journal import Entry, RunJournal
 from golive.plan import Gate, Plan
 from golive.progress import ui_link
 from golive.record import summarize
+from golive.registry import Rules, rules_of
 from golive.report import render_gate_brief
 from golive.signing import Decision, same_key, sign, verifies
 from tasks.notifications import notify
@@ -125,7 +126,7 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
         decision = _pause(name, form, key, deadline, gate, plan, journal, approvals)
         if decision is None:  # timed out, and the plan says an undecided gate passes
             break
-        refusal = _refusal(name, opening["at"], gate, plan, journal, decision, approvals)
+        refusal = _refusal(name, opening["at"], gate, journal, decision, approvals)
         if refusal:
             journal.write(
                 "gate.refused",
@@ -282,24 +283,28 @@ def _refusal(
     name: str,
     opened: str,
     gate: Gate,
-    plan: Plan,
     journal: RunJournal,
     decision: GateDecision,
     approvals: list[str],
 ) -> str | None:
     """Why a decision must not count, or None. Every refusal is recorded by the caller."""
     started = next(journal.of_kind("run.started"))
+    rules = rules_of(started)
     who = decision.approver
     if not decision.signature:
-        if gate.allow_unsigned:
-            return _policy_refusal(gate, plan, who, _releasers(started), approvals)
+        if gate.allow_unsigned and rules.allow_unsigned:
+            return _policy_refusal(gate, rules, who, _releasers(started), approvals)
         return (
             "unsigned: this gate takes only decisions signed with `golive approve --key` "
             "(a resume from the Prefect UI carries no proof of who decided)"
         )
-    registered = plan.approvers.get(who)
-    if registered is None:
-        return f"{who!r} has no registered key; registered: {', '.join(plan.approvers) or 'none'}"
+    registered = rules.approvers.get(who)
+    if registered is None or registered.public_key is None:
+        keyed = ", ".join(n for n, a in rules.approvers.items() if a.public_key) or "none"
+        return (
+            f"{who!r} has no key registered for environment {started['environment']!r}; "
+            f"registered: {keyed}"
+        )
     covered = decision.covers(journal.run_id, name, started["plan_sha256"], opened)
     if not verifies(covered, decision.signature, registered.public_key):
         return (
@@ -311,7 +316,7 @@ def _refusal(
     untimely = _untimely(decision.signed_at, opened)
     if untimely:
         return untimely
-    return _policy_refusal(gate, plan, who, _releasers(started), approvals)
+    return _policy_refusal(gate, rules, who, _releasers(started), approvals)
 
 
 def _releasers(started: Entry) -> set[str]:
@@ -345,9 +350,9 @@ def _untimely(signed_at: str, opened: str) -> str | None:
 
 
 def _policy_refusal(
-    gate: Gate, plan: Plan, who: str, releasers: set[str], approvals: list[str]
+    gate: Gate, rules: Rules, who: str, releasers: set[str], approvals: list[str]
 ) -> str | None:
-    allowed = set(gate.approvers) if gate.allow_unsigned else plan.may_decide(gate)
+    allowed = rules.may_decide(gate)
     if who not in allowed:
         return f"{who!r} may not decide this gate; allowed: {', '.join(sorted(allowed))}"
     if who in releasers:

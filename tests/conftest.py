@@ -24,8 +24,10 @@ from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.journal import Entry, RunJournal
 from golive.postgres import Database
+from golive.registry import environment
 from tasks.approvals import decide_gate
 from tests.pg import database, empty_database, password_server, postgres_server
+from tests.registry import register
 from tests.sshd import SshdFleet, require_sshd
 
 # Prefect's lease on a deployment's concurrency slot, shortened so that a test can outlast it.
@@ -57,10 +59,19 @@ def free_port() -> int:
 @pytest.fixture
 def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
     """make_fleet(hosts=4, configured=1): hosts web1..webN serving shop-web 1.0.0; the first
-    `configured` hosts have the setting that the broken 3.0.0 needs."""
+    `configured` hosts have the setting that the broken 3.0.0 needs. The demo plan's
+    environment is registered in the run store as it is then (not production; unsigned and
+    timeout decisions allowed; demo-approver, bob and dba may approve, without keys)."""
     fleets: list[DemoFleet] = []
 
     def make(hosts: int = 3, configured: int = 1) -> DemoFleet:
+        if not environment("demo").registered:
+            register(
+                "demo",
+                approvers=dict.fromkeys(("demo-approver", "bob", "dba")),
+                allow_unsigned=True,
+                allow_timeout_approve=True,
+            )
         ports = {f"web{i}": free_port() for i in range(1, hosts + 1)}
         fleet = DemoFleet(tmp_path / "fleet", ports=ports)
         fleets.append(fleet)

@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from golive import journal
+from golive import journal, registry
 from golive.errors import GoLiveError
 from golive.home import golive_home, runs_dir
 from golive.journal import Entry
-from golive.signing import load_private_key, new_key_pair
+from golive.registry import Approver, Rules
+from golive.signing import load_private_key, new_key_pair, public_key_text
 
 from .fleet import BROKEN_VERSION, DemoFleet
 
@@ -56,7 +57,7 @@ def run_demo(console: Console) -> bool:
     )
     try:
         fleet.set_up("1.0.0")
-        key_file, signed_gates = _approver_key(fleet)
+        key_file, signed_gates = _register_environment(fleet)
         with LiveProgress(console, PREFECT_UI_URL.value()):
             unsubscribe = journal.subscribe(lambda e: _approve_as_demo(e, key_file, console))
             for number, story in enumerate(stories, 1):
@@ -78,16 +79,36 @@ def run_demo(console: Console) -> bool:
     return expected and set(hosts_now.values()) == {"2.0.0"}
 
 
-def _approver_key(fleet: DemoFleet) -> tuple[Path, dict[str, Any]]:
-    """A key pair for the demo's approver, and plan sections that make the gate take only
-    decisions signed with it, as a production gate does."""
-    key_file = fleet.root / f"{APPROVER}.key"
-    key_file.unlink(missing_ok=True)
-    public = new_key_pair(key_file, passphrase=None)
+def _register_environment(fleet: DemoFleet) -> tuple[Path, dict[str, Any]]:
+    """The demo's own environment in the registry (as its admin, with a key kept under the
+    demo's folder), its approver's key, and gates that take only signed decisions, as a
+    production gate does."""
+    admin, approver = _key(fleet, "demo-admin"), _key(fleet, APPROVER)
+    rules = Rules(
+        production=False,
+        admins={"demo-admin": _public(admin)},
+        approvers={APPROVER: Approver(public_key=_public(approver))},
+        allow_unsigned=True,
+    )
+    environment = fleet.template["environment"]
+    if registry.environment(environment).rules != rules:
+        registry.set_environment(environment, rules, load_private_key(admin, passphrase=None))
     gates = {
         name: gate | {"allow_unsigned": False} for name, gate in fleet.template["gates"].items()
     }
-    return key_file, {"approvers": {APPROVER: {"public_key": public}}, "gates": gates}
+    return approver, {"gates": gates}
+
+
+def _key(fleet: DemoFleet, name: str) -> Path:
+    key_file = fleet.root / f"{name}.key"
+    if not key_file.exists():
+        fleet.root.mkdir(parents=True, exist_ok=True)
+        new_key_pair(key_file, passphrase=None)
+    return key_file
+
+
+def _public(key_file: Path) -> str:
+    return public_key_text(load_private_key(key_file, passphrase=None).public_key())
 
 
 def _tell(story: Story, fleet: DemoFleet, signed_gates: dict[str, Any]) -> None:

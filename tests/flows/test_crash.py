@@ -79,9 +79,9 @@ def start_run(
 def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_another_machine(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     fleet = make_fleet(hosts=3)
     plan = fleet.write_plan("2.0.0", **GATED)
-    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     running = start_run(tmp_path, plan, "machine-a", GOLIVE_LEASE_SECONDS="3")
     run_id = wait_for_gate(seconds=120)
     assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"  # the canary is live: a mixed fleet
@@ -115,11 +115,11 @@ def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_anothe
 def test_two_go_lives_on_one_environment_at_the_same_moment_one_proceeds(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
     first = start_run(tmp_path, plan, "machine-a")
     second = start_run(tmp_path, plan, "machine-b")
-    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None and second.poll() is None:
@@ -189,6 +189,8 @@ def test_a_killed_rollback_is_taken_over_by_the_next_one_from_another_machine(
     golive_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    store = f"sqlite:///{golive_home / 'store.db'}"
+    monkeypatch.setenv("GOLIVE_STORE_URL", store)
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan(
         "2.0.0",
@@ -198,8 +200,6 @@ def test_a_killed_rollback_is_taken_over_by_the_next_one_from_another_machine(
     )
     go_live(str(plan))
     [run] = runs()
-    store = f"sqlite:///{golive_home / 'store.db'}"
-    monkeypatch.setenv("GOLIVE_STORE_URL", store)
     first = subprocess.Popen(
         [GOLIVE, "rollback", run.run_id, "--yes"],
         cwd=tmp_path,
@@ -233,9 +233,9 @@ SIGNALS = ["SIGTERM", "SIGINT", "SIGINT to the process group", "Ctrl-C on the em
 def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
-    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     # Ctrl-C in a terminal signals the whole group, including a temporary Prefect server
     embedded = {"PREFECT_API_URL": ""} if how.startswith("Ctrl-C") else {}
     running = start_run(tmp_path, plan, "machine-a", **embedded)
@@ -263,6 +263,7 @@ def test_a_signal_to_a_running_go_live_rolls_it_back_before_it_stops(
 def test_a_host_deploying_when_the_run_is_stopped_finishes_its_step_and_is_then_put_back(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan(
         "2.0.0",
@@ -271,7 +272,6 @@ def test_a_host_deploying_when_the_run_is_stopped_finishes_its_step_and_is_then_
         soak=None,
         waves=[{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%"}],
     )
-    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     running = start_run(tmp_path, plan, "machine-a")
     deadline = time.monotonic() + 120
     while not deploying("web2") and time.monotonic() < deadline:
@@ -302,9 +302,9 @@ def deploying(host: str) -> bool:
 def test_a_cancel_in_prefect_rolls_a_go_live_at_its_gate_back_and_ends_it_cancelled(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
-    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     running = start_run(tmp_path, plan, "machine-a")
     run_id = wait_for_gate(seconds=120)
     with get_client(sync_client=True) as client:  # what the UI's Cancel button does
@@ -325,9 +325,9 @@ def test_a_cancel_in_prefect_rolls_a_go_live_at_its_gate_back_and_ends_it_cancel
 def test_a_second_ctrl_c_stops_the_rollback_and_says_what_is_left_and_how_to_finish(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", targets=slow_restarts(fleet), **GATED)
-    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     running = start_run(tmp_path, plan, "machine-a", PREFECT_API_URL="")
     run_id = wait_for_gate(seconds=180)
     os.killpg(running.pid, signal.SIGINT)
@@ -388,9 +388,9 @@ def test_a_rollback_that_cannot_finish_ends_apart_names_the_hosts_and_holds_the_
 def test_a_second_go_live_told_to_wait_goes_on_when_the_first_ends(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     fleet = make_fleet(hosts=2)
     plan = fleet.write_plan("2.0.0", **GATED)
-    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     first = start_run(tmp_path, plan, "machine-a")
     first_id = wait_for_gate(seconds=120)
     ungated = fleet.write_plan(

@@ -23,14 +23,16 @@ from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.errors import RunFailed, UnprovenReleaser
 from golive.home import golive_home
+from golive.inputs import run_digest
 from golive.journal import Entry, RunJournal
 from golive.planfile import load_plan
-from golive.signing import Decision, Start, public_key_text, sign
+from golive.signing import Decision, Start, sign
 from tasks.approvals import GateDecision, opened_at, submit, waiting_gate
 from tests.conftest import decision
 from tests.flows.test_golive import logs_of, only_run, serving
 from tests.golive.test_audit import golive
-from tests.runstore import go_live_in_background, wait_for_gate
+from tests.registry import register
+from tests.runstore import go_live_in_background, runs, wait_for_gate
 
 WAVES = [{"name": "canary", "hosts": 1, "gate": "go-ahead"}, {"name": "rest", "hosts": "100%"}]
 
@@ -39,16 +41,13 @@ WAVES = [{"name": "canary", "hosts": 1, "gate": "go-ahead"}, {"name": "rest", "h
 class Approvers:
     keys: dict[str, Ed25519PrivateKey]
 
-    def registry(self) -> dict[str, Any]:
-        return {
-            name: {"public_key": public_key_text(key.public_key())}
-            for name, key in self.keys.items()
-        }
-
 
 @pytest.fixture
 def people() -> Approvers:
-    return Approvers({name: Ed25519PrivateKey.generate() for name in ("alice", "bob", "carol")})
+    """alice, bob and carol, registered with their keys as approvers of production."""
+    keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob", "carol")}
+    register("production", production=True, approvers=keys)
+    return Approvers(keys)
 
 
 def production_plan(fleet: DemoFleet, people: Approvers, quorum: int = 2) -> str:
@@ -60,7 +59,6 @@ def production_plan(fleet: DemoFleet, people: Approvers, quorum: int = 2) -> str
             gates=gates,
             soak=None,
             waves=WAVES,
-            approvers=people.registry(),
         )
     )
 
@@ -79,7 +77,7 @@ def signed_start(plan: str, key: Ed25519PrivateKey, claimed: str) -> dict[str, s
     """What `golive run --key` hands the flow: the start, signed."""
     plan_file = load_plan(plan)
     at = datetime.now(UTC).isoformat()
-    start = Start(plan_file.digest, plan_file.plan.environment, claimed, at)
+    start = Start(run_digest(plan_file), plan_file.plan.environment, claimed, at)
     return {"start_signature": sign(start, key), "signed_at": at}
 
 
@@ -141,14 +139,16 @@ def test_a_releaser_who_claims_another_name_still_cannot_approve_with_her_own_ke
     with pytest.raises(UnprovenReleaser, match="its signature started a run already"):
         go_live(plan, triggered_by="release-bot", **start)  # the same start, replayed
 
-    accepted, refused = decisions(only_run()[0])
+    run, replayed = runs()
+    accepted, refused = decisions(run)
     assert (
         refused[0]["reason"]
         == "it is signed with the key that started this run (bob's): no self-approval"
     )
     assert [d["approver"] for d in accepted] == ["carol"]
-    trigger = next(only_run()[0].of_kind("run.started"))["trigger"]
+    trigger = next(run.of_kind("run.started"))["trigger"]
     assert (trigger["claimed"], trigger["proven"]) == ("release-bot", "bob")
+    assert [e["state"] for e in replayed.of_kind("run.finished")] == ["refused"]
 
 
 def test_a_production_run_starts_only_when_a_registered_key_signed_its_start_just_now(
@@ -171,6 +171,10 @@ def test_a_production_run_starts_only_when_a_registered_key_signed_its_start_jus
             go_live(plan, triggered_by="alice", **start)
 
     assert serving(fleet) == {"web1": "1.0.0/1.0.0/ok", "web2": "1.0.0/1.0.0/ok"}
+    for run in runs():  # each attempt is in the store, refused, with its reason
+        [finished] = list(run.of_kind("run.finished"))
+        assert finished["state"] == "refused" and "proven releaser" in finished["reason"]
+        assert [e["kind"] for e in run.entries()] == ["run.started", "run.finished"]
 
 
 def test_keys_that_are_not_registered_for_the_approver_are_refused(
@@ -270,10 +274,7 @@ def test_a_decision_counts_only_for_the_gate_occurrence_it_was_signed_for_and_in
         {"name": "rest", "hosts": "100%"},
     ]
     gates = {"go-ahead": {"approvers": ["bob", "carol"], "quorum": 1, "timeout": "2m"}}
-    plan = fleet.write_plan(
-        "2.0.0", environment="production", gates=gates, soak=None, waves=waves,
-        approvers=people.registry(),
-    )  # fmt: skip
+    plan = fleet.write_plan("2.0.0", environment="production", gates=gates, soak=None, waves=waves)
     first: list[GateDecision] = []
     an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()

@@ -30,6 +30,7 @@ from golive.store import forget_stores
 from tests.conftest import PG_PASSWORD
 from tests.flows.test_data import data_plan
 from tests.pg import admin_connection, empty_database
+from tests.registry import register
 from tests.runstore import go_live_in_background, sql, wait_for_gate
 from tests.sshd import SshdFleet
 
@@ -104,12 +105,12 @@ def test_planted_secrets_reach_no_output(
         f"postgresql://{guarded_db.user}:{PG_PASSWORD}@{guarded_db.host}:{guarded_db.port}/"
         f"{guarded_db.dbname}?application_name=golive"
     )
+    register("demo", approvers={"bob": {"public_key": public_key}})
     PostgresDatabase(dsn=dsn).save("shop-dsn", overwrite=True)
     Webhook(url=webhook, attempts=1).save("ops", overwrite=True)
     plan = Path(data_plan(fleet, guarded_db, tmp_path, "2.0.0"))
     sections = yaml.safe_load(plan.read_text()) | {
         "databases": {"shop": {"block": "shop-dsn"}},
-        "approvers": {"bob": {"public_key": public_key}},
         "gates": {"data-approval": {"approvers": ["bob"], "timeout": "2m"}},
         "waves": [
             {"name": "canary", "hosts": 1, "gate": "data-approval"},

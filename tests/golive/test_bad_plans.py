@@ -46,8 +46,52 @@ class Workspace:
         return {str(p.relative_to(self.root)) for p in self.root.rglob("*")}
 
 
+STAGING_RULES = """
+production: false
+admins: {admin: "%s"}
+approvers:
+  bob: {public_key: "ed25519:AmBwurthGatrh5JCaJvwOF9zsBrwWhp0rDddFZFGrho=", groups: [sre]}
+  carol: {public_key: "ed25519:kluAMTU8/3ECn+1n9LtBtwRq5SbzAxvdAOW5s7gyVNE="}
+"""
+PRODUCTION_RULES = STAGING_RULES.replace("production: false", "production: true")
+
+
+@pytest.fixture(scope="session")
+def registered_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run store where an admin registered `staging` and `production` with `golive env
+    set`, as the plans expect; each workspace starts from a copy."""
+    home = tmp_path_factory.mktemp("registry")
+    env = os.environ | {"GOLIVE_HOME": str(home)}
+    made = subprocess.run(
+        [GOLIVE, "keygen", "admin", "--no-passphrase", "--out", str(home / "admin.key")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    public = made.stdout.split('public_key: "')[1].split('"')[0]
+    for name, rules in (("staging", STAGING_RULES), ("production", PRODUCTION_RULES)):
+        (home / f"{name}.yaml").write_text(rules % public)
+        subprocess.run(
+            [
+                GOLIVE,
+                "env",
+                "set",
+                name,
+                str(home / f"{name}.yaml"),
+                "--key",
+                str(home / "admin.key"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return home / "store.db"
+
+
 @pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Workspace]:
+def workspace(tmp_path: Path, registered_store: Path) -> Iterator[Workspace]:
     work = tmp_path / "work"
     (work / "dist").mkdir(parents=True)
     (work / "migrations").mkdir()
@@ -61,9 +105,9 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     shutil.copy(work / "dist/shop-web-2.4.0.tar.gz", tmp_path / "outside.tar.gz")
     (work / "dist/link-out.tar.gz").symlink_to(tmp_path / "outside.tar.gz")
     (tmp_path / "outside.sql").write_text("DROP TABLE orders;\n")
-    (tmp_path / "outside.yaml").write_text("mallory: {public_key: 'ed25519:x'}\n")
     for home in ("golive-home", "prefect-home"):
         (tmp_path / home).mkdir()
+    shutil.copy(registered_store, tmp_path / "golive-home" / "store.db")
     env = os.environ | {
         "GOLIVE_HOME": str(tmp_path / "golive-home"),
         "PREFECT_HOME": str(tmp_path / "prefect-home"),

@@ -18,6 +18,7 @@ from flows.golive import go_live
 from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
+from tests.registry import register
 from tests.runstore import runs, wait_for_gate
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
@@ -206,14 +207,10 @@ def test_keygen_then_a_signed_run_and_a_signed_approve_from_other_processes_pass
     public = made.stdout.split('public_key: "')[1].split('"')[0]
     alice_public = alice.stdout.split('public_key: "')[1].split('"')[0]
     fleet = make_fleet(hosts=2)
+    approvers = {"bob": {"public_key": public}, "alice": {"public_key": alice_public}}
+    register("production", production=True, approvers=approvers)
     gates = {"go-ahead": {"approvers": ["bob"], "timeout": "2m"}}
-    plan = fleet.write_plan(
-        "2.0.0",
-        environment="production",
-        gates=gates,
-        soak=None,
-        approvers={"bob": {"public_key": public}, "alice": {"public_key": alice_public}},
-    )
+    plan = fleet.write_plan("2.0.0", environment="production", gates=gates, soak=None)
     unsigned = golive("run", str(plan), "--as", "alice")
     running = subprocess.Popen(
         [GOLIVE, "run", str(plan), "--as", "alice", "--key", str(tmp_path / "alice.key")],
@@ -235,7 +232,8 @@ def test_keygen_then_a_signed_run_and_a_signed_approve_from_other_processes_pass
     assert bad.returncode == 2 and "is not a golive key" in bad.stderr
     assert done.returncode == 0, done.stdout + done.stderr
     assert running.returncode == 0, said
-    [run] = runs()
+    refused, run = runs()
+    assert [e["state"] for e in refused.of_kind("run.finished")] == ["refused"]
     started, *_, ended = run.entries()
     assert started["trigger"]["proven"] == "alice" and ended["state"] == "completed"
     [decided] = list(run.of_kind("gate.decision"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 from pathlib import Path
@@ -16,7 +15,7 @@ from golive.demo.fleet import APP_SOURCE
 from golive.errors import PlanError
 from golive.planfile import load_plan
 from golive.record import plan_to_store, stored_plan
-from golive.signing import public_key_text
+from tests.registry import public, register
 
 GOOD: dict[str, Any] = {
     "release": {"name": "shop-web", "version": "2.4.0", "artifact": "dist/shop-web.tar.gz"},
@@ -33,12 +32,15 @@ GOOD: dict[str, Any] = {
     ],
     "smoke": [{"name": "health", "url": "http://{address}:{http_port}/health"}],
     "gates": {"prod-approval": {"approvers": ["bob", "carol"], "quorum": 2, "timeout": "4h"}},
-    "approvers": {
-        name: {"public_key": public_key_text(Ed25519PrivateKey.generate().public_key())}
-        for name in ("bob", "carol")
-    },
     "soak": {"duration": "10m", "interval": "30s", "max_error_rate": "1%", "max_p95_ms": 800},
 }
+
+
+@pytest.fixture(autouse=True)
+def production() -> None:
+    """GOOD's environment, registered as production with bob and carol as approvers."""
+    people = {name: Ed25519PrivateKey.generate() for name in ("bob", "carol")}
+    register("production", production=True, approvers=people)
 
 
 def write(tmp_path: Path, plan: Any) -> Path:
@@ -229,7 +231,7 @@ def test_cross_section_problems_are_all_reported_together(tmp_path: Path) -> Non
         "targets.hosts[4].name: 'web1' is already targets.hosts[0]; accepted: each once",
         "waves[0].gate: 'nope' is not a gate; accepted: prod-approval",
         "gates.prod-approval.quorum: 2 signed approval(s) needed, but only 1 approver(s) could "
-        "give one (a group counts as its registered members); registered: bob, carol",
+        "give one (a group counts as its registered members): bob",
         "smoke[0].url: {http_port} has no value on host 'web1'; accepted: {name}, {address}",
         "targets.restart: {port} has no value on host 'web1'; accepted: {name}, {address}, "
         "{http_port}",
@@ -288,24 +290,30 @@ def test_ssh_hosts_are_block_names_or_inline_hosts_reached_by_name(tmp_path: Pat
     )
 
 
-def test_the_approver_registry_can_be_a_file_kept_apart_from_the_plan(tmp_path: Path) -> None:
-    (tmp_path / "approvers.yaml").write_text(yaml.safe_dump(GOOD["approvers"]))
-    plan_file = load_plan(write(tmp_path, GOOD | {"approvers": "approvers.yaml"}))
-    assert set(plan_file.plan.approvers) == {"bob", "carol"}
-    assert (
-        plan_file.approvers_digest
-        == hashlib.sha256((tmp_path / "approvers.yaml").read_bytes()).hexdigest()
-    )
+def test_a_plan_does_not_choose_who_approves_it(tmp_path: Path) -> None:
+    mallory = {"mallory": {"public_key": public(Ed25519PrivateKey.generate())}}
+    gates = {"prod-approval": {"approvers": ["mallory"], "timeout": "4h"}}
+    assert problems(tmp_path, GOOD | {"approvers": mallory, "gates": gates}) == [
+        "approvers: a plan does not choose who approves it: approvers are registered with the "
+        "environment (`golive env set ENV RULES.yaml --key ADMIN.key`); accepted: gates "
+        "naming them",
+        "gates.prod-approval.approvers: mallory may not approve in environment 'production'; "
+        "accepted: its registered approvers and groups: bob, carol",
+    ]
 
 
-def test_a_missing_approver_registry_file_is_a_plan_problem(tmp_path: Path) -> None:
-    found = problems(tmp_path, GOOD | {"approvers": "nowhere.yaml"})
-    assert found[0] == f"approvers: the approver registry {tmp_path}/nowhere.yaml does not exist"
+def test_the_plan_digest_covers_the_environment_s_rules(tmp_path: Path) -> None:
+    before = load_plan(write(tmp_path, GOOD)).environment
+    people = {name: Ed25519PrivateKey.generate() for name in ("bob", "carol")}
+    register("production", production=True, approvers=people)  # new keys
+    after = load_plan(write(tmp_path, GOOD)).environment
+    assert after.version == before.version + 1 and after.registered
+    assert after.rules_sha256() != before.rules_sha256()
 
 
 def test_a_production_gate_cannot_pass_by_timeout(tmp_path: Path) -> None:
     gates = {"prod-approval": GOOD["gates"]["prod-approval"] | {"on_timeout": "approve"}}
     assert problems(tmp_path, with_("gates", gates)) == [
         "gates.prod-approval.on_timeout: 'approve' is not allowed in environment 'production': "
-        "a production gate passes only by signed decisions; accepted: 'reject'"
+        "its gates pass only by decisions; accepted: 'reject'"
     ]
