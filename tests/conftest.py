@@ -25,6 +25,7 @@ from golive.demo.fleet import DemoFleet
 from golive.journal import Entry, RunJournal
 from golive.postgres import Database
 from golive.registry import environment
+from golive.store import open_store
 from tasks.approvals import decide_gate
 from tests.pg import database, empty_database, password_server, postgres_server
 from tests.registry import register
@@ -65,7 +66,7 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
     fleets: list[DemoFleet] = []
 
     def make(hosts: int = 3, configured: int = 1) -> DemoFleet:
-        if not environment("demo").registered:
+        if not environment("demo", open_store(create=True)).registered:
             register(
                 "demo",
                 approvers=dict.fromkeys(("demo-approver", "bob", "dba")),

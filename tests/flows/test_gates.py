@@ -191,7 +191,9 @@ def test_keys_that_are_not_registered_for_the_approver_are_refused(
     released(production_plan(fleet, people, quorum=1), people, "alice")
 
     accepted, refused = decisions(only_run()[0])
-    assert refused[0]["reason"] == "'dave' has no registered key; registered: alice, bob, carol"
+    assert refused[0]["reason"] == (
+        "'dave' has no key registered for environment 'production'; registered: alice, bob, carol"
+    )
     assert refused[1]["reason"].startswith("the signature does not verify with bob's registered")
     assert [d["approver"] for d in accepted] == ["bob"]
 
