@@ -18,7 +18,16 @@ from itertools import groupby
 from typing import Any
 
 from golive.entries import shape_problem
-from golive.store import GENESIS, Link, RunRow, StoredEntry, entry_hash, link_hash, now
+from golive.store import (
+    GENESIS,
+    REGISTRY,
+    Link,
+    RunRow,
+    StoredEntry,
+    entry_hash,
+    link_hash,
+    now,
+)
 
 EXPORT_FORMATS = ("jsonl", "csv", "html")
 
@@ -70,7 +79,7 @@ def verify(
     chains: dict[str, _RunChain] = {}
     for run_id, run_entries in groupby(entries, key=lambda e: e.run_id):
         chains[run_id] = _check_run(run_id, run_entries, verdict)
-    verdict.runs = len(chains)
+    verdict.runs = len(chains.keys() - {REGISTRY})  # the environment registry is no run
     verdict.problems += _check_links(links)
     verdict.problems += _check_seals(chains, links, only)
     if runs is not None:

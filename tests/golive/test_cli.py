@@ -35,6 +35,7 @@ def golive(*args: str, api: bool = True, **env: str) -> subprocess.CompletedProc
 
 
 def test_validate_accepts_the_demo_plan_and_shows_its_waves(tmp_path: Path) -> None:
+    register("demo", approvers={"demo-approver": None}, allow_unsigned=True)
     plan = DemoFleet(tmp_path).write_plan("2.0.0")  # beside the artifact it names
     done = golive("validate", str(plan), api=False)
     assert done.returncode == 0, done.stderr
