@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import Flow, State, flow
@@ -23,8 +24,10 @@ from flows.rollback import restore_hosts, rollback
 from golive.cancel import rolled_back_when_cancelled
 from golive.errors import (
     DeployError,
+    Frozen,
     GoLiveError,
     Interrupted,
+    NoRehearsal,
     RollbackIncomplete,
     RollbackStopped,
     RunFailed,
@@ -38,6 +41,8 @@ from golive.lease import environment_lease, lease_seconds
 from golive.plan import Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import hosts_to_restore, migrated_databases, plan_to_store, stored_plan
+from golive.rehearsal import missing_evidence, rehearsal_of, rehearsal_record
+from golive.rehearsal import result as rehearsal_result
 from golive.transport import close_run
 from golive.trigger import Releaser, golive_version, proven_releaser, trigger, whoami
 from golive.undo import left_undone
@@ -94,10 +99,13 @@ def go_live(
     wait_seconds: float = 0,
     start_signature: str = "",
     signed_at: str = "",
+    rehearsal: bool = False,
+    freeze_override: str = "",
 ) -> dict[str, Any] | State:
     """Release the plan's version to its hosts in waves; roll back on any failure. While
     another run holds the environment, wait up to `wait_seconds` for it, or be refused. A
     production run's start is signed by its releaser's registered key (`golive run --key`).
+    A rehearsal runs the plan on its rehearsal environment and ends with a rollback drill.
 
     Args:
         plan_path: The plan file (YAML), as a path on the worker's machine.
@@ -105,16 +113,40 @@ def go_live(
         wait_seconds: While another run holds the environment, wait this long for it.
         start_signature: The releaser's signature of this start (`golive run --key` makes it).
         signed_at: When the start was signed (`golive run --key` sets it).
+        rehearsal: Rehearse the plan on its rehearsal environment (its own hosts and
+            databases; gates answered by its policy), ending with a rollback drill.
+        freeze_override: Why the run goes ahead inside a change freeze; the start's signature
+            covers it (`golive run --key KEYFILE --override-freeze WHY`).
     """
-    plan_file = pin_inputs(load_plan(plan_path), runs_dir() / str(flow_run.id) / INPUTS)
+    loaded = load_plan(plan_path)
+    rehearsed = loaded.plan.environment
+    loaded = rehearsal_of(loaded) if rehearsal else loaded
+    plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / INPUTS)
+    rehearsing = rehearsal_record(plan_file, rehearsed) if rehearsal else None
+    signed = (plan_file, triggered_by, start_signature, signed_at, freeze_override)
     try:
-        releaser = proven_releaser(plan_file, triggered_by, start_signature, signed_at)
-    except UnprovenReleaser as refused:
-        journal = start_run(plan_file, triggered_by or whoami())
+        releaser = proven_releaser(*signed)
+        frozen = [] if rehearsal else plan_file.plan.freezes_at(datetime.now(UTC))
+        if frozen and not (freeze_override and releaser):
+            raise Frozen(frozen, plan_path, bool(freeze_override))
+        missing = None if rehearsal else missing_evidence(plan_file)
+        if missing:
+            raise NoRehearsal(missing)
+    except (UnprovenReleaser, Frozen, NoRehearsal) as refused:
+        journal = start_run(plan_file, triggered_by or whoami(), rehearsal=rehearsing)
         journal.write("run.finished", state="refused", reason=str(refused))
         drop_inputs(journal)
         raise
-    journal = start_run(plan_file, triggered_by or whoami(), releaser)
+    journal = start_run(plan_file, triggered_by or whoami(), releaser, rehearsing)
+    if frozen and releaser:
+        journal.write(
+            "freeze.overridden",
+            windows=frozen,
+            reason=freeze_override,
+            by=releaser.name,
+            key=releaser.public_key,
+            signature=releaser.signature,
+        )
     environment = plan_file.plan.environment
     with (
         story_in_prefect_logs(journal.run_id),
@@ -122,7 +154,9 @@ def go_live(
         rolled_back_when_cancelled(journal.run_id) as watch,
     ):
         try:
-            release(plan_file, journal)
+            plan = release(plan_file, journal)
+            if rehearsal:
+                rollback_drill(plan, journal)
         except Exception as failure:
             watch.stand_down()  # a Cancel now would stop the rollback
             return fail(plan_file, journal, failure)
@@ -135,12 +169,15 @@ def go_live(
             close_run(journal.run_id)
             drop_inputs(journal)  # a rollback needs none of them
         watch.stand_down()  # live everywhere: a Cancel now has nothing to stop
+        if rehearsal:
+            journal.write("rehearsal.finished", **rehearsal_result(journal.entries(), True))
         journal.write("run.finished", state="completed")
         return publish_record(journal)
 
 
-def release(plan_file: PlanFile, journal: RunJournal) -> None:
-    """Everything between the lease and the close-out; any failure rolls back."""
+def release(plan_file: PlanFile, journal: RunJournal) -> Plan:
+    """Everything between the lease and the close-out; any failure rolls back. Returns the
+    plan as it ran (hosts named by block filled in)."""
     plan = preflight(plan_file.plan, journal)  # and a verified backup of every host
     back_up_databases(plan, journal)
     migrate(plan, journal)
@@ -157,10 +194,30 @@ def release(plan_file: PlanFile, journal: RunJournal) -> None:
             pause_between_waves(wave, journal)
     if plan.soak:
         soak(plan, live, plan.soak, label="all hosts", journal=journal)
+    return plan
+
+
+def rollback_drill(plan: Plan, journal: RunJournal) -> None:
+    """A rehearsal ends as a failed go-live would: its environment rolled back, then checked
+    (every host back on its release, and answering its smoke checks). The time it took is in
+    the rehearsal's result."""
+    outcome = rollback(journal.run_id, reason="rehearsal: the rollback drill", within_run=True)
+    if isinstance(outcome, State) and isinstance(outcome.data, RollbackIncomplete):
+        raise outcome.data
+    if plan.smoke:
+        _, failed = on_every_host(smoke_check_host, plan, plan.host_names(), journal=journal)
+        if failed:
+            raise RollbackIncomplete(
+                {host: f"rolled back, but {error}" for host, error in failed.items()},
+                f"golive audit show {journal.run_id}",
+            )
 
 
 def start_run(
-    plan_file: PlanFile, triggered_by: str, releaser: Releaser | None = None
+    plan_file: PlanFile,
+    triggered_by: str,
+    releaser: Releaser | None = None,
+    rehearsal: dict[str, str] | None = None,
 ) -> RunJournal:
     """The run's first entry holds all a rollback or an auditor needs: who and what
     triggered it, the plan itself (it holds no secret values), the fleet and the waves."""
@@ -177,6 +234,7 @@ def start_run(
         plan_path=str(plan_file.path),
         plan_sha256=plan_file.digest,  # the plan, its environment's rules and its files
         inputs=plan_file.inputs,
+        release_sha256=plan_file.release_digest,
         plan=plan_to_store(plan),
         release=plan.release.name,
         version=plan.release.version,
@@ -189,6 +247,7 @@ def start_run(
         gate_names=list(plan.gates),
         backup_paths=backup_paths(plan),
         registry=plan_file.environment.recorded(),
+        rehearsal=rehearsal,
         api_url=str(context.client.api_url) if context else None,
     )
     return journal
@@ -296,6 +355,9 @@ def fail(plan_file: PlanFile, journal: RunJournal, failure: Exception) -> State:
         return rollback_failed(plan_file.plan, journal, failure, rollback_failure)
     cancelled = isinstance(failure, Interrupted) and failure.cancelled
     ended = "cancelled" if cancelled else "failed"
+    if next(journal.of_kind("run.started")).get("rehearsal"):
+        result = rehearsal_result(journal.entries(), passed=False, reason=str(failure))
+        journal.write("rehearsal.finished", **result)
     journal.write("run.finished", state=ended, reason=str(failure), rolled_back=changed)
     publish_record(journal)
     failed = RunFailed(what, failure, undone, str(journal.run_dir / "record.json"))

@@ -120,28 +120,56 @@ def validate(plan: Path) -> None:
     help="Sign the run's start with your registered key (production runs must be signed).",
 )
 @click.option("--passphrase-env", metavar="VAR", help="The variable holding the key's passphrase.")
+@click.option(
+    "--override-freeze",
+    "override",
+    metavar="WHY",
+    default="",
+    help="Go ahead inside a change freeze, for this reason (signed: needs --key).",
+)
+@click.option(
+    "--rehearsal",
+    is_flag=True,
+    help="Rehearse the plan on its rehearsal environment, ending with a rollback drill.",
+)
 def run(
     plan: Path,
     triggered_by: str,
     wait: str | None,
     key: Path | None,
     passphrase_env: str | None,
+    override: str,
+    rehearsal: bool,
 ) -> None:
-    """Carry out a plan. Exit 0: live on every host; 3: live, but hosts were taken out within
-    a failure budget; 1: failed (and rolled back); 4: failed, and the rollback could not put
-    every host back (they need a person); 2: the plan is not valid."""
+    """Carry out a plan. Exit 0: live on every host (a rehearsal: passed, and rolled back);
+    3: live, but hosts were taken out within a failure budget; 1: failed (and rolled back);
+    4: failed, and the rollback could not put every host back (they need a person); 2: the
+    plan is not valid."""
     if printable(triggered_by) != triggered_by or len(triggered_by) > 200:
         _bad_input("--as: a name of at most 200 characters, without control characters")
     try:
         wait_seconds = parse_duration(wait) if wait else 0.0
     except ValueError as error:
         _bad_input(f"--wait: {error}")
-    signed = _signed_start(_load(plan), triggered_by, key, _passphrase(passphrase_env))
-    sys.exit(_run_go_live(plan, triggered_by, wait_seconds, *signed))
+    plan_file = _load(plan)
+    if rehearsal and plan_file.plan.rehearsal is None:
+        _bad_input(f"{plan}: --rehearsal, but the plan has no `rehearsal:` section to run on")
+    if override and (key is None or not override.strip() or len(override) > 500):
+        _bad_input("--override-freeze needs a reason (at most 500 characters) and --key to sign it")
+    signed = _signed_start(plan_file, triggered_by, key, _passphrase(passphrase_env), override)
+    sys.exit(
+        _run_go_live(
+            plan, triggered_by, wait_seconds, *signed, rehearsal=rehearsal, override=override
+        )
+    )
 
 
 def _signed_start(
-    plan_file: PlanFile, triggered_by: str, key_file: Path | None, passphrase: str | None
+    plan_file: PlanFile,
+    triggered_by: str,
+    key_file: Path | None,
+    passphrase: str | None,
+    override: str = "",
 ) -> tuple[str, str]:
     """The releaser's signature of this start (and when it was made), with `--key`."""
     if key_file is None:
@@ -151,7 +179,7 @@ def _signed_start(
 
     private = _private_key(key_file, passphrase)
     at = datetime.now(UTC).isoformat()
-    start = Start(run_digest(plan_file), plan_file.plan.environment, triggered_by, at)
+    start = Start(run_digest(plan_file), plan_file.plan.environment, triggered_by, at, override)
     return sign(start, private), at
 
 
@@ -704,7 +732,13 @@ def demo() -> None:
 
 
 def _run_go_live(
-    plan: Path, triggered_by: str, wait_seconds: float = 0, signature: str = "", signed_at: str = ""
+    plan: Path,
+    triggered_by: str,
+    wait_seconds: float = 0,
+    signature: str = "",
+    signed_at: str = "",
+    rehearsal: bool = False,
+    override: str = "",
 ) -> int:
     _quiet_prefect_console()
     from prefect.settings import PREFECT_UI_URL
@@ -722,6 +756,8 @@ def _run_go_live(
                 wait_seconds=wait_seconds,
                 start_signature=signature,
                 signed_at=signed_at,
+                rehearsal=rehearsal,
+                freeze_override=override,
             )
         except RollbackIncomplete as failure:
             console.print(
@@ -734,6 +770,8 @@ def _run_go_live(
             console.print(f"[red]{escape(str(failure))}[/]", highlight=False, soft_wrap=True)
             return EXIT_FAILED
     assert isinstance(record, dict)  # a run that fails raises, whatever its Prefect state
+    if record.get("rehearsal_result"):
+        _tell_rehearsal(record["rehearsal_result"])
     if record["taken_out"]:
         hosts = ", ".join(record["taken_out"])
         console.print(
@@ -742,6 +780,16 @@ def _run_go_live(
         )
         return EXIT_PARTIAL
     return 0
+
+
+def _tell_rehearsal(result: dict[str, Any]) -> None:
+    stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["stages"].items())
+    console.print(
+        f"[green]Rehearsal passed[/]: {escape(stages)}; rollback drill "
+        f"{result['rollback_seconds'] or 0:.1f} s, every host back and answering. Recorded as "
+        f"evidence for runs of this plan.",
+        highlight=False,
+    )
 
 
 def _decide(

@@ -47,6 +47,7 @@ class RunStarted(EntryBody):
     plan_path: str
     plan_sha256: str  # over the plan file, its environment's rules and `inputs`
     inputs: dict[str, str] = {}  # the artifact and SQL files as the plan names them: sha256
+    release_sha256: str = ""  # the plan file and its files, not the environment: rehearsals
     plan: dict[str, Any] | None = None  # the validated plan; it holds no secret values
     release: str
     version: str
@@ -58,6 +59,7 @@ class RunStarted(EntryBody):
     backup_paths: list[str] = []
     approvers_sha256: str | None = None  # runs before the environment registry
     registry: dict[str, Any] | None = None  # the environment's rules the run was held to
+    rehearsal: dict[str, str] | None = None  # a rehearsal: its digest, of what, gate policy
     api_url: str | None = None
     rolls_back: str | None = None  # a rollback run: the run whose changes it undoes
 
@@ -88,6 +90,7 @@ class StepFinished(_Step):
 class StepFailed(_Step):
     kind = "step.failed"
     error: str
+    result: dict[str, Any] = {}  # what it found before it failed (a soak: its intervals)
 
 
 class HostFound(EntryBody):
@@ -319,6 +322,31 @@ class JournalImported(EntryBody):
     lines: int
 
 
+class RehearsalFinished(EntryBody):
+    """A rehearsal's result (golive/rehearsal.py): the evidence a later run of the plan asks
+    for."""
+
+    kind = "rehearsal.finished"
+    digest: str  # the release digest: plan file, artifact, SQL
+    of: str  # the environment whose plan was rehearsed
+    passed: bool
+    stages: dict[str, float]  # seconds, each stage
+    rollback_seconds: float | None
+    rollback_complete: bool
+    reason: str | None = None
+
+
+class FreezeOverridden(EntryBody):
+    """A run started inside a change freeze, by a signed override with its reason."""
+
+    kind = "freeze.overridden"
+    windows: list[str]
+    reason: str
+    by: str
+    key: str
+    signature: str
+
+
 class EnvironmentSet(EntryBody):
     """An environment registered, or its rules changed, by one of its admins (golive/registry.py);
     written to the registry's own chain in the store."""
@@ -373,6 +401,8 @@ MODELS: dict[str, type[EntryBody]] = {
         LeaseLost,
         RunCrashed,
         EnvironmentSet,
+        RehearsalFinished,
+        FreezeOverridden,
     )
 }
 

@@ -4,6 +4,8 @@
     ├── PlanError                 the plan cannot run; lists every problem with its YAML path
     ├── PreflightError            a host, artifact or disk is not ready; nothing was changed
     ├── UnprovenReleaser          a run's start is not signed by a registered key where it must be
+    ├── NoRehearsal               the plan asks for a recent passing rehearsal of itself: none
+    ├── Frozen                    now is inside a change freeze: which window, how to override
     ├── RegistryError             the environment registry does not verify, or a change to it
     │                             is refused: which change, why, what to do
     ├── BackupError               a backup could not be taken or verified; nothing was changed
@@ -78,6 +80,24 @@ class UnprovenReleaser(GoLiveError):
             f"a run on {environment!r} must be started by a proven releaser: {reason}. Start it "
             "with `golive run PLAN --key KEYFILE`, with a key registered for the environment "
             "(`golive env show` lists them); nothing was run"
+        )
+
+
+class NoRehearsal(GoLiveError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the run is refused, nothing was run: {reason}")
+
+
+class Frozen(GoLiveError):
+    def __init__(self, windows: Sequence[str], plan: str, overridden: bool) -> None:
+        self.windows = list(windows)
+        tried = (
+            " The override was not signed by a key the environment registers." if overridden else ""
+        )
+        super().__init__(
+            f"the run is refused, nothing was run: now is inside the change freeze "
+            f"{'; '.join(self.windows)}.{tried} To go ahead anyway, sign an override with its "
+            f"reason: golive run {plan} --key KEYFILE --override-freeze 'why'"
         )
 
 

@@ -39,7 +39,8 @@ def pin_inputs(plan_file: PlanFile, folder: Path) -> PlanFile:
     release = plan.release.model_copy(update={"artifact": artifact})
     pinned = plan.model_copy(update={"release": release, "migrations": migrations})
     digest = _covering(plan_file, inputs)
-    return replace(plan_file, plan=pinned, digest=digest, inputs=inputs)
+    proven = _release_digest(plan_file, inputs)
+    return replace(plan_file, plan=pinned, digest=digest, inputs=inputs, release_digest=proven)
 
 
 def run_digest(plan_file: PlanFile) -> str:
@@ -48,6 +49,13 @@ def run_digest(plan_file: PlanFile) -> str:
     plan = plan_file.plan
     files = [plan.release.artifact, *(m.sql for m in plan.migrations)]
     return _covering(plan_file, {str(path): _sha256(path) for path in files})
+
+
+def _release_digest(plan_file: PlanFile, inputs: dict[str, str]) -> str:
+    """The plan file and its files, not the environment it runs in: what a rehearsal of it
+    proves for a later run of it elsewhere."""
+    covered = {"plan": plan_file.digest, "files": inputs}
+    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
 
 
 def _covering(plan_file: PlanFile, inputs: dict[str, str]) -> str:

@@ -112,13 +112,15 @@ class RunJournal:
 
     @contextmanager
     def step(self, stage: str, **about: Any) -> Iterator[dict[str, Any]]:
-        """Record a step's start, then its result (what the body puts in the dict) or error."""
+        """Record a step's start, then its result (what the body puts in the dict) and, if it
+        failed, its error."""
         self.write("step.started", stage=stage, **about)
         result: dict[str, Any] = {}
         try:
             yield result
         except BaseException as error:
-            self.write("step.failed", stage=stage, **about, error=str(error))
+            found = {"result": result} if result else {}
+            self.write("step.failed", stage=stage, **about, error=str(error), **found)
             raise
         self.write("step.finished", stage=stage, **about, result=result)
 

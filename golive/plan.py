@@ -6,23 +6,27 @@ Loading a plan file (and reporting every problem in it at once) lives in `planfi
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
 import string
 from collections import Counter
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
     Strict,
+    Tag,
     model_validator,
 )
 
@@ -525,13 +529,38 @@ class Migration(Section):
     checks: list[MigrationCheck] = Field(default_factory=list)
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not a time zone; accepted: an IANA name like Europe/Paris, or UTC"
+        ) from None
+    return value
+
+
+def _time_of_day(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+        return time.fromisoformat(value)
+    raise ValueError(f"{value!r} is not a time of day; accepted: 'HH:MM' in quotes, like '15:00'")
+
+
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
 class Freeze(Section):
+    """A change freeze over a range of dates, in a time zone."""
+
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
     )
     starts: Annotated[date, BeforeValidator(_iso_date)] = Field(alias="from")
     ends: Annotated[date, BeforeValidator(_iso_date)] = Field(alias="to")
     reason: Text
+    timezone: TimeZone = Field("UTC", description="Where the dates are days.")
 
     @model_validator(mode="after")
     def _in_order(self) -> Freeze:
@@ -540,6 +569,76 @@ class Freeze(Section):
                 f"ends ({self.ends}) before it starts ({self.starts}); accepted: from <= to"
             )
         return self
+
+    def covers(self, now: datetime) -> bool:
+        return self.starts <= now.astimezone(ZoneInfo(self.timezone)).date() <= self.ends
+
+    def named(self) -> str:
+        return f"{self.starts}..{self.ends} {self.timezone} ({self.reason})"
+
+
+def _days_or_month_end(value: Any) -> Any:
+    return [value] if isinstance(value, str) and value != "month-end" else value
+
+
+class RecurringFreeze(Section):
+    """A change freeze that comes back: some days of every week, or the month's last days,
+    all day or between two times of day, in a time zone."""
+
+    every: Annotated[list[Weekday] | Literal["month-end"], BeforeValidator(_days_or_month_end)] = (
+        Field(description="Weekdays (friday, or [friday, saturday]), or month-end.")
+    )
+    after: TimeOfDay = Field(time(0), description="From this time of day ('15:00').")
+    until: TimeOfDay | None = Field(None, description="To this time of day (default: midnight).")
+    days: Count = Field(1, ge=1, le=15, description="month-end: how many last days of it.")
+    timezone: TimeZone = Field("UTC", description="Where the times are.")
+    reason: Text
+
+    @model_validator(mode="after")
+    def _in_order(self) -> RecurringFreeze:
+        if self.until is not None and self.until <= self.after:
+            raise ValueError(
+                f"until {self.until:%H:%M} is not after {self.after:%H:%M}; accepted: a window "
+                "within a day (for one past midnight, use two)"
+            )
+        return self
+
+    def covers(self, now: datetime) -> bool:
+        local = now.astimezone(ZoneInfo(self.timezone))
+        if self.every == "month-end":
+            last = calendar.monthrange(local.year, local.month)[1]
+            on_day = local.day > last - self.days
+        else:
+            on_day = WEEKDAYS[local.weekday()] in self.every
+        in_hours = self.after <= local.time() and (self.until is None or local.time() < self.until)
+        return on_day and in_hours
+
+    def named(self) -> str:
+        days = (
+            f"the last {self.days} day(s) of each month"
+            if self.every == "month-end"
+            else "every " + ", ".join(self.every)
+        )
+        until = f"{self.until:%H:%M}" if self.until else "midnight"
+        return f"{days}, {self.after:%H:%M} to {until} {self.timezone} ({self.reason})"
+
+
+def _freeze_kind(value: Any) -> str:
+    return "recurring" if isinstance(value, dict) and "every" in value else "dates"
+
+
+AnyFreeze = Annotated[
+    Annotated[Freeze, Tag("dates")] | Annotated[RecurringFreeze, Tag("recurring")],
+    Discriminator(_freeze_kind),
+]
+
+
+class CloseOut(Section):
+    """Something left to do once the release is live, and who does it by when."""
+
+    task: Text
+    owner: Text
+    due: Annotated[date, BeforeValidator(_iso_date)]
 
 
 class Webhook(Section):
@@ -573,6 +672,27 @@ class AuditPolicy(Section):
     )
 
 
+class Rehearsal(Section):
+    """The plan rehearsed on an environment of its own: same release, waves, checks and
+    migrations; its own hosts and databases; gates answered by a policy, never a person."""
+
+    environment: SafeName = Field(description="A non-production environment of its own.")
+    targets: Targets = Field(description="Its own hosts: none of them the plan's.")
+    databases: dict[SafeName, DatabaseRef] = Field(
+        default_factory=dict,
+        description="Its own database for each of the plan's `databases`, by the same name.",
+    )
+    gates: Literal["approve", "reject"] = Field(
+        "approve",
+        description="How its gates are answered: recorded as this policy, never as a person.",
+    )
+    required_within: Seconds | None = Field(
+        None,
+        description="A run of the plan needs a passing rehearsal of the very same plan, "
+        "artifact and SQL this recent (e.g. 7d).",
+    )
+
+
 class Plan(Section):
     release: Release
     environment: SafeName
@@ -585,10 +705,24 @@ class Plan(Section):
     databases: dict[SafeName, DatabaseRef] = Field(default_factory=dict)
     backup_storage: BackupStorage = Field(default_factory=BackupStorage)
     migrations: list[Migration] = Field(default_factory=list)
-    freeze: list[Freeze] = Field(default_factory=list)
+    freeze: list[AnyFreeze] = Field(
+        default_factory=list,
+        description="Change freezes: date ranges, and recurring windows (Fridays after 15:00, "
+        "month-end), each with a time zone and a reason.",
+    )
     notify: list[Webhook] = Field(default_factory=list)
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
+    rehearsal: Rehearsal | None = None
+    closeout: list[CloseOut] = Field(
+        default_factory=list,
+        description="What is left to do after the go-live: listed, with owners and due "
+        "dates, in the report.",
+    )
+
+    def freezes_at(self, now: datetime) -> list[str]:
+        """The freeze windows `now` is inside, each named as the plan has it."""
+        return [f"freeze[{i}] {f.named()}" for i, f in enumerate(self.freeze) if f.covers(now)]
 
     def host(self, name: str) -> Host:
         return next(h for h in self.targets.hosts if h.name == name)
@@ -598,3 +732,11 @@ class Plan(Section):
 
     def host_names(self) -> list[str]:
         return [h.name for h in self.targets.hosts]
+
+    def rehearsed(self) -> Plan:
+        """The plan as its rehearsal runs it: its environment, hosts and databases."""
+        assert self.rehearsal is not None
+        r = self.rehearsal
+        return self.model_copy(
+            update={"environment": r.environment, "targets": r.targets, "databases": r.databases}
+        )

@@ -19,8 +19,18 @@ from pydantic import TypeAdapter, ValidationError
 
 from golive import yamlfile
 from golive.errors import Problem
-from golive.plan import Gate, Host, Plan, hosts_by_name, placeholders
-from golive.registry import Environment
+from golive.plan import (
+    DatabaseRef,
+    Freeze,
+    Gate,
+    Host,
+    Plan,
+    Rehearsal,
+    Targets,
+    hosts_by_name,
+    placeholders,
+)
+from golive.registry import Environment, environment
 from golive.waves import resolve_waves
 
 
@@ -315,6 +325,90 @@ def _approvers_registered(name: str, gate: Gate, env: Environment) -> list[Probl
     ]
 
 
+def _rehearsal_apart(view: PlanView) -> list[Problem]:
+    """A rehearsal runs on an environment, hosts and databases of its own, never production's,
+    and the plan's waves fit its hosts."""
+    rehearsal: Rehearsal | None = view.sections.get("rehearsal")
+    if rehearsal is None:
+        return []
+    problems = []
+    if rehearsal.environment == view.environment():
+        problems.append(
+            Problem(
+                "rehearsal.environment",
+                f"{rehearsal.environment!r} is the plan's own environment; accepted: an "
+                "environment of its own",
+            )
+        )
+    elif environment(rehearsal.environment).rules.production:
+        problems.append(
+            Problem(
+                "rehearsal.environment",
+                f"{rehearsal.environment!r} is a production environment (`golive env show "
+                f"{rehearsal.environment}`); accepted: one that is not",
+            )
+        )
+    problems += _hosts_apart(view, rehearsal.targets)
+    problems += _databases_apart(view, rehearsal.databases)
+    if view.complete("waves"):
+        names = [h.name for h in rehearsal.targets.hosts]
+        _, unfit = resolve_waves(view.sections["waves"], names)
+        problems += [
+            Problem("rehearsal.targets.hosts", f"for {p.path}: {p.message}") for p in unfit
+        ]
+    return problems
+
+
+def _hosts_apart(view: PlanView, targets: Targets) -> list[Problem]:
+    ours = view.sections.get("targets")
+    if ours is None:
+        return []
+    theirs = {_location(view.base, ours, host): host.name for host in ours.hosts}
+    return [
+        Problem(
+            f"rehearsal.targets.hosts[{index}]",
+            f"{host.name!r} is where the plan's host {theirs[where]!r} is ({where}); "
+            "accepted: hosts of its own",
+        )
+        for index, host in enumerate(targets.hosts)
+        if (where := _location(view.base, targets, host)) in theirs
+    ]
+
+
+def _location(base: Path, targets: Targets, host: Host) -> str:
+    directory = targets.deploy_dir(host)
+    if targets.transport == "ssh":
+        return f"{host.address}:{host.port}:{directory}"
+    return _resolved(base, Path(directory))
+
+
+def _databases_apart(view: PlanView, rehearsing: dict[str, DatabaseRef]) -> list[Problem]:
+    ours: dict[str, DatabaseRef] = view.sections.get("databases") or {}
+    problems = [
+        Problem(
+            f"rehearsal.databases.{name}",
+            f"missing; accepted: a database of its own for each of the plan's: {', '.join(ours)}",
+        )
+        for name in ours
+        if name not in rehearsing
+    ]
+    where = {_database_at(db): name for name, db in ours.items()}
+    for name, db in rehearsing.items():
+        if _database_at(db) in where:
+            problems.append(
+                Problem(
+                    f"rehearsal.databases.{name}",
+                    f"is the plan's database {where[_database_at(db)]!r}; accepted: a "
+                    "database of its own",
+                )
+            )
+    return problems
+
+
+def _database_at(db: DatabaseRef) -> str:
+    return f"block {db.block}" if db.block else f"{db.host}:{db.port}/{db.dbname}"
+
+
 def _placeholders_known(view: PlanView) -> list[Problem]:
     templates = [(f"smoke[{i}].url", check.url) for i, check in view.items("smoke").items()]
     restart = view.text("targets", "restart")
@@ -405,7 +499,8 @@ def _migrations_safe(view: PlanView) -> list[Problem]:
 
 
 def _freezes_apart(view: PlanView) -> list[Problem]:
-    windows = sorted(view.items("freeze").items(), key=lambda item: item[1].starts)
+    dated = {i: w for i, w in view.items("freeze").items() if isinstance(w, Freeze)}
+    windows = sorted(dated.items(), key=lambda item: item[1].starts)
     problems = []
     reach: tuple[int, Any] | None = None  # the window reaching furthest so far
     for i, w in windows:
@@ -501,6 +596,7 @@ _CROSS_CHECKS: list[Callable[[PlanView], list[Problem]]] = [
     _waves_cover_hosts,
     _wave_gates_exist,
     _gates_allowed,
+    _rehearsal_apart,
     _placeholders_known,
     _freezes_apart,
     _local_files_there,

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from golive import yamlfile
 from golive.errors import PlanError, Problem
-from golive.plan import Plan
+from golive.plan import Plan, Targets
 from golive.plancheck import PlanView, adapter, clip, cross_check
 from golive.registry import Environment, environment
 from golive.waves import ResolvedWave, resolve_waves
@@ -36,6 +36,8 @@ class PlanFile:
     waves: tuple[ResolvedWave, ...]
     environment: Environment  # its rules as the registry had them when the plan was read
     inputs: dict[str, str] = dataclasses.field(default_factory=dict)  # pinned: file -> sha256
+    # What a rehearsal proves (pinned): the plan file and its files, wherever it runs.
+    release_digest: str = ""
 
 
 def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
@@ -255,18 +257,12 @@ def _resolve_paths(plan: Plan, base: Path) -> Plan:
         return base / path.expanduser()
 
     release = plan.release.model_copy(update={"artifact": here(plan.release.artifact)})
-    hosts = [
-        host.model_copy(
-            update={
-                "path": here(host.path)
-                if host.path and plan.targets.transport == "local"
-                else host.path,
-                "identity_file": here(host.identity_file) if host.identity_file else None,
-            }
+    targets = _resolve_targets(plan.targets, here)
+    rehearsal = plan.rehearsal
+    if rehearsal:
+        rehearsal = rehearsal.model_copy(
+            update={"targets": _resolve_targets(rehearsal.targets, here)}
         )
-        for host in plan.targets.hosts
-    ]
-    targets = plan.targets.model_copy(update={"path": here(plan.targets.path), "hosts": hosts})
     migrations = [m.model_copy(update={"sql": here(m.sql)}) for m in plan.migrations]
     storage = plan.backup_storage.model_copy(
         update={"directory": here(plan.backup_storage.directory)}
@@ -280,5 +276,20 @@ def _resolve_paths(plan: Plan, base: Path) -> Plan:
             "migrations": migrations,
             "backup_storage": storage,
             "audit": audit,
+            "rehearsal": rehearsal,
         }
     )
+
+
+def _resolve_targets(targets: Targets, here: Callable[[Path], Path]) -> Targets:
+    local = targets.transport == "local"
+    hosts = [
+        host.model_copy(
+            update={
+                "path": here(host.path) if host.path and local else host.path,
+                "identity_file": here(host.identity_file) if host.identity_file else None,
+            }
+        )
+        for host in targets.hosts
+    ]
+    return targets.model_copy(update={"path": here(targets.path), "hosts": hosts})

@@ -36,6 +36,7 @@ _NOT_IN_RECORD = ("kind", "plan", "seq", "hash")  # the plan itself stays in the
 
 def _started(record: dict[str, Any], entry: Entry) -> None:
     record |= {k: v for k, v in entry.items() if k not in _NOT_IN_RECORD}
+    record["closeout"] = (entry.get("plan") or {}).get("closeout") or []
     record["started_at"] = entry["at"]
     record["hosts"] = {host: {} for host in entry["fleet"]}
 
@@ -55,6 +56,7 @@ def _step_ended(record: dict[str, Any], entry: Entry) -> None:
         step |= {"outcome": "ok", "result": entry.get("result", {})}
     else:
         step |= {"outcome": "failed", "error": entry.get("error")}
+        step |= {"result": entry["result"]} if entry.get("result") else {}
     if entry["stage"] == "deploy":
         _deployed(record["hosts"].setdefault(entry["host"], {}), step)
     if entry["stage"] == "restore" and step["outcome"] == "ok" and step["result"].get("kept_as"):
@@ -133,6 +135,9 @@ _FOLDS: dict[str, Fold] = {
     "rollback.started": _rollback_started,
     "rollback.finished": _rollback_finished,
     "run.finished": _finished,
+    "rehearsal.finished": lambda r, e: r.update(
+        rehearsal_result={k: v for k, v in e.items() if k not in ("kind", "seq", "hash", "at")}
+    ),
     "database.backed_up": lambda r, e: _database(r, e)["backup"].update(
         {k: e[k] for k in ("path", "sha256", "size", "seconds", "verified")}
     ),

@@ -16,6 +16,21 @@ _env = Environment(
 )
 
 
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], limit: Any) -> str:
+    """A small chart of values in one line, scaled to a limit (a full bar: at or over it),
+    or to the largest value when there is no limit."""
+    if not values:
+        return "-"
+    top = limit if isinstance(limit, int | float) and limit > 0 else max(values) or 1.0
+    return "".join(BARS[min(len(BARS) - 1, int(len(BARS) * v / top))] for v in values)
+
+
+_env.filters["sparkline"] = sparkline
+
+
 # Exports for auditors are HTML: everything from the store is escaped.
 _html = Environment(
     loader=PackageLoader("golive", "templates"),

@@ -69,6 +69,7 @@ class Start:
     environment: str
     claimed: str  # `--as`, as given (may be empty)
     signed_at: str
+    override: str = ""  # why the run goes ahead inside a change freeze (`--override-freeze`)
 
     def payload(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()

@@ -61,7 +61,7 @@ def _used_before(environment: str, signature: str) -> bool:
 
 
 def proven_releaser(
-    plan_file: PlanFile, claimed: str, signature: str, signed_at: str
+    plan_file: PlanFile, claimed: str, signature: str, signed_at: str, override: str = ""
 ) -> Releaser | None:
     """The registered person whose key signed this run's start, if a signature came with it;
     production runs (and those of environments that say so) must come with one. Refuses a
@@ -72,7 +72,7 @@ def proven_releaser(
         if rules.needs_signed_start():
             raise UnprovenReleaser(plan.environment, "its start is not signed")
         return None
-    start = Start(plan_file.digest, plan.environment, claimed, signed_at)
+    start = Start(plan_file.digest, plan.environment, claimed, signed_at, override)
     late = _stale(signed_at)
     if late:
         raise UnprovenReleaser(plan.environment, late)

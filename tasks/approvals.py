@@ -34,6 +34,7 @@ from golive.plan import Gate, Plan
 from golive.progress import ui_link
 from golive.record import summarize
 from golive.registry import Rules, rules_of
+from golive.rehearsal import latest_rehearsal
 from golive.report import render_gate_brief
 from golive.signing import Decision, same_key, sign, verifies
 from tasks.notifications import notify
@@ -103,15 +104,19 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
     """Pause until `gate.quorum` distinct allowed approvers approve; return who approved.
     A reject ends the gate at once; a decision that is unsigned (where signatures are
     required), forged, replayed or not allowed is refused and recorded, and the gate keeps
-    waiting for the rest of its time."""
+    waiting for the rest of its time. A rehearsal's gates are answered by its policy."""
+    policy = (next(journal.of_kind("run.started")).get("rehearsal") or {}).get("gates")
+    if policy:
+        return _answer_by_policy(name, gate, policy, journal)
     brief = gate_brief(name, gate, plan, journal)
     key = "" if gate.allow_unsigned else " --key KEYFILE"
+    command = f"golive approve {journal.run_id} --gate {name} --as NAME{key}"
     opened = {
         "approvers": gate.approvers,
         "quorum": gate.quorum,
         "brief": brief,
         "timeout_seconds": gate.timeout,
-        "approve_command": f"golive approve {journal.run_id} --gate {name} --as NAME{key}",
+        "approve_command": command,
     }
     opening = journal.write("gate.opened", gate=name, **opened)
     _tell(plan, journal, "gate.opened", name, **opened)
@@ -128,21 +133,8 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
             break
         refusal = _refusal(name, opening["at"], gate, journal, decision, approvals)
         if refusal:
-            journal.write(
-                "gate.refused",
-                gate=name,
-                claimed=decision.approver,
-                decision=decision.decision,
-                reason=refusal,
-                signed_at=decision.signed_at,
-            )
-            get_run_logger().warning(
-                "Gate %s: the %s claimed by %r did NOT count: %s. The gate keeps waiting.",
-                name,
-                decision.decision,
-                decision.approver,
-                refusal,
-            )
+            note = _refuse(name, decision, refusal, journal, command)
+            form = GateDecision.with_initial_data(description=note + brief)
             continue
         _record(name, plan, journal, decision)
         get_run_logger().info(
@@ -159,6 +151,53 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
     passed_by = "approvals" if len(approvals) >= gate.quorum else "timeout"
     journal.write("gate.passed", gate=name, approvers=approvals, by=passed_by)
     return approvals
+
+
+def _refuse(
+    name: str, decision: GateDecision, refusal: str, journal: RunJournal, command: str
+) -> str:
+    """Record and log a refused decision; what the next resume form shows first: what was
+    refused, why, and the command that would count."""
+    journal.write(
+        "gate.refused",
+        gate=name,
+        claimed=decision.approver,
+        decision=decision.decision,
+        reason=refusal,
+        signed_at=decision.signed_at,
+    )
+    counts = command.replace("--as NAME", f"--as {decision.approver}")
+    get_run_logger().warning(
+        "Gate %s: the %s claimed by %r did NOT count: %s. The gate keeps waiting; this would "
+        "count: %s",
+        name,
+        decision.decision,
+        decision.approver,
+        refusal,
+        counts,
+    )
+    return (
+        f"**The last decision did NOT count**: the {decision.decision} claimed by "
+        f"{decision.approver!r}: {refusal}. This would count: `{counts}`\n\n"
+    )
+
+
+def _answer_by_policy(name: str, gate: Gate, policy: str, journal: RunJournal) -> list[str]:
+    """A rehearsal's gate: opened and answered at once by the plan's rehearsal policy, and
+    recorded as that policy, never as a person."""
+    journal.write(
+        "gate.opened",
+        gate=name,
+        approvers=gate.approvers,
+        quorum=gate.quorum,
+        brief=f"rehearsal: this gate is answered by the plan's rehearsal policy ({policy})",
+        timeout_seconds=gate.timeout,
+        approve_command="",
+    )
+    if policy == "reject":
+        raise GateRejected(name, "the rehearsal policy", "rehearsal.gates: reject")
+    journal.write("gate.passed", gate=name, approvers=[], by="rehearsal policy")
+    return []
 
 
 def _record(name: str, plan: Plan, journal: RunJournal, decision: GateDecision) -> None:
@@ -238,7 +277,17 @@ def gate_brief(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> str:
         irreversible=irreversible,
         smoke_ok=sum(1 for s in smoke if s["outcome"] == "ok"),
         smoke_failed=sum(1 for s in smoke if s["outcome"] == "failed"),
+        rehearsal=_latest_rehearsal(plan, record),
     )
+
+
+def _latest_rehearsal(plan: Plan, record: dict[str, Any]) -> str:
+    if plan.rehearsal is None:
+        return "the plan has no rehearsal section"
+    found = latest_rehearsal(record.get("release_sha256") or "", plan.rehearsal.environment)
+    if found is None:
+        return f"none recorded (`golive run {record['plan_path']} --rehearsal`)"
+    return found.told()
 
 
 def _pause(

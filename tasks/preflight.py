@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tarfile
-from datetime import date
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -21,13 +20,12 @@ DISK_HEADROOM = 2
 
 
 def preflight(plan: Plan, journal: RunJournal) -> Plan:
-    """Check the freeze calendar, the artifact and every host, and back up each host as soon as
-    it passes; change nothing. Raises PreflightError listing every problem (a failed backup is
-    one). Returns the plan with hosts named by block filled in from their blocks."""
+    """Check the artifact and every host, and back up each host as soon as it passes; change
+    nothing (the freeze calendar was checked before the run started). Raises PreflightError
+    listing every problem (a failed backup is one). Returns the plan with hosts named by
+    block filled in from their blocks."""
     with journal.step("preflight") as result:
-        failures = _freeze_problems(plan, date.today())
-        plan, unknown = resolve_blocks(plan)
-        failures += unknown
+        plan, failures = resolve_blocks(plan)
         unpacked, artifact_problem = _artifact_size(plan)
         failures += [artifact_problem] if artifact_problem else []
         checks, errors = on_every_host(
@@ -73,11 +71,3 @@ def _artifact_size(plan: Plan) -> tuple[int, str | None]:
         return 0, f"release artifact {artifact} is refused: {error}"
     except (OSError, tarfile.TarError) as error:
         return 0, f"release artifact {artifact} is not a readable tarball: {error}"
-
-
-def _freeze_problems(plan: Plan, today: date) -> list[str]:
-    return [
-        f"{today} is inside the change freeze {f.starts}..{f.ends} ({f.reason})"
-        for f in plan.freeze
-        if f.starts <= today <= f.ends
-    ]

@@ -26,9 +26,13 @@ def soak(
     with journal.step("soak", wave=label) as result, httpx.Client() as client:
         progress = progress_bar(f"soak {label}")
         probes: list[Probe] = []
+        intervals: list[dict[str, float]] = []
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < limits.duration:
-            probes += [probe(client, c, plan.host(h)) for h in hosts for c in plan.smoke]
+            batch = [probe(client, c, plan.host(h)) for h in hosts for c in plan.smoke]
+            probes += batch
+            intervals.append({"at": round(elapsed, 1)} | _stats(batch))
+            result |= {"intervals": intervals}  # kept even when the soak fails
             _check_error_budget(probes, limits, expected=_expected_probes(plan, hosts, limits))
             progress(min(100.0, 100 * elapsed / limits.duration))
             time.sleep(min(limits.interval, max(0.0, limits.duration - elapsed)))
@@ -51,10 +55,36 @@ def _check_error_budget(probes: list[Probe], limits: Soak, expected: int) -> Non
         )
 
 
-def _judge(probes: list[Probe], limits: Soak) -> dict[str, object]:
+def _stats(probes: list[Probe]) -> dict[str, float]:
+    """Response-time percentiles (ms) and the failure rate of some probes."""
     latencies = sorted(p.latency_ms for p in probes)
-    p95 = latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else 0.0
-    if limits.max_p95_ms is not None and p95 > limits.max_p95_ms:
-        raise SoakFailed(f"p95 latency {p95:.0f} ms is over the limit of {limits.max_p95_ms:g} ms")
+
+    def percentile(share: float) -> float:
+        return round(latencies[max(0, math.ceil(share * len(latencies)) - 1)], 1)
+
+    failed = sum(1 for p in probes if p.problem)
+    if not latencies:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "failure_rate": 0.0}
+    return {
+        "p50": percentile(0.50),
+        "p95": percentile(0.95),
+        "p99": percentile(0.99),
+        "failure_rate": round(failed / len(probes), 4),
+    }
+
+
+def _judge(probes: list[Probe], limits: Soak) -> dict[str, object]:
+    stats = _stats(probes)
+    if limits.max_p95_ms is not None and stats["p95"] > limits.max_p95_ms:
+        raise SoakFailed(
+            f"p95 latency {stats['p95']:.0f} ms is over the limit of {limits.max_p95_ms:g} ms"
+        )
     errors = sum(1 for p in probes if p.problem)
-    return {"probes": len(probes), "errors": errors, "p95_ms": round(p95, 1)}
+    return {
+        "probes": len(probes),
+        "errors": errors,
+        "p50_ms": stats["p50"],
+        "p95_ms": stats["p95"],
+        "p99_ms": stats["p99"],
+        "limits": {"max_p95_ms": limits.max_p95_ms, "max_error_rate": limits.max_error_rate},
+    }

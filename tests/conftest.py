@@ -59,13 +59,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
-    """make_fleet(hosts=4, configured=1): hosts web1..webN serving shop-web 1.0.0; the first
-    `configured` hosts have the setting that the broken 3.0.0 needs. The demo plan's
+    """make_fleet(hosts=4, configured=1, folder="hosts"): hosts web1..webN serving shop-web
+    1.0.0; the first `configured` hosts have the setting that the broken 3.0.0 needs. Fleets
+    in other folders (of the same root) stand for rehearsal environments. The demo plan's
     environment is registered in the run store as it is then (not production; unsigned and
     timeout decisions allowed; demo-approver, bob and dba may approve, without keys)."""
     fleets: list[DemoFleet] = []
 
-    def make(hosts: int = 3, configured: int = 1) -> DemoFleet:
+    def make(hosts: int = 3, configured: int = 1, folder: str = "hosts") -> DemoFleet:
         if not environment("demo", open_store(create=True)).registered:
             register(
                 "demo",
@@ -74,7 +75,7 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
                 allow_timeout_approve=True,
             )
         ports = {f"web{i}": free_port() for i in range(1, hosts + 1)}
-        fleet = DemoFleet(tmp_path / "fleet", ports=ports)
+        fleet = DemoFleet(tmp_path / "fleet", ports=ports, folder=folder)
         fleets.append(fleet)
         fleet.set_up("1.0.0", configured=configured)
         return fleet

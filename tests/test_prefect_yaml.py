@@ -203,3 +203,32 @@ def test_a_cancel_of_a_go_live_a_worker_runs_rolls_it_back(
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
     [run] = [r for r in runs() if r.run_id == run_id]
     assert any(e["kind"] == "rollback.finished" and e["complete"] for e in run.entries())
+
+
+def test_the_nightly_rehearsal_is_scheduled_and_a_worker_runs_it_with_its_rollback_drill(
+    make_fleet: Callable[..., DemoFleet],
+    worker: Callable[..., None],
+    checkout: Path,
+    worker_environment: dict[str, str],
+) -> None:
+    fleet, stage = make_fleet(hosts=2), make_fleet(hosts=2, folder="rehearsal-hosts")
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[], rehearsal=fleet.rehearsal_on(stage))
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("go-live/rehearsal")
+    said = prefect(
+        "deployment", "run", "go-live/rehearsal", "--param", f"plan_path={plan}",
+        cwd=checkout, env=worker_environment | {"COLUMNS": "200"},
+    )  # fmt: skip
+    rehearsed = finished(UUID(said.stdout.split("UUID: ")[1].split()[0]))
+    [run] = runs()
+    started, result = next(run.of_kind("run.started")), next(run.of_kind("rehearsal.finished"))
+
+    [nightly] = deployment.schedules
+    assert (nightly.schedule.cron, nightly.schedule.timezone) == ("30 2 * * *", "Europe/London")  # type: ignore[union-attr]
+    assert deployment.parameters["rehearsal"] is True
+    assert rehearsed.state_name == "Completed"
+    assert started["trigger"]["deployment"] == "go-live/rehearsal"
+    assert started["triggered_by"] == "nightly rehearsal"
+    assert result["passed"] and result["rollback_seconds"] > 0
+    assert set(serving(stage).values()) == {"1.0.0/1.0.0/ok"}
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}

@@ -41,10 +41,13 @@ def build_artifact(directory: Path, version: str) -> Path:
 
 
 class DemoFleet:
-    """Hosts under root/hosts, artifacts under root/artifacts, plans written to root."""
+    """Hosts under root/<folder> (hosts), artifacts under root/artifacts, plans written to
+    root. A second fleet in the same root, in another folder, is a rehearsal environment."""
 
-    def __init__(self, root: Path, ports: dict[str, int] | None = None) -> None:
-        self.root = root
+    def __init__(
+        self, root: Path, ports: dict[str, int] | None = None, folder: str = "hosts"
+    ) -> None:
+        self.root, self.folder = root, folder
         self.template: dict[str, Any] = yaml.safe_load(DEMO_PLAN.read_text())
         if ports:
             self.template["targets"]["hosts"] = [
@@ -53,7 +56,13 @@ class DemoFleet:
         self.hosts = [Host.model_validate(h) for h in self.template["targets"]["hosts"]]
 
     def host_dir(self, name: str) -> Path:
-        return self.root / "hosts" / name
+        return self.root / self.folder / name
+
+    def rehearsal_on(self, fleet: DemoFleet, environment: str = "demo-rehearsal") -> dict[str, Any]:
+        """A plan's `rehearsal:` section for rehearsing on `fleet`'s hosts."""
+        hosts = [{"name": h.name, "vars": h.vars} for h in fleet.hosts]
+        targets = self.template["targets"] | {"path": fleet.folder, "hosts": hosts}
+        return {"environment": environment, "targets": targets}
 
     def transport(self, host: Host) -> HostReleases:
         return HostReleases(host, LocalShell(host.name), str(self.host_dir(host.name)))
@@ -62,7 +71,7 @@ class DemoFleet:
         """Fresh hosts, every one serving `version`; the first `configured` hosts have the
         payments setting that 3.0.0 needs."""
         self.stop()
-        shutil.rmtree(self.root / "hosts", ignore_errors=True)
+        shutil.rmtree(self.root / self.folder, ignore_errors=True)
         for index, host in enumerate(self.hosts):
             settings = {"payments_url": "https://payments.internal"} if index < configured else {}
             (self.host_dir(host.name) / "shared").mkdir(parents=True)

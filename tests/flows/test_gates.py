@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prefect.input.actions import read_flow_run_input
 
 from blocks.webhook import Webhook
 from flows.golive import go_live
@@ -264,6 +266,13 @@ def test_replayed_misdirected_and_unsigned_decisions_never_count(
     ]
     assert [d["approver"] for d in accepted] == ["bob", "carol"]
     assert record["state"] == "completed"
+    # the resume form after the UI's unsigned resume says so first, with what would count
+    form = read_flow_run_input("gate-1-4-description", flow_run_id=UUID(only_run()[0].run_id))
+    assert form.startswith(
+        "**The last decision did NOT count**: the approve claimed by 'bob': unsigned: this gate "
+        "takes only decisions signed with `golive approve --key`"
+    )
+    assert "This would count: `golive approve " in form and "--as bob --key KEYFILE`" in form
 
 
 def test_a_decision_counts_only_for_the_gate_occurrence_it_was_signed_for_and_in_its_time(

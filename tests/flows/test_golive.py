@@ -209,16 +209,6 @@ def test_a_missing_artifact_stops_the_run_before_anything_changes(
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
 
 
-def test_a_change_freeze_stops_the_run_at_preflight(make_fleet: Callable[..., DemoFleet]) -> None:
-    fleet = make_fleet(hosts=2)
-    freeze = [{"from": "2000-01-01", "to": "2999-12-31", "reason": "test freeze"}]
-
-    with pytest.raises(RunFailed, match=r"inside the change freeze .* \(test freeze\)"):
-        go_live(str(fleet.write_plan("2.0.0", freeze=freeze)))
-
-    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
-
-
 def test_releases_beyond_keep_releases_are_pruned_after_success(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
@@ -248,13 +238,19 @@ def test_a_canary_soak_over_its_latency_limit_rolls_the_canary_back(
     soak = {"duration": "1s", "interval": "0.2s", "max_p95_ms": 0.001}  # no answer is that fast
     waves = [{"name": "canary", "hosts": 1, "soak": "0.5s"}, {"name": "rest", "hosts": "100%"}]
 
+    closeout = [{"task": "drop the old column", "owner": "dba", "due": "2026-12-20"}]
+
     with pytest.raises(RunFailed, match=r"soak failed: p95 latency \d+ ms is over the limit"):
-        go_live(str(fleet.write_plan("2.0.0", gates={}, waves=waves, soak=soak)))
+        go_live(str(fleet.write_plan("2.0.0", gates={}, waves=waves, soak=soak, closeout=closeout)))
 
     journal, record = only_run()
     assert [w["wave"] for w in journal.of_kind("wave.started")] == ["canary"]
     assert list(record["rollback"]["hosts"]) == ["web1"]
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    report = (journal.run_dir / "report.md").read_text()
+    [watched] = [line for line in report.splitlines() if line.startswith("| canary | failed")]
+    assert "(0.001 ms)" in watched and "█" in watched  # every interval over its limit
+    assert "| drop the old column | dba | 2026-12-20 |" in report
 
 
 def test_rollback_puts_backed_up_files_back_as_they_were_before_the_run(

@@ -162,3 +162,20 @@ def test_a_healthy_soak_reports_its_probes(
         RunJournal.create("t"),
     )
     assert result["errors"] == 0 and int(str(result["probes"])) >= 1
+
+
+def test_a_soak_records_percentiles_and_the_failure_rate_of_every_interval(
+    server: tuple[Script, Host], golive_home: object
+) -> None:
+    script, host = server
+    script.answers = [(200, "ok", 0.0), (200, "ok", 0.05)]
+    limits = Soak(duration=0.6, interval=0.1, max_p95_ms=1000, max_error_rate=0.5)
+    result = soak(plan_for(host, [check()]), ["web1"], limits, "test", RunJournal.create("t"))
+    intervals = result["intervals"]
+    assert isinstance(intervals, list) and len(intervals) >= 3
+    for interval in intervals:
+        assert set(interval) == {"at", "p50", "p95", "p99", "failure_rate"}
+        assert interval["p50"] <= interval["p95"] <= interval["p99"]
+        assert interval["failure_rate"] == 0
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]  # type: ignore[operator]
+    assert result["limits"] == {"max_p95_ms": 1000, "max_error_rate": 0.5}
