@@ -540,13 +540,17 @@ def _time_zone(value: str) -> str:
 
 
 def _time_of_day(value: Any) -> Any:
+    if isinstance(value, time):
+        return value
     if isinstance(value, str) and re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
         return time.fromisoformat(value)
     raise ValueError(f"{value!r} is not a time of day; accepted: 'HH:MM' in quotes, like '15:00'")
 
 
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
-TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
+TimeOfDay = Annotated[
+    time, BeforeValidator(_time_of_day), PlainSerializer(lambda t: t.strftime("%H:%M"))
+]
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
@@ -624,7 +628,9 @@ class RecurringFreeze(Section):
 
 
 def _freeze_kind(value: Any) -> str:
-    return "recurring" if isinstance(value, dict) and "every" in value else "dates"
+    """A window read from a plan (a mapping) or written back (a model): which kind it is."""
+    recurring = isinstance(value, RecurringFreeze) or (isinstance(value, dict) and "every" in value)
+    return "recurring" if recurring else "dates"
 
 
 AnyFreeze = Annotated[

@@ -25,7 +25,7 @@ from golive.plan import (
     Gate,
     Host,
     Plan,
-    Rehearsal,
+    SafeName,
     Targets,
     hosts_by_name,
     placeholders,
@@ -327,36 +327,35 @@ def _approvers_registered(name: str, gate: Gate, env: Environment) -> list[Probl
 
 def _rehearsal_apart(view: PlanView) -> list[Problem]:
     """A rehearsal runs on an environment, hosts and databases of its own, never production's,
-    and the plan's waves fit its hosts."""
-    rehearsal: Rehearsal | None = view.sections.get("rehearsal")
-    if rehearsal is None:
+    and the plan's waves fit its hosts. Each part is judged if it parsed, whatever its
+    siblings did."""
+    raw = view.raw.get("rehearsal")
+    if not isinstance(raw, dict):
         return []
-    problems = []
-    if rehearsal.environment == view.environment():
-        problems.append(
-            Problem(
-                "rehearsal.environment",
-                f"{rehearsal.environment!r} is the plan's own environment; accepted: an "
-                "environment of its own",
-            )
-        )
-    elif environment(rehearsal.environment).rules.production:
-        problems.append(
-            Problem(
-                "rehearsal.environment",
-                f"{rehearsal.environment!r} is a production environment (`golive env show "
-                f"{rehearsal.environment}`); accepted: one that is not",
-            )
-        )
-    problems += _hosts_apart(view, rehearsal.targets)
-    problems += _databases_apart(view, rehearsal.databases)
-    if view.complete("waves"):
-        names = [h.name for h in rehearsal.targets.hosts]
-        _, unfit = resolve_waves(view.sections["waves"], names)
-        problems += [
-            Problem("rehearsal.targets.hosts", f"for {p.path}: {p.message}") for p in unfit
-        ]
+    name = raw.get("environment")
+    problems = _rehearsal_environment(view, name) if isinstance(name, str) else []
+    targets: Targets | None = _parsed(Targets, raw.get("targets"))
+    databases = _parsed(dict[SafeName, DatabaseRef], raw.get("databases") or {})
+    if targets is not None:
+        problems += _hosts_apart(view, targets)
+        if view.complete("waves"):
+            _, unfit = resolve_waves(view.sections["waves"], [h.name for h in targets.hosts])
+            problems += [
+                Problem("rehearsal.targets.hosts", f"for {p.path}: {p.message}") for p in unfit
+            ]
+    if databases is not None:
+        problems += _databases_apart(view, databases)
     return problems
+
+
+def _rehearsal_environment(view: PlanView, name: str) -> list[Problem]:
+    if name == view.environment():
+        why = "is the plan's own environment; accepted: an environment of its own"
+    elif environment(name).rules.production:
+        why = f"is a production environment (`golive env show {name}`); accepted: one that is not"
+    else:
+        return []
+    return [Problem("rehearsal.environment", f"{name!r} {why}")]
 
 
 def _hosts_apart(view: PlanView, targets: Targets) -> list[Problem]:

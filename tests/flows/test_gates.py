@@ -267,7 +267,8 @@ def test_replayed_misdirected_and_unsigned_decisions_never_count(
     assert [d["approver"] for d in accepted] == ["bob", "carol"]
     assert record["state"] == "completed"
     # the resume form after the UI's unsigned resume says so first, with what would count
-    form = read_flow_run_input("gate-1-4-description", flow_run_id=UUID(only_run()[0].run_id))
+    run_id = UUID(only_run()[0].run_id)
+    form = read_flow_run_input("paused-gate-1-4-description", flow_run_id=run_id)
     assert form.startswith(
         "**The last decision did NOT count**: the approve claimed by 'bob': unsigned: this gate "
         "takes only decisions signed with `golive approve --key`"

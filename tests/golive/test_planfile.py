@@ -102,8 +102,26 @@ def test_a_good_plan_loads_with_its_waves_resolved_and_paths_made_absolute(tmp_p
                 ],
             }
         },
+        {
+            "freeze": [
+                {
+                    "every": "friday",
+                    "after": "15:00",
+                    "reason": "weekend",
+                    "timezone": "Asia/Tokyo",
+                },
+                {"every": "month-end", "days": 2, "until": "18:00", "reason": "close"},
+            ],
+            "closeout": [{"task": "drop the old column", "owner": "dba", "due": "2026-12-20"}],
+            "rehearsal": {
+                "environment": "staging",
+                "targets": GOOD["targets"] | {"path": "stage-hosts"},
+                "gates": "reject",
+                "required_within": "7d",
+            },
+        },
     ],
-    ids=["good", "freeze", "database-block", "whole-rate", "shares", "audit", "ssh"],
+    ids=["good", "freeze", "database-block", "whole-rate", "shares", "audit", "ssh", "later"],
 )
 def test_a_plan_kept_in_the_run_store_reads_back_as_the_same_plan(
     tmp_path: Path, changes: dict[str, Any]
