@@ -120,7 +120,13 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
     }
     opening = journal.write("gate.opened", gate=name, **opened)
     _tell(plan, journal, "gate.opened", name, **opened)
-    form = GateDecision.with_initial_data(description=brief)
+    how = f"\n\n**To decide:** `{command}` (or `golive reject ... --comment WHY`)." + (
+        ""
+        if gate.allow_unsigned
+        else " A resume from this page carries no signature: it "
+        "is recorded as refused and does not count."
+    )
+    form = GateDecision.with_initial_data(description=brief + how)
     deadline = time.monotonic() + gate.timeout
     approvals: list[str] = []
     occurrence = sum(1 for _ in journal.of_kind("gate.opened"))  # in this run, of any gate
@@ -134,7 +140,7 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
         refusal = _refusal(name, opening["at"], gate, journal, decision, approvals)
         if refusal:
             note = _refuse(name, decision, refusal, journal, command)
-            form = GateDecision.with_initial_data(description=note + brief)
+            form = GateDecision.with_initial_data(description=note + brief + how)
             continue
         _record(name, plan, journal, decision)
         get_run_logger().info(

@@ -274,6 +274,7 @@ def test_replayed_misdirected_and_unsigned_decisions_never_count(
         "takes only decisions signed with `golive approve --key`"
     )
     assert "This would count: `golive approve " in form and "--as bob --key KEYFILE`" in form
+    assert "A resume from this page carries no signature: it is recorded as refused" in form
 
 
 def test_a_decision_counts_only_for_the_gate_occurrence_it_was_signed_for_and_in_its_time(
