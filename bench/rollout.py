@@ -193,7 +193,21 @@ class Bench:
 
     # --- golive ---
 
+    def register(self) -> None:
+        """Environment `bench` in the registry (golive runs only in registered ones)."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from golive.registry import Rules, environment, set_environment
+        from golive.signing import public_key_text
+        from golive.store import open_store
+
+        if not environment("bench", open_store(create=True)).registered:
+            admin = Ed25519PrivateKey.generate()
+            public = public_key_text(admin.public_key())
+            set_environment("bench", Rules(production=False, admins={"admin": public}), admin)
+
     def plan(self, version: str, artifact_path: Path) -> Path:
+        self.register()
         hosts = [self.sshd.inline_host(n, path=str(self.host_dir(n))) for n in self.names]
         waves = [
             {"name": "canary", "hosts": 1},

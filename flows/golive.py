@@ -31,6 +31,7 @@ from golive.errors import (
     RollbackIncomplete,
     RollbackStopped,
     RunFailed,
+    UnknownEnvironment,
     UnprovenReleaser,
     WaveFailed,
 )
@@ -125,6 +126,8 @@ def go_live(
     rehearsing = rehearsal_record(plan_file, rehearsed) if rehearsal else None
     signed = (plan_file, triggered_by, start_signature, signed_at, freeze_override)
     try:
+        if not plan_file.environment.registered:
+            raise UnknownEnvironment(plan_file.plan.environment)
         releaser = proven_releaser(*signed)
         frozen = [] if rehearsal else plan_file.plan.freezes_at(datetime.now(UTC))
         if frozen and not (freeze_override and releaser):
@@ -132,7 +135,7 @@ def go_live(
         missing = None if rehearsal else missing_evidence(plan_file)
         if missing:
             raise NoRehearsal(missing)
-    except (UnprovenReleaser, Frozen, NoRehearsal) as refused:
+    except (UnknownEnvironment, UnprovenReleaser, Frozen, NoRehearsal) as refused:
         journal = start_run(plan_file, triggered_by or whoami(), rehearsal=rehearsing)
         journal.write("run.finished", state="refused", reason=str(refused))
         drop_inputs(journal)
@@ -178,12 +181,14 @@ def go_live(
 def release(plan_file: PlanFile, journal: RunJournal) -> Plan:
     """Everything between the lease and the close-out; any failure rolls back. Returns the
     plan as it ran (hosts named by block filled in)."""
+    not_frozen(plan_file.plan, journal)  # a freeze may have begun while it waited
     plan = preflight(plan_file.plan, journal)  # and a verified backup of every host
     back_up_databases(plan, journal)
     migrate(plan, journal)
     progress = progress_bar("hosts on the new release")
     live: list[str] = []  # hosts on the new release and still in the rollout
     for wave in plan_file.waves:
+        not_frozen(plan, journal)  # or at a gate, or between waves
         live += deploy_wave(plan, wave, journal)
         progress(100 * len(live) / len(plan.targets.hosts))
         if wave.wave.soak:
@@ -195,6 +200,18 @@ def release(plan_file: PlanFile, journal: RunJournal) -> Plan:
     if plan.soak:
         soak(plan, live, plan.soak, label="all hosts", journal=journal)
     return plan
+
+
+def not_frozen(plan: Plan, journal: RunJournal) -> None:
+    """A change freeze that began after the run started (while it waited for its lease, at a
+    gate, between waves) stops it before it changes more, and what it changed is rolled back;
+    unless it started with a signed override. A rehearsal is not held by the plan's freezes."""
+    started = next(journal.of_kind("run.started"))
+    if started.get("rehearsal") or next(journal.of_kind("freeze.overridden"), None):
+        return
+    frozen = plan.freezes_at(datetime.now(UTC))
+    if frozen:
+        raise Frozen(frozen, started["plan_path"], overridden=False)
 
 
 def rollback_drill(plan: Plan, journal: RunJournal) -> None:

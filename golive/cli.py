@@ -32,6 +32,7 @@ from golive.errors import (
     RollbackIncomplete,
     RunNotFound,
     StoreError,
+    UnknownEnvironment,
     describe_os_error,
 )
 from golive.home import golive_home
@@ -154,6 +155,12 @@ def run(
     plan_file = _load(plan)
     if rehearsal and plan_file.plan.rehearsal is None:
         _bad_input(f"{plan}: --rehearsal, but the plan has no `rehearsal:` section to run on")
+    if rehearsal:
+        from golive.rehearsal import rehearsal_of
+
+        plan_file = rehearsal_of(plan_file)  # what the start's signature covers
+    if not plan_file.environment.registered:
+        _bad_input(str(UnknownEnvironment(plan_file.plan.environment)))
     if override and (key is None or not override.strip() or len(override) > 500):
         _bad_input("--override-freeze needs a reason (at most 500 characters) and --key to sign it")
     signed = _signed_start(plan_file, triggered_by, key, _passphrase(passphrase_env), override)

@@ -4,6 +4,7 @@
     ├── PlanError                 the plan cannot run; lists every problem with its YAML path
     ├── PreflightError            a host, artifact or disk is not ready; nothing was changed
     ├── UnprovenReleaser          a run's start is not signed by a registered key where it must be
+    ├── UnknownEnvironment        the plan's environment is not in the registry: nothing runs there
     ├── NoRehearsal               the plan asks for a recent passing rehearsal of itself: none
     ├── Frozen                    now is inside a change freeze: which window, how to override
     ├── RegistryError             the environment registry does not verify, or a change to it
@@ -80,6 +81,16 @@ class UnprovenReleaser(GoLiveError):
             f"a run on {environment!r} must be started by a proven releaser: {reason}. Start it "
             "with `golive run PLAN --key KEYFILE`, with a key registered for the environment "
             "(`golive env show` lists them); nothing was run"
+        )
+
+
+class UnknownEnvironment(GoLiveError):
+    def __init__(self, environment: str) -> None:
+        super().__init__(
+            f"environment {environment!r} is not registered, and golive runs only in "
+            "environments the registry knows (`golive env show` lists them); an admin "
+            f"registers it with `golive env set {environment} RULES.yaml --key ADMIN.key`. "
+            "Nothing was run"
         )
 
 

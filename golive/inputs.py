@@ -17,6 +17,7 @@ from pathlib import Path
 
 from golive.errors import PreflightError, describe_os_error
 from golive.journal import RunJournal
+from golive.manifest import sha256_of
 from golive.planfile import PlanFile
 from golive.private import private_dir
 
@@ -39,7 +40,7 @@ def pin_inputs(plan_file: PlanFile, folder: Path) -> PlanFile:
     release = plan.release.model_copy(update={"artifact": artifact})
     pinned = plan.model_copy(update={"release": release, "migrations": migrations})
     digest = _covering(plan_file, inputs)
-    proven = _release_digest(plan_file, inputs)
+    proven = _release_digest(plan_file, list(inputs.values()))
     return replace(plan_file, plan=pinned, digest=digest, inputs=inputs, release_digest=proven)
 
 
@@ -48,13 +49,17 @@ def run_digest(plan_file: PlanFile) -> str:
     `golive run --key` signs, for the run to compare with the digest of its own copies."""
     plan = plan_file.plan
     files = [plan.release.artifact, *(m.sql for m in plan.migrations)]
-    return _covering(plan_file, {str(path): _sha256(path) for path in files})
+    try:
+        return _covering(plan_file, {str(path): sha256_of(path) for path in files})
+    except OSError as error:
+        raise PreflightError([describe_os_error(error, "cannot read the plan's files")]) from None
 
 
-def _release_digest(plan_file: PlanFile, inputs: dict[str, str]) -> str:
-    """The plan file and its files, not the environment it runs in: what a rehearsal of it
-    proves for a later run of it elsewhere."""
-    covered = {"plan": plan_file.digest, "files": inputs}
+def _release_digest(plan_file: PlanFile, files: list[str]) -> str:
+    """The plan file and its files' contents (the artifact's, then each SQL file's), not
+    where they lie nor the environment it runs in: what a rehearsal of it proves for a later
+    run of it, from another checkout or machine."""
+    covered = {"plan": plan_file.digest, "files": files}
     return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
 
 
@@ -65,17 +70,6 @@ def _covering(plan_file: PlanFile, inputs: dict[str, str]) -> str:
         "files": inputs,
     }
     return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as reading:
-            while chunk := reading.read(CHUNK):
-                digest.update(chunk)
-    except OSError as error:
-        raise PreflightError([describe_os_error(error, f"cannot read {path}")]) from None
-    return digest.hexdigest()
 
 
 def _copy(source: Path, folder: Path) -> tuple[Path, str]:

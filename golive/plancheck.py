@@ -375,6 +375,8 @@ def _hosts_apart(view: PlanView, targets: Targets) -> list[Problem]:
 
 
 def _location(base: Path, targets: Targets, host: Host) -> str:
+    if host.block:  # where it is, its block says: two hosts of one block are one host
+        return f"the block {host.block}"
     directory = targets.deploy_dir(host)
     if targets.transport == "ssh":
         return f"{host.address}:{host.port}:{directory}"

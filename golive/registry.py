@@ -198,40 +198,59 @@ def _verified_changes(store: RunStore | None) -> list[tuple[StoredEntry, Environ
                 return []  # nothing is registered yet
             raise
     current: dict[str, Rules] = {}
-    changes = []
-    for entry in store.entries(REGISTRY):
-        body = EnvironmentSet.model_validate_json(entry.body)
-        problem = _change_problem(entry, body, current.get(body.environment))
-        if problem:
-            raise RegistryError(
-                f"the environment registry in run store {store.shown} does not verify at "
-                f"change {entry.seq}: {problem}. golive trusts none of it and runs nothing that "
-                "needs it; keep the store as it is for whoever investigates "
-                "(`golive audit verify`)"
-            )
+    changes: list[tuple[StoredEntry, EnvironmentSet]] = []
+    entries = store.entries(REGISTRY)
+    for number, entry in enumerate(entries, 1):
+        before = changes[-1][0].hash if changes else GENESIS
+        body, problem = _change_problem(entry, number, before, current)
+        if problem or body is None:
+            raise _not_verified(store, entry.seq, problem or "it does not read back")
         current[body.environment] = Rules.model_validate(body.rules)
         changes.append((entry, body))
+    sealed = store.newest_link(REGISTRY)
+    if sealed is not None and (sealed.entries, sealed.run_head) != (
+        len(entries),
+        entries[-1].hash if entries else GENESIS,
+    ):
+        raise _not_verified(
+            store, sealed.entries, "the chain of run heads holds another registry (cut short)"
+        )
     return changes
 
 
-def _change_problem(entry: StoredEntry, body: EnvironmentSet, before: Rules | None) -> str | None:
+def _not_verified(store: RunStore, seq: int, problem: str) -> RegistryError:
+    return RegistryError(
+        f"the environment registry in run store {store.shown} does not verify at change "
+        f"{seq}: {problem}. golive trusts none of it and runs nothing that needs it; keep the "
+        "store as it is for whoever investigates (`golive audit verify`)"
+    )
+
+
+def _change_problem(
+    entry: StoredEntry, number: int, before: str, current: dict[str, Rules]
+) -> tuple[EnvironmentSet | None, str | None]:
+    """The change an entry holds, and what is wrong with it: not where it stands in the
+    chain, edited, not an admin's, or not signed as it reads."""
     digest = entry_hash(
         entry.prev, entry.run_id, entry.seq, entry.at, entry.kind, entry.v, entry.body
     )
+    if entry.seq != number or entry.prev != before:
+        return None, "it is not where golive wrote it (moved, inserted, or replayed)"
     if digest != entry.hash:
-        return "its contents do not match its hash: the change was edited"
-    if entry.kind != EnvironmentSet.kind or body.replaces != entry.prev:
-        return "it is not a change golive wrote where it stands (moved, or replayed)"
+        return None, "its contents do not match its hash: the change was edited"
     try:
+        body = EnvironmentSet.model_validate_json(entry.body)
         rules = Rules.model_validate(body.rules)
     except ValidationError:
-        return "its rules do not read back"
-    admins = (before or rules).admins
-    if not any(same_key(body.key, key) for key in admins.values()):
-        return f"it is signed by {body.signed_by!r}, who is not an admin of {body.environment!r}"
+        return None, f"it is not an environment change golive writes ({entry.kind})"
+    if body.replaces != entry.prev:
+        return body, "it was signed for another place in the registry (replayed)"
+    admins = current.get(body.environment, rules).admins
+    if not same_key(admins.get(body.signed_by), body.key):
+        return body, f"it is signed by {body.signed_by!r}, not an admin of {body.environment!r}"
     if not verifies(_what_is_signed(body), body.signature, body.key):
-        return "its signature does not verify: the change was altered after it was signed"
-    return None
+        return body, "its signature does not verify: the change was altered after it was signed"
+    return body, None
 
 
 def _what_is_signed(body: EnvironmentSet) -> EnvironmentChange:

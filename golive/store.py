@@ -408,6 +408,17 @@ class RunStore:
             rows = connection.execute(select(heads_table).order_by(heads_table.c.pos))
             return [Link(*row) for row in rows]
 
+    def newest_link(self, run_id: str) -> Link | None:
+        """The newest link of the chain of run heads that holds this run's entries."""
+        with self._reading() as connection:
+            row = connection.execute(
+                select(heads_table)
+                .where(heads_table.c.run_id == run_id)
+                .order_by(heads_table.c.pos.desc())
+                .limit(1)
+            ).first()
+        return Link(*row) if row else None
+
     def run_rows(self, with_registry: bool = False) -> list[RunRow]:
         """Every run, newest first, with its latest state from the heads chain; the
         environment registry's chain (golive/registry.py) only `with_registry`."""

@@ -33,7 +33,7 @@ from golive.journal import Entry, RunJournal
 from golive.plan import Gate, Plan
 from golive.progress import ui_link
 from golive.record import summarize
-from golive.registry import Rules, rules_of
+from golive.registry import Rules, environment, rules_of
 from golive.rehearsal import latest_rehearsal
 from golive.report import render_gate_brief
 from golive.signing import Decision, same_key, sign, verifies
@@ -172,7 +172,9 @@ def _refuse(
         reason=refusal,
         signed_at=decision.signed_at,
     )
-    counts = command.replace("--as NAME", f"--as {decision.approver}")
+    # The claimed name is anyone's text: shown only when it is a registered approver's.
+    registered = decision.approver in rules_of(next(journal.of_kind("run.started"))).approvers
+    counts = command.replace("--as NAME", f"--as {decision.approver}") if registered else command
     get_run_logger().warning(
         "Gate %s: the %s claimed by %r did NOT count: %s. The gate keeps waiting; this would "
         "count: %s",
@@ -182,9 +184,10 @@ def _refuse(
         refusal,
         counts,
     )
+    claimed = decision.approver if registered else "someone not registered"
     return (
         f"**The last decision did NOT count**: the {decision.decision} claimed by "
-        f"{decision.approver!r}: {refusal}. This would count: `{counts}`\n\n"
+        f"{claimed!r}: {refusal}. This would count: `{counts}`\n\n"
     )
 
 
@@ -365,6 +368,12 @@ def _refusal(
         return (
             f"the signature does not verify with {who}'s registered key for this run, gate "
             "and plan (signed for another run, plan or wave, altered, or another key)"
+        )
+    now = environment(started["environment"]).rules.approvers.get(who)
+    if now is None or not same_key(now.public_key, registered.public_key):
+        return (
+            f"{who}'s key is no longer registered for environment {started['environment']!r} "
+            "(it was revoked or replaced since the run started)"
         )
     if same_key(registered.public_key, (started.get("trigger") or {}).get("key")):
         return f"it is signed with the key that started this run ({who}'s): no self-approval"

@@ -31,7 +31,9 @@ def soak(
         while (elapsed := time.monotonic() - started) < limits.duration:
             batch = [probe(client, c, plan.host(h)) for h in hosts for c in plan.smoke]
             probes += batch
-            intervals.append({"at": round(elapsed, 1)} | _stats(batch))
+            intervals.append(
+                {"at": round(elapsed, 1)} | {k: round(v, 4) for k, v in _stats(batch).items()}
+            )
             result |= {"intervals": intervals}  # kept even when the soak fails
             _check_error_budget(probes, limits, expected=_expected_probes(plan, hosts, limits))
             progress(min(100.0, 100 * elapsed / limits.duration))
@@ -60,7 +62,7 @@ def _stats(probes: list[Probe]) -> dict[str, float]:
     latencies = sorted(p.latency_ms for p in probes)
 
     def percentile(share: float) -> float:
-        return round(latencies[max(0, math.ceil(share * len(latencies)) - 1)], 1)
+        return latencies[max(0, math.ceil(share * len(latencies)) - 1)]
 
     failed = sum(1 for p in probes if p.problem)
     if not latencies:
@@ -69,7 +71,7 @@ def _stats(probes: list[Probe]) -> dict[str, float]:
         "p50": percentile(0.50),
         "p95": percentile(0.95),
         "p99": percentile(0.99),
-        "failure_rate": round(failed / len(probes), 4),
+        "failure_rate": failed / len(probes),
     }
 
 
@@ -83,8 +85,8 @@ def _judge(probes: list[Probe], limits: Soak) -> dict[str, object]:
     return {
         "probes": len(probes),
         "errors": errors,
-        "p50_ms": stats["p50"],
-        "p95_ms": stats["p95"],
-        "p99_ms": stats["p99"],
+        "p50_ms": round(stats["p50"], 1),
+        "p95_ms": round(stats["p95"], 1),
+        "p99_ms": round(stats["p99"], 1),
         "limits": {"max_p95_ms": limits.max_p95_ms, "max_error_rate": limits.max_error_rate},
     }

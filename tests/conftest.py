@@ -63,7 +63,8 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
     1.0.0; the first `configured` hosts have the setting that the broken 3.0.0 needs. Fleets
     in other folders (of the same root) stand for rehearsal environments. The demo plan's
     environment is registered in the run store as it is then (not production; unsigned and
-    timeout decisions allowed; demo-approver, bob and dba may approve, without keys)."""
+    timeout decisions allowed; demo-approver, bob and dba may approve, without keys), and so
+    is its rehearsal environment, demo-rehearsal."""
     fleets: list[DemoFleet] = []
 
     def make(hosts: int = 3, configured: int = 1, folder: str = "hosts") -> DemoFleet:
@@ -74,6 +75,7 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., DemoFleet]]:
                 allow_unsigned=True,
                 allow_timeout_approve=True,
             )
+            register("demo-rehearsal")
         ports = {f"web{i}": free_port() for i in range(1, hosts + 1)}
         fleet = DemoFleet(tmp_path / "fleet", ports=ports, folder=folder)
         fleets.append(fleet)

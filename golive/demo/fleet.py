@@ -58,6 +58,12 @@ class DemoFleet:
     def host_dir(self, name: str) -> Path:
         return self.root / self.folder / name
 
+    def rehearsal_fleet(self) -> DemoFleet:
+        """The demo plan's rehearsal environment: hosts of its own, in a folder of their own."""
+        section = self.template["rehearsal"]["targets"]
+        ports = {h["name"]: h["vars"]["http_port"] for h in section["hosts"]}
+        return DemoFleet(self.root, ports, folder=section["path"])
+
     def rehearsal_on(self, fleet: DemoFleet, environment: str = "demo-rehearsal") -> dict[str, Any]:
         """A plan's `rehearsal:` section for rehearsing on `fleet`'s hosts."""
         hosts = [{"name": h.name, "vars": h.vars} for h in fleet.hosts]

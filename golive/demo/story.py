@@ -55,8 +55,10 @@ def run_demo(console: Console) -> bool:
         f"[bold]golive demo[/]: 3 local hosts under {fleet.root / 'hosts'}, "
         "each serving shop-web 1.0.0 on a loopback port"
     )
+    stage = fleet.rehearsal_fleet()  # for `golive run PLAN --rehearsal` afterwards
     try:
         fleet.set_up("1.0.0")
+        stage.set_up("1.0.0")
         key_file, signed_gates = _register_environment(fleet)
         with LiveProgress(console, PREFECT_UI_URL.value()):
             unsubscribe = journal.subscribe(lambda e: _approve_as_demo(e, key_file, console))
@@ -70,19 +72,24 @@ def run_demo(console: Console) -> bool:
         return False
     finally:
         fleet.stop()
+        stage.stop()
     _summarize(console, stories, hosts_now, time.monotonic() - started)
     console.print(
         f"See a run in the Prefect UI: {ui_link(stories[0].run_id, PREFECT_UI_URL.value())}"
     )
     console.print(f"Try the plans yourself: golive validate {fleet.root / 'plan-3.0.0.yaml'}")
+    console.print(
+        f"Rehearse one, with its rollback drill: golive run {fleet.root / 'plan-2.0.0.yaml'} "
+        "--rehearsal"
+    )
     expected = all(s.succeeded == s.expect_success for s in stories)
     return expected and set(hosts_now.values()) == {"2.0.0"}
 
 
 def _register_environment(fleet: DemoFleet) -> tuple[Path, dict[str, Any]]:
-    """The demo's own environment in the registry (as its admin, with a key kept under the
-    demo's folder), its approver's key, and gates that take only signed decisions, as a
-    production gate does."""
+    """The demo's own environments in the registry, its own and its rehearsal's (as their
+    admin, with a key kept under the demo's folder), its approver's key, and gates that take
+    only signed decisions, as a production gate does."""
     admin, approver = _key(fleet, "demo-admin"), _key(fleet, APPROVER)
     rules = Rules(
         production=False,
@@ -90,9 +97,14 @@ def _register_environment(fleet: DemoFleet) -> tuple[Path, dict[str, Any]]:
         approvers={APPROVER: Approver(public_key=_public(approver))},
         allow_unsigned=True,
     )
-    environment = fleet.template["environment"]
-    if registry.environment(environment).rules != rules:
-        registry.set_environment(environment, rules, load_private_key(admin, passphrase=None))
+    key = load_private_key(admin, passphrase=None)
+    rehearsing = Rules(production=False, admins=rules.admins)
+    for environment, wanted in (
+        (fleet.template["environment"], rules),
+        (fleet.template["rehearsal"]["environment"], rehearsing),
+    ):
+        if registry.environment(environment).rules != wanted:
+            registry.set_environment(environment, wanted, key)
     gates = {
         name: gate | {"allow_unsigned": False} for name, gate in fleet.template["gates"].items()
     }

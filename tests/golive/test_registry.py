@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from golive.demo.fleet import DemoFleet
+from golive.store import NewEntry, entry_hash, open_store
 from tests.golive.test_cli import golive
 
 
@@ -163,26 +164,32 @@ def test_a_registry_edited_in_the_store_is_trusted_by_nothing(
         assert "does not verify at change 1: its contents do not match its hash" in done.stderr
 
 
+@pytest.mark.parametrize("how", ["appended", "copied with its own prev"])
 def test_an_old_signed_change_replayed_over_a_newer_one_is_refused(
-    tmp_path: Path, keys: dict[str, str], golive_home: Path
+    tmp_path: Path, keys: dict[str, str], golive_home: Path, how: str
 ) -> None:
     env_set(tmp_path, "live", rules(keys, production=False, allow_unsigned=True))
     env_set(tmp_path, "live", rules(keys, production=True))
     with sqlite3.connect(golive_home / "store.db") as db:
-        (old,) = db.execute(
-            "SELECT body FROM golive_entries WHERE run_id = 'registry' AND seq = 1"
+        old = db.execute(
+            "SELECT at, kind, v, body, prev FROM golive_entries WHERE run_id = 'registry' "
+            "AND seq = 1"
         ).fetchone()
-    from golive.entries import EnvironmentSet
-    from golive.store import NewEntry, open_store
-
-    open_store().append("registry", [NewEntry(EnvironmentSet.kind, 1, json.loads(old))])
+        if how == "copied with its own prev":  # and a hash that matches: it is not keyed
+            at, kind, v, body, prev = old
+            digest = entry_hash(prev, "registry", 3, at, kind, v, body)
+            db.execute(
+                "INSERT INTO golive_entries VALUES ('registry', 3, ?, ?, ?, ?, ?, ?)",
+                [at, kind, v, body, prev, digest],
+            )
+    if how == "appended":
+        open_store().append("registry", [NewEntry(old[1], old[2], json.loads(old[3]))])
 
     done = golive("env", "show", "live", api=False)
 
-    assert done.returncode == 2
-    assert "does not verify at change 3: it is not a change golive wrote where it stands" in (
-        done.stderr
-    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "does not verify at change 3" in done.stderr
+    assert ("replayed" in done.stderr) or ("cut short" in done.stderr)
 
 
 def test_bad_rules_files_and_keys_are_told_with_every_problem_and_change_nothing(
@@ -210,3 +217,20 @@ def test_bad_rules_files_and_keys_are_told_with_every_problem_and_change_nothing
         assert problem in done.stderr
     assert keyless.returncode == 2 and "is not a golive key" in keyless.stderr
     assert "no environments are registered" in golive("env", "show", api=False).stdout
+
+
+def test_a_run_in_an_environment_nobody_registered_is_refused_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    fleet = DemoFleet(tmp_path / "fleet")
+    waves = [{"name": "all", "hosts": "100%"}]
+    plan = fleet.write_plan("2.0.0", environment="prd", gates={}, waves=waves, rehearsal=None)
+
+    done = golive("run", str(plan))
+
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "environment 'prd' is not registered, and golive runs only in environments" in (
+        done.stderr
+    )
+    assert "Nothing was run" in done.stderr
+    assert not (fleet.root / "hosts").exists()
