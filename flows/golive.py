@@ -211,7 +211,7 @@ def not_frozen(plan: Plan, journal: RunJournal) -> None:
         return
     frozen = plan.freezes_at(datetime.now(UTC))
     if frozen:
-        raise Frozen(frozen, started["plan_path"], overridden=False)
+        raise Frozen(frozen, started["plan_path"], overridden=False, under_way=True)
 
 
 def rollback_drill(plan: Plan, journal: RunJournal) -> None:

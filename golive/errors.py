@@ -100,15 +100,21 @@ class NoRehearsal(GoLiveError):
 
 
 class Frozen(GoLiveError):
-    def __init__(self, windows: Sequence[str], plan: str, overridden: bool) -> None:
+    def __init__(
+        self, windows: Sequence[str], plan: str, overridden: bool, under_way: bool = False
+    ) -> None:
         self.windows = list(windows)
+        inside = f"now is inside the change freeze {'; '.join(self.windows)}"
+        if under_way:
+            super().__init__(f"a change freeze began while the run was under way: {inside}")
+            return
         tried = (
             " The override was not signed by a key the environment registers." if overridden else ""
         )
         super().__init__(
-            f"the run is refused, nothing was run: now is inside the change freeze "
-            f"{'; '.join(self.windows)}.{tried} To go ahead anyway, sign an override with its "
-            f"reason: golive run {plan} --key KEYFILE --override-freeze 'why'"
+            f"the run is refused, nothing was run: {inside}.{tried} To go ahead anyway, sign "
+            f"an override with its reason: golive run {plan} --key KEYFILE --override-freeze "
+            "'why'"
         )
 
 

@@ -3,23 +3,31 @@ one is refused, naming it, unless an override is signed with its reason."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flows.golive import go_live
+from golive import journal
 from golive.demo.fleet import DemoFleet
-from golive.errors import Frozen
+from golive.errors import Frozen, RunFailed
+from golive.journal import Entry, RunJournal
 from golive.plan import WEEKDAYS, Freeze, RecurringFreeze
 from golive.private import write_private
+from tasks.approvals import decide_gate
 from tests.flows.test_golive import serving
 from tests.golive.test_cli import golive
 from tests.registry import public, register
 from tests.runstore import runs
 
+ZONES = ["UTC", "Asia/Tokyo", "America/New_York", "Europe/Berlin"]
 ALWAYS = {"every": list(WEEKDAYS), "after": "00:00", "timezone": "Pacific/Chatham"}
 UNGATED = {"soak": None, "backups": [], "gates": {}, "waves": [{"name": "all", "hosts": "100%"}]}
 
@@ -107,3 +115,36 @@ def test_a_window_covers_the_times_its_time_zone_says(
     assert freeze.covers(datetime.fromisoformat(inside))
     assert not freeze.covers(datetime.fromisoformat(outside))
     assert not freeze.covers(datetime(2026, 12, 2, 12, tzinfo=UTC))  # a Wednesday
+
+
+def test_a_freeze_that_begins_while_the_run_waits_at_its_gate_stops_it_and_rolls_it_back(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    # A window that begins at the next minute, in a zone where that is still today.
+    zone = next(z for z in ZONES if 1 <= datetime.now(ZoneInfo(z)).hour <= 21)
+    begins = (datetime.now(ZoneInfo(zone)) + timedelta(minutes=1)).replace(second=0)
+    window = {"every": list(WEEKDAYS), "after": f"{begins:%H:%M}", "timezone": zone}
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", freeze=[window | {"reason": "from now on"}], soak=None)
+
+    def approve_once_frozen(entry: Entry) -> None:
+        if entry["kind"] == "gate.opened":
+            wait = (begins - datetime.now(ZoneInfo(zone))).total_seconds() + 1
+            run = RunJournal.find(entry["run_id"])
+            context = contextvars.copy_context()
+            threading.Thread(target=context.run, args=(approve, run, wait), daemon=True).start()
+
+    def approve(run: RunJournal, wait: float) -> None:
+        time.sleep(max(0.0, wait))
+        decide_gate(run, "approve", "demo-approver", "", None, wait_seconds=60)
+
+    unsubscribe = journal.subscribe(approve_once_frozen)
+    try:
+        with pytest.raises(RunFailed, match=r"inside the change freeze freeze\[0\] every monday"):
+            go_live(str(plan))
+    finally:
+        unsubscribe()
+
+    [run] = runs()
+    assert [w["wave"] for w in run.of_kind("wave.started")] == ["canary"]  # not the rest
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}  # the canary rolled back

@@ -200,6 +200,35 @@ def test_keys_that_are_not_registered_for_the_approver_are_refused(
     assert [d["approver"] for d in accepted] == ["bob"]
 
 
+def test_a_key_revoked_while_its_gate_is_open_no_longer_counts(
+    make_fleet: Callable[..., DemoFleet], people: Approvers, approver: Callable[..., None]
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = production_plan(fleet, people, quorum=1)
+    remaining = {name: people.keys[name] for name in ("alice", "carol")}
+
+    def revoke_bob(entry: Entry) -> None:  # an admin acts while the gate is open
+        if entry["kind"] == "gate.opened":
+            register("production", production=True, approvers=remaining)
+
+    unsubscribe = journal.subscribe(revoke_bob)  # before the approver: bob decides after it
+    approver(
+        decision("approve", "bob", "", people.keys["bob"]),
+        decision("approve", "carol", "", people.keys["carol"]),
+    )
+    try:
+        released(plan, people, "alice")
+    finally:
+        unsubscribe()
+
+    accepted, refused = decisions(only_run()[0])
+    assert refused[0]["reason"] == (
+        "bob's key is no longer registered for environment 'production' (it was revoked or "
+        "replaced since the run started)"
+    )
+    assert [d["approver"] for d in accepted] == ["carol"]
+
+
 class Forger:
     """Resumes the run itself, the way anyone who reaches Prefect's API can."""
 
