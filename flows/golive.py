@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,27 +120,9 @@ def go_live(
         freeze_override: Why the run goes ahead inside a change freeze; the start's signature
             covers it (`golive run --key KEYFILE --override-freeze WHY`).
     """
-    loaded = load_plan(plan_path)
-    rehearsed = loaded.plan.environment
-    loaded = rehearsal_of(loaded) if rehearsal else loaded
-    plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / INPUTS)
-    rehearsing = rehearsal_record(plan_file, rehearsed) if rehearsal else None
-    signed = (plan_file, triggered_by, start_signature, signed_at, freeze_override)
-    try:
-        if not plan_file.environment.registered:
-            raise UnknownEnvironment(plan_file.plan.environment)
-        releaser = proven_releaser(*signed)
-        frozen = [] if rehearsal else plan_file.plan.freezes_at(datetime.now(UTC))
-        if frozen and not (freeze_override and releaser):
-            raise Frozen(frozen, plan_path, bool(freeze_override))
-        missing = None if rehearsal else missing_evidence(plan_file)
-        if missing:
-            raise NoRehearsal(missing)
-    except (UnknownEnvironment, UnprovenReleaser, Frozen, NoRehearsal) as refused:
-        journal = start_run(plan_file, triggered_by or whoami(), rehearsal=rehearsing)
-        journal.write("run.finished", state="refused", reason=str(refused))
-        drop_inputs(journal)
-        raise
+    plan_file, rehearsing = plan_to_run(plan_path, rehearsal)
+    signed = StartRequest(triggered_by, start_signature, signed_at, freeze_override)
+    releaser, frozen = admitted(plan_file, signed, rehearsing)
     journal = start_run(plan_file, triggered_by or whoami(), releaser, rehearsing)
     if frozen and releaser:
         journal.write(
@@ -176,6 +159,52 @@ def go_live(
             journal.write("rehearsal.finished", **rehearsal_result(journal.entries(), True))
         journal.write("run.finished", state="completed")
         return publish_record(journal)
+
+
+def plan_to_run(plan_path: str, rehearsal: bool) -> tuple[PlanFile, dict[str, str] | None]:
+    """The plan (as its rehearsal runs it, for a rehearsal), its files copied aside and
+    hashed; and for a rehearsal, what it records of what it rehearses."""
+    loaded = load_plan(plan_path)
+    rehearsed = loaded.plan.environment
+    loaded = rehearsal_of(loaded) if rehearsal else loaded
+    plan_file = pin_inputs(loaded, runs_dir() / str(flow_run.id) / INPUTS)
+    return plan_file, rehearsal_record(plan_file, rehearsed) if rehearsal else None
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What came with the start: who claims it, its signature, and an override's reason."""
+
+    claimed: str
+    signature: str
+    signed_at: str
+    override: str
+
+
+def admitted(
+    plan_file: PlanFile, signed: StartRequest, rehearsing: dict[str, str] | None
+) -> tuple[Releaser | None, list[str]]:
+    """Whether the run may start: its environment registered, its releaser proven where the
+    rules ask, no change freeze (or a signed override), the rehearsal evidence the plan asks
+    for. The proven releaser and the freezes overridden; a refusal is recorded as a run."""
+    try:
+        if not plan_file.environment.registered:
+            raise UnknownEnvironment(plan_file.plan.environment)
+        releaser = proven_releaser(
+            plan_file, signed.claimed, signed.signature, signed.signed_at, signed.override
+        )
+        frozen = [] if rehearsing else plan_file.plan.freezes_at(datetime.now(UTC))
+        if frozen and not (signed.override and releaser):
+            raise Frozen(frozen, str(plan_file.path), bool(signed.override))
+        missing = None if rehearsing else missing_evidence(plan_file)
+        if missing:
+            raise NoRehearsal(missing)
+    except (UnknownEnvironment, UnprovenReleaser, Frozen, NoRehearsal) as refused:
+        journal = start_run(plan_file, signed.claimed or whoami(), rehearsal=rehearsing)
+        journal.write("run.finished", state="refused", reason=str(refused))
+        drop_inputs(journal)
+        raise
+    return releaser, frozen
 
 
 def release(plan_file: PlanFile, journal: RunJournal) -> Plan:

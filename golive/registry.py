@@ -11,8 +11,9 @@ environment; validation holds the plan to that environment's rules and never let
 The first registration of a name is signed by one of the admins it names; every later change
 by an admin of the rules it replaces. Each change signs the registry's head it extends, so an
 old signed change cannot be replayed over a newer one, and it is refused unless it extends the
-head as it is when written. An environment the registry does not know gets STRICT rules: not
-production, signed decisions only, no timeout-approve, and nobody to approve a gate.
+head as it is when written. An environment the registry does not know gets STRICT rules when a
+plan naming it is validated (signed decisions only, no timeout-approve, nobody to approve a
+gate), and golive runs nothing there.
 """
 
 from __future__ import annotations
