@@ -53,6 +53,9 @@ class DemoFleet:
             self.template["targets"]["hosts"] = [
                 {"name": name, "vars": {"http_port": port}} for name, port in ports.items()
             ]
+            # The demo's rehearsal hosts are on the demo's ports: another fleet rehearses
+            # only on hosts it is given (`rehearsal_on`).
+            self.template.pop("rehearsal", None)
         self.hosts = [Host.model_validate(h) for h in self.template["targets"]["hosts"]]
 
     def host_dir(self, name: str) -> Path:
