@@ -46,7 +46,8 @@ def test_validate_accepts_the_demo_plan_and_shows_its_waves(tmp_path: Path) -> N
 
 
 def test_validate_prints_every_problem_with_its_path_and_exits_2(tmp_path: Path) -> None:
-    plan = yaml.safe_load(DemoFleet(tmp_path).write_plan("2.0.0").read_text())
+    register("demo", approvers={"demo-approver": None}, allow_unsigned=True)
+    plan = yaml.safe_load(DemoFleet(tmp_path).write_plan("2.0.0", rehearsal=None).read_text())
     plan["waves"][1]["hosts"] = "150%"
     plan["gates"]["go-ahead"]["timeout"] = "forever"
     plan["targets"]["transport"] = "carrier-pigeon"
