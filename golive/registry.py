@@ -172,7 +172,17 @@ def rules_of(started: dict[str, Any]) -> Rules:
 
 def environment(name: str, store: RunStore | None = None) -> Environment:
     """The registry's rules for `name` (STRICT if it does not know it)."""
+    return _as_of(name, _verified_changes(store))
+
+
+def registered(store: RunStore | None = None) -> list[Environment]:
+    """Every registered environment, the registry read and verified once."""
     changes = _verified_changes(store)
+    names = dict.fromkeys(body.environment for _, body in changes)
+    return [_as_of(name, changes) for name in names]
+
+
+def _as_of(name: str, changes: list[tuple[StoredEntry, EnvironmentSet]]) -> Environment:
     version, head = len(changes), changes[-1][0].hash if changes else GENESIS
     mine = [(entry, body) for entry, body in changes if body.environment == name]
     if not mine:
@@ -181,12 +191,6 @@ def environment(name: str, store: RunStore | None = None) -> Environment:
     return Environment(
         name, Rules.model_validate(body.rules), True, version, head, body.signed_by, entry.at
     )
-
-
-def registered(store: RunStore | None = None) -> list[Environment]:
-    changes = _verified_changes(store)
-    names = dict.fromkeys(body.environment for _, body in changes)
-    return [environment(name, store) for name in names]
 
 
 def _verified_changes(store: RunStore | None) -> list[tuple[StoredEntry, EnvironmentSet]]:
