@@ -4,6 +4,8 @@ preflight and host backups ─► database backups (verified) ─► migrations
     ─► for each wave: deploy ─► smoke ─► [soak] ─► [gate] ─► [pause] ─► soak ─► close-out
 any failure ─► rollback of every host the run switched, and of the data ─► close-out ─► Failed
 Ctrl-C, SIGTERM, a Cancel ─► the same rollback; a crash Prefect sees ─► a rollback run (on_crashed)
+a deployment run at a gate ─► suspended (no process) ─► a decision, or the gate's deadline,
+    resumes it ─► the same flow run again, skipping every stage its store says is done
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from prefect import Flow, State, flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
-from prefect.exceptions import TerminationSignal
+from prefect.exceptions import Pause, TerminationSignal
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed
 
@@ -40,21 +42,28 @@ from golive.home import runs_dir
 from golive.inputs import INPUTS, drop_inputs, pin_inputs
 from golive.journal import RunJournal
 from golive.lease import environment_lease, lease_seconds
-from golive.plan import Plan, PostgresBackup, Soak
+from golive.plan import Migration, Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
-from golive.record import hosts_to_restore, migrated_databases, plan_to_store, stored_plan
+from golive.record import (
+    hosts_to_restore,
+    live_hosts,
+    migrated_databases,
+    plan_to_store,
+    stored_plan,
+)
 from golive.rehearsal import missing_evidence, rehearsal_of, rehearsal_record
 from golive.rehearsal import result as rehearsal_result
+from golive.runbook import Runbook, come_back, suspended_run
 from golive.transport import close_run
 from golive.trigger import Releaser, golive_version, proven_releaser, trigger, whoami
 from golive.undo import left_undone
 from golive.waves import ResolvedWave
-from tasks.approvals import wait_for_gate
+from tasks.approvals import SUSPEND_GRACE_SECONDS, wait_for_gate
 from tasks.backups import backup_paths
 from tasks.databases import apply_migration, back_up_database
 from tasks.hosts import deploy_host, on_every_host, settle
 from tasks.notifications import notify
-from tasks.preflight import preflight
+from tasks.preflight import hosts_of, preflight
 from tasks.reports import progress_bar, publish_record, story_in_prefect_logs
 from tasks.smoke import smoke_check_host
 from tasks.soak import soak
@@ -120,29 +129,29 @@ def go_live(
         freeze_override: Why the run goes ahead inside a change freeze; the start's signature
             covers it (`golive run --key KEYFILE --override-freeze WHY`).
     """
-    plan_file, rehearsing = plan_to_run(plan_path, rehearsal)
     signed = StartRequest(triggered_by, start_signature, signed_at, freeze_override)
-    releaser, frozen = admitted(plan_file, signed, rehearsing)
-    journal = start_run(plan_file, triggered_by or whoami(), releaser, rehearsing)
-    if frozen and releaser:
-        journal.write(
-            "freeze.overridden",
-            windows=frozen,
-            reason=freeze_override,
-            by=releaser.name,
-            key=releaser.public_key,
-            signature=releaser.signature,
-        )
+    resumed = suspended_run(str(flow_run.id))  # back from a gate that suspended it
+    plan_file, journal = resumed or begin(plan_path, rehearsal, signed)
     environment = plan_file.plan.environment
     with (
         story_in_prefect_logs(journal.run_id),
-        environment_lease(journal, environment, "go-live", wait=wait_seconds),
+        environment_lease(journal, environment, "go-live", wait=wait_seconds) as lease,
         rolled_back_when_cancelled(journal.run_id) as watch,
     ):
+        suspended = False
         try:
+            if resumed:
+                come_back(plan_file, journal)
             plan = release(plan_file, journal)
             if rehearsal:
                 rollback_drill(plan, journal)
+        except Pause:
+            # A gate suspended the run: this process ends, the run keeps its environment and
+            # its copies of the plan's files, and a worker takes it up again when it is decided.
+            suspended = True
+            watch.stand_down()
+            lease.keep_until(kept_until(journal))
+            raise
         except Exception as failure:
             watch.stand_down()  # a Cancel now would stop the rollback
             return fail(plan_file, journal, failure)
@@ -153,12 +162,37 @@ def go_live(
             return fail(plan_file, journal, Interrupted(signal, watch.cancelled.is_set()))
         finally:
             close_run(journal.run_id)
-            drop_inputs(journal)  # a rollback needs none of them
+            if not suspended:
+                drop_inputs(journal)  # a rollback needs none of them
         watch.stand_down()  # live everywhere: a Cancel now has nothing to stop
         if rehearsal:
             journal.write("rehearsal.finished", **rehearsal_result(journal.entries(), True))
         journal.write("run.finished", state="completed")
         return publish_record(journal)
+
+
+def begin(plan_path: str, rehearsal: bool, signed: StartRequest) -> tuple[PlanFile, RunJournal]:
+    """A new run: its plan checked and pinned, admitted, and its first entries written."""
+    plan_file, rehearsing = plan_to_run(plan_path, rehearsal)
+    releaser, frozen = admitted(plan_file, signed, rehearsing)
+    journal = start_run(plan_file, signed.claimed or whoami(), releaser, rehearsing)
+    if frozen and releaser:
+        journal.write(
+            "freeze.overridden",
+            windows=frozen,
+            reason=signed.override,
+            by=releaser.name,
+            key=releaser.public_key,
+            signature=releaser.signature,
+        )
+    return plan_file, journal
+
+
+def kept_until(journal: RunJournal) -> float:
+    """How long a suspended run keeps its environment: past its gate's deadline, by which
+    its timer has woken it; if nothing does, its lease then runs out and it shows crashed."""
+    deadline = list(journal.of_kind("gate.suspended"))[-1]["deadline"]
+    return datetime.fromisoformat(deadline).timestamp() + SUSPEND_GRACE_SECONDS
 
 
 def plan_to_run(plan_path: str, rehearsal: bool) -> tuple[PlanFile, dict[str, str] | None]:
@@ -209,25 +243,34 @@ def admitted(
 
 def release(plan_file: PlanFile, journal: RunJournal) -> Plan:
     """Everything between the lease and the close-out; any failure rolls back. Returns the
-    plan as it ran (hosts named by block filled in)."""
+    plan as it ran (hosts named by block filled in). A run back from a suspended gate skips
+    the stages it has done."""
+    runbook = Runbook(journal)
     not_frozen(plan_file.plan, journal)  # a freeze may have begun while it waited
-    plan = preflight(plan_file.plan, journal)  # and a verified backup of every host
-    back_up_databases(plan, journal)
-    migrate(plan, journal)
+    # Every host checked, and backed up (the backup verified); once, before any gate.
+    checked = runbook.once("preflight", preflight, plan_file.plan, journal)
+    plan = checked or hosts_of(plan_file.plan)
+    runbook.once("database backups", back_up_databases, plan, journal)
+    for migration in plan.migrations:
+        runbook.once(f"migration {migration.sql.name}", migrate, plan, migration, journal)
     progress = progress_bar("hosts on the new release")
-    live: list[str] = []  # hosts on the new release and still in the rollout
     for wave in plan_file.waves:
         not_frozen(plan, journal)  # or at a gate, or between waves
-        live += deploy_wave(plan, wave, journal)
+        runbook.once(f"wave {wave.name}", deploy_wave, plan, wave, journal)
+        live = live_hosts(journal.entries())
         progress(100 * len(live) / len(plan.targets.hosts))
         if wave.wave.soak:
-            soak(plan, live, _limits(plan, wave.wave.soak), label=wave.name, journal=journal)
+            limits = _limits(plan, wave.wave.soak)
+            runbook.once(f"soak {wave.name}", soak, plan, live, limits, wave.name, journal)
         if wave.wave.gate:
-            wait_for_gate(wave.wave.gate, plan.gates[wave.wave.gate], plan, journal)
+            gate = plan.gates[wave.wave.gate]
+            runbook.once(f"gate {wave.name}", wait_for_gate, wave.wave.gate, gate, plan, journal)
         if wave.wave.pause and wave is not plan_file.waves[-1]:
-            pause_between_waves(wave, journal)
+            runbook.once(f"pause {wave.name}", pause_between_waves, wave, journal)
     if plan.soak:
-        soak(plan, live, plan.soak, label="all hosts", journal=journal)
+        runbook.once(
+            "soak", soak, plan, live_hosts(journal.entries()), plan.soak, "all hosts", journal
+        )
     return plan
 
 
@@ -307,18 +350,17 @@ def back_up_databases(plan: Plan, journal: RunJournal) -> None:
         future.result()
 
 
-def migrate(plan: Plan, journal: RunJournal) -> None:
-    """Each migration in order; an irreversible one only after its own gate approves it."""
-    for migration in plan.migrations:
-        if not migration.reversible:
-            assert migration.gate is not None
-            wait_for_gate(migration.gate, plan.gates[migration.gate], plan, journal)
-            journal.write(
-                "migration.point_of_no_return",
-                database=plan.database_of(migration),
-                file=migration.sql.name,
-            )
-        apply_migration(plan, migration, journal)
+def migrate(plan: Plan, migration: Migration, journal: RunJournal) -> None:
+    """A migration; an irreversible one only after its own gate approves it."""
+    if not migration.reversible:
+        assert migration.gate is not None
+        wait_for_gate(migration.gate, plan.gates[migration.gate], plan, journal)
+        journal.write(
+            "migration.point_of_no_return",
+            database=plan.database_of(migration),
+            file=migration.sql.name,
+        )
+    apply_migration(plan, migration, journal)
 
 
 def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str]:

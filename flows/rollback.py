@@ -62,6 +62,7 @@ def rollback(
     if within_run:
         return undo(run, reason, restore_data)
     undoing = what_to_undo(run)
+    free_if_ended(run)
     stopped = abandoned_rollbacks(run)  # before this one is a run, "running" without a lease
     own = open_rollback_run(run, triggered_by or whoami())
     takes_over = [run.run_id, *stopped]
@@ -148,6 +149,23 @@ def take_over(stopped: list[str], own: RunJournal) -> None:
         dead = RunJournal(run_id, own.store)
         dead.write("run.crashed", lease_expired_at=None, found_by=holder())
         dead.write("run.finished", state="failed", reason=f"crashed; run {own.run_id} took over")
+
+
+def free_if_ended(run: RunJournal) -> None:
+    """A run suspended at a gate keeps its environment's lease without a process. Once
+    Prefect has ended it while it was suspended (a Cancel), the lease holds nothing, and the
+    rollback may take it."""
+    started = next(run.of_kind("run.started"))
+    held = run.store.lease(started["environment"])
+    if held is None or held.run_id != run.run_id or not any(run.of_kind("gate.suspended")):
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(run.run_id)).state
+    except Exception:  # Prefect out of reach: the lease stands until it runs out
+        return
+    if state is not None and state.is_final():
+        run.store.drop_lease(held)
 
 
 def crashed_in_prefect(run_id: str) -> None:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -48,6 +48,9 @@ from golive.report import render_summary
 from golive.store import RunRow, RunStore
 from golive.undo import Undo
 
+if TYPE_CHECKING:
+    from tasks.approvals import Submitted
+
 console = Console()
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 _EXPORTS = ("jsonl", "csv", "html")
@@ -64,6 +67,8 @@ _STATES = (
 )
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_ROLLBACK_FAILED = 1, 2, 3, 4
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a fault in golive itself, not in what it was given
+# How long `golive approve` waits for a suspended run to be taken up again and judge a decision.
+SUSPENDED_FATE_SECONDS = 300
 
 
 def console_main() -> None:
@@ -353,6 +358,13 @@ def status(run_id: str | None) -> None:
     waiting = _open_gate(journal) if record["state"] == "running" else None
     if waiting is not None:
         decide = f"{waiting['brief']}\n\nTo decide: `{waiting['approve_command']}`"
+        suspended = [e for e in journal.of_kind("gate.suspended") if e["at"] >= waiting["at"]]
+        if suspended:
+            decide += (
+                "\n\nThe run is **suspended** here: no process runs it and no worker is held. "
+                "A decision resumes it on a worker of its pool; at the gate's deadline "
+                f"({suspended[-1]['deadline']}) its timer does."
+            )
         console.print(Markdown(printable(decide)))
 
 
@@ -834,18 +846,32 @@ def _decide(
         submitted = decide_gate(journal, decision, approver, comment, key, gate=gate)
     except GoLiveError as refused:
         _bad_input(str(refused))
-    _tell_fate(journal, fate(journal, submitted), submitted.gate, decision, approver)
+    if submitted.suspended:
+        console.print(
+            f"Run {journal.run_id} was suspended at gate {submitted.gate!r}: the decision "
+            "resumes it, and a worker takes it up to judge it. Waiting for its answer…"
+        )
+    answer = fate(
+        journal, submitted, wait_seconds=SUSPENDED_FATE_SECONDS if submitted.suspended else 30
+    )
+    _tell_fate(journal, answer, submitted, decision, approver)
 
 
 def _tell_fate(
-    journal: RunJournal, answer: Entry | None, gate: str, decision: str, approver: str
+    journal: RunJournal, answer: Entry | None, submitted: Submitted, decision: str, approver: str
 ) -> None:
     """The approver learns whether the run counted the decision, and exits accordingly."""
     follow = f"`golive status {journal.run_id}` to follow."
+    gate = submitted.gate
     if answer is None:
+        alive = (
+            "has a worker taken it up? is one running on its pool?"
+            if submitted.suspended
+            else "is its process alive?"
+        )
         console.print(
             f"[yellow]The {decision} for gate {gate!r} was handed to run {journal.run_id}, "
-            f"which has not said whether it counted (is its process alive?).[/] {follow}"
+            f"which has not said whether it counted ({alive}).[/] {follow}"
         )
         sys.exit(EXIT_FAILED)
     if answer["kind"] == "gate.refused":

@@ -195,6 +195,33 @@ class GateTimedOut(EntryBody):
     outcome: str
 
 
+class GateSuspended(EntryBody):
+    """The run left its worker to wait at a gate: a decision (or the gate's deadline, by the
+    `timer` run scheduled for it) brings it back, as a new process of the same flow run."""
+
+    kind = "gate.suspended"
+    gate: str
+    key: str  # the pause key its decision is stored under in Prefect
+    deadline: str
+    timer: str | None = None  # the gate-deadline flow run that wakes it at the deadline
+
+
+class RunResumed(EntryBody):
+    """A run back from a suspended gate: what it had done is skipped, not redone."""
+
+    kind = "run.resumed"
+    gate: str
+    holder: str
+    done: list[str]
+
+
+class StageDone(EntryBody):
+    """A stage of the runbook finished: a run back from a suspended gate skips it."""
+
+    kind = "stage.done"
+    stage: str
+
+
 class HostsStillBusy(EntryBody):
     """Host steps still under way when a stopped run began its rollback, after waiting."""
 
@@ -383,6 +410,9 @@ MODELS: dict[str, type[EntryBody]] = {
         GateRefused,
         GatePassed,
         GateTimedOut,
+        GateSuspended,
+        RunResumed,
+        StageDone,
         HostsStillBusy,
         RollbackStarted,
         RollbackFinished,

@@ -3,9 +3,11 @@
 Prefect frees a deployment's concurrency slot while a run is paused at a gate, so golive holds
 its own lease per environment in the run store, across processes and machines. A go-live (or
 `golive rollback`) takes it before anything changes, renews it every third of its length while
-its process lives, and drops it when it ends. After a crash it expires: a run that is neither
-finished nor holding its lease has crashed, and must be rolled back before the environment
-takes another go-live. Lease times are the holders' clocks: keep machines on NTP.
+its process lives, and drops it when it ends. A run suspended at a gate keeps it until
+shortly after the gate's deadline, and takes it back when it comes back. After a crash it
+expires: a run that is neither finished nor holding its lease has crashed, and must be rolled
+back before the environment takes another go-live. Lease times are the holders' clocks: keep
+machines on NTP.
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ def holder() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
 
 
+class Held:
+    """A lease held by the block: `keep_until` keeps it past the block's end, for a run that
+    suspends at a gate (its process ends; it takes its lease back when it comes back)."""
+
+    def __init__(self) -> None:
+        self.kept_until: float | None = None
+
+    def keep_until(self, expires: float) -> None:
+        self.kept_until = expires
+
+
 @contextmanager
 def environment_lease(
     journal: RunJournal,
@@ -49,7 +62,7 @@ def environment_lease(
     takes_over: Sequence[str] = (),
     record_refusal: bool = True,
     wait: float = 0,
-) -> Iterator[None]:
+) -> Iterator[Held]:
     """Hold the environment for `journal`'s run while the block runs. Refused (and, with
     `record_refusal`, the run recorded as refused) while another live process holds it, or
     while another of its runs is unfinished. With `wait`, a busy environment is waited for,
@@ -66,12 +79,16 @@ def environment_lease(
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(journal, lease, seconds, stop), daemon=True)
     renewer.start()
+    held = Held()
     try:
-        yield
+        yield held
     finally:
         stop.set()
         renewer.join()
-        journal.store.drop_lease(lease)
+        if held.kept_until is None:
+            journal.store.drop_lease(lease)
+        else:
+            journal.store.renew_lease(lease, held.kept_until)
 
 
 def _take_waiting(

@@ -158,6 +158,14 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
         f"{escape(e['claimed'])}: {escape(e['reason'])}"
     ),
     "gate.timed_out": lambda e, _: f"  [red]⏱ gate {e['gate']} timed out[/]",
+    "gate.suspended": lambda e, _: (
+        f"  [yellow]⏸ suspended at gate {e['gate']}[/]: no worker is held while it waits; a "
+        f"decision (or the deadline, {e['deadline']}) brings it back"
+    ),
+    "run.resumed": lambda e, _: (
+        f"[bold]▶ resumed[/] at gate {e['gate']} on {escape(e['holder'])}; done before, not "
+        f"redone: {', '.join(e['done']) or 'nothing'}"
+    ),
     "rollback.started": lambda e, _: (
         f"[bold red]↩ rolling back[/] {', '.join(e['hosts']) or 'nothing (no host was changed)'}"
         + (_STOPPING if e["reason"].startswith("the run was stopped by") else "")

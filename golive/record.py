@@ -179,6 +179,11 @@ def point_of_no_return(entries: Iterable[Entry]) -> Entry | None:
     return next((e for e in entries if e["kind"] == "migration.point_of_no_return"), None)
 
 
+def live_hosts(entries: Iterable[Entry]) -> list[str]:
+    """The hosts a run has put live so far: those its finished waves kept in the rollout."""
+    return [host for e in entries if e["kind"] == "wave.finished" for host in e["hosts"]]
+
+
 def plan_to_store(plan: Plan) -> dict[str, Any]:
     """The plan as a run's first entry keeps it: what the plan file set (paths made absolute),
     in the form `stored_plan` reads back to the same plan."""

@@ -332,11 +332,12 @@ class RunStore:
     # Leases: the only rows golive changes; what they decide is also written as entries.
 
     def take_lease(self, lease: Lease, now: float) -> Lease | None:
-        """Take the environment's lease, unless it is held and has not expired by `now`;
-        then return the lease that holds it."""
+        """Take the environment's lease, unless another run holds it and it has not expired by
+        `now`; then return the lease that holds it. (A run takes its own lease back when it
+        comes back from a suspended gate: Prefect runs one process of a flow run at a time.)"""
         with self._writing() as connection:
             held = self._lease_on(connection, lease.environment)
-            if held is not None and held.expires > now:
+            if held is not None and held.expires > now and held.run_id != lease.run_id:
                 return held
             connection.execute(
                 leases_table.delete().where(leases_table.c.environment == lease.environment)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -21,11 +22,11 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect import get_client, get_run_logger
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
+from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.settings import PREFECT_UI_URL
-from prefect.states import Running
+from prefect.states import Running, Scheduled
 from pydantic import Field
 
 from golive.errors import GateRejected, GateTimedOut, GoLiveError
@@ -44,10 +45,19 @@ from tasks.notifications import notify
 POLL_SECONDS = 1
 # How far the clocks of the approver's machine and the run's may differ.
 SKEW_SECONDS = 120
+# How long after a suspended gate's deadline Prefect keeps it, and the run its environment,
+# should its timer not come (no worker on the pool): then the run shows as crashed, for
+# `golive rollback`.
+SUSPEND_GRACE_SECONDS = 300
+# The deployment whose runs wake a suspended gate at its deadline (prefect.yaml).
+TIMER_DEPLOYMENT = "gate-deadline/gate-deadline"
 
 
 class GateDecision(RunInput):
-    decision: Literal["approve", "reject"] = Field(description="Let the release go on, or stop it.")
+    decision: Literal["approve", "reject", "timeout"] = Field(
+        description="Let the release go on, or stop it. (golive's timer sends `timeout` at a "
+        "suspended gate's deadline; before it, a timeout does not count.)"
+    )
     approver: str = Field(description="Who decides; must be one of the gate's approvers.")
     comment: str = Field("", description="Why: shown in the run record and the report.")
     signed_at: str = Field("", description="When it was signed (set by `golive approve`).")
@@ -101,45 +111,33 @@ def opened_at(journal: RunJournal, gate: str) -> str:
 
 
 def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> list[str]:
-    """Pause until `gate.quorum` distinct allowed approvers approve; return who approved.
+    """Wait until `gate.quorum` distinct allowed approvers approve; return who approved.
     A reject ends the gate at once; a decision that is unsigned (where signatures are
     required), forged, replayed or not allowed is refused and recorded, and the gate keeps
-    waiting for the rest of its time. A rehearsal's gates are answered by its policy."""
+    waiting for the rest of its time. A rehearsal's gates are answered by its policy.
+    A deployment run waits suspended (its process ends; a decision or the gate's deadline
+    brings it back, and it takes the gate up again here, from the store)."""
     policy = (next(journal.of_kind("run.started")).get("rehearsal") or {}).get("gates")
     if policy:
         return _answer_by_policy(name, gate, policy, journal)
-    brief = gate_brief(name, gate, plan, journal)
-    key = "" if gate.allow_unsigned else " --key KEYFILE"
-    command = f"golive approve {journal.run_id} --gate {name} --as NAME{key}"
-    opened = {
-        "approvers": gate.approvers,
-        "quorum": gate.quorum,
-        "brief": brief,
-        "timeout_seconds": gate.timeout,
-        "approve_command": command,
-    }
-    opening = journal.write("gate.opened", gate=name, **opened)
-    _tell(plan, journal, "gate.opened", name, **opened)
-    how = f"\n\n**To decide:** `{command}` (or `golive reject ... --comment WHY`)." + (
+    opening = reopened(journal, name) or _open(name, gate, plan, journal)
+    how = f"\n\n**To decide:** `{opening.command}` (or `golive reject ... --comment WHY`)." + (
         ""
         if gate.allow_unsigned
         else " A resume from this page carries no signature: it "
         "is recorded as refused and does not count."
     )
+    brief = str(opening.entry["brief"])
     form = GateDecision.with_initial_data(description=brief + how)
-    deadline = time.monotonic() + gate.timeout
-    approvals: list[str] = []
-    occurrence = sum(1 for _ in journal.of_kind("gate.opened"))  # in this run, of any gate
-    attempt = 0
+    approvals = opening.approvals
     while len(approvals) < gate.quorum:
-        attempt += 1
-        key = f"gate-{occurrence}-{attempt}"
-        decision = _pause(name, form, key, deadline, gate, plan, journal, approvals)
+        opening.attempts += 1
+        decision = _await(name, form, opening, gate, plan, journal)
         if decision is None:  # timed out, and the plan says an undecided gate passes
             break
-        refusal = _refusal(name, opening["at"], gate, journal, decision, approvals)
+        refusal = _refusal(name, opening.opened_at, gate, journal, decision, approvals)
         if refusal:
-            note = _refuse(name, decision, refusal, journal, command)
+            note = _refuse(name, decision, refusal, journal, opening.command)
             form = GateDecision.with_initial_data(description=note + brief + how)
             continue
         _record(name, plan, journal, decision)
@@ -156,7 +154,76 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
         approvals.append(decision.approver)
     passed_by = "approvals" if len(approvals) >= gate.quorum else "timeout"
     journal.write("gate.passed", gate=name, approvers=approvals, by=passed_by)
+    drop_timer(opening.timer)
     return approvals
+
+
+@dataclass
+class Opening:
+    """A gate's current opening, as the store has it: an approver's decision is bound to its
+    time; its pauses are keyed by its occurrence (in the run) and attempt; the approvals
+    counted so far; the deadline timer of a suspended gate."""
+
+    entry: Entry
+    occurrence: int
+    attempts: int = 0
+    approvals: list[str] = field(default_factory=list)
+    timer: str | None = None
+
+    @property
+    def opened_at(self) -> str:
+        return str(self.entry["at"])
+
+    @property
+    def command(self) -> str:
+        return str(self.entry["approve_command"])
+
+    @property
+    def deadline(self) -> datetime:
+        opened = datetime.fromisoformat(self.opened_at)
+        return opened + timedelta(seconds=float(self.entry["timeout_seconds"]))
+
+    @property
+    def key(self) -> str:
+        return f"gate-{self.occurrence}-{self.attempts}"
+
+
+def _open(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> Opening:
+    key = "" if gate.allow_unsigned else " --key KEYFILE"
+    opened = {
+        "approvers": gate.approvers,
+        "quorum": gate.quorum,
+        "brief": gate_brief(name, gate, plan, journal),
+        "timeout_seconds": gate.timeout,
+        "approve_command": f"golive approve {journal.run_id} --gate {name} --as NAME{key}",
+    }
+    entry = journal.write("gate.opened", gate=name, **opened)
+    _tell(plan, journal, "gate.opened", name, **opened)
+    return Opening(entry, occurrence=sum(1 for _ in journal.of_kind("gate.opened")))
+
+
+def reopened(journal: RunJournal, name: str) -> Opening | None:
+    """The gate's opening that the run was suspended at, when it comes back to it: its
+    attempts so far (the next one takes the decision that woke it), the approvals counted."""
+    entries = journal.entries()
+    openings = [i for i, e in enumerate(entries) if e["kind"] == "gate.opened"]
+    if not openings or entries[openings[-1]]["gate"] != name:
+        return None
+    since = entries[openings[-1] :]
+    suspended = [e for e in since if e["kind"] == "gate.suspended"]
+    if not suspended or any(e["kind"] in ("gate.passed", "gate.timed_out") for e in since):
+        return None
+    return Opening(
+        since[0],
+        occurrence=len(openings),
+        attempts=len(suspended) - 1,
+        approvals=[
+            e["approver"]
+            for e in since
+            if e["kind"] == "gate.decision" and e["decision"] == "approve"
+        ],
+        timer=suspended[-1]["timer"],
+    )
 
 
 def _refuse(
@@ -299,33 +366,127 @@ def _latest_rehearsal(plan: Plan, record: dict[str, Any]) -> str:
     return found.told()
 
 
-def _pause(
+def _await(
     name: str,
     form: type[GateDecision],
-    key: str,
-    deadline: float,
+    opening: Opening,
     gate: Gate,
     plan: Plan,
     journal: RunJournal,
-    approvals: list[str],
 ) -> GateDecision | None:
-    remaining = math.ceil(deadline - time.monotonic())
+    """The next decision for the gate; None when its time ran out and it passes on timeout."""
+    remaining = math.ceil((opening.deadline - datetime.now(UTC)).total_seconds())
     try:
         if remaining <= 0:
             raise FlowPauseTimeout
-        return pause_flow_run(
+        decision = _suspend(form, opening, journal, remaining) or pause_flow_run(
             wait_for_input=form,
             timeout=remaining,
             poll_interval=POLL_SECONDS,
-            key=key,
+            key=opening.key,
         )
+        if decision.decision == "timeout":
+            return _time_up(name, decision, opening, journal)
+        return decision
     except FlowPauseTimeout:
-        journal.write("gate.timed_out", gate=name, approvers=approvals, outcome=gate.on_timeout)
-        _tell(plan, journal, "gate.timed_out", name, approvals=approvals, outcome=gate.on_timeout)
+        journal.write(
+            "gate.timed_out", gate=name, approvers=opening.approvals, outcome=gate.on_timeout
+        )
+        _tell(
+            plan,
+            journal,
+            "gate.timed_out",
+            name,
+            approvals=opening.approvals,
+            outcome=gate.on_timeout,
+        )
         if gate.on_timeout == "approve":
             _carry_on()
             return None
-        raise GateTimedOut(name, gate.timeout, approvals) from None
+        raise GateTimedOut(name, gate.timeout, opening.approvals) from None
+
+
+def _time_up(
+    name: str, decision: GateDecision, opening: Opening, journal: RunJournal
+) -> GateDecision:
+    """The deadline timer woke the run: the gate has timed out, once the store's clock says so
+    (anyone can send "timeout"; before the deadline it is refused like any bad decision)."""
+    if datetime.now(UTC) >= opening.deadline - timedelta(seconds=1):
+        raise FlowPauseTimeout
+    return decision
+
+
+def _suspend(
+    form: type[GateDecision], opening: Opening, journal: RunJournal, remaining: int
+) -> GateDecision | None:
+    """In a deployment run, wait for the decision suspended: the run's process ends and a
+    worker starts it again once a decision (or the timer, at the deadline) resumes it. The
+    store says where it waits first. None where a run cannot be suspended: it pauses."""
+    suspended_before = opening.attempts <= len(_suspensions(journal, opening))
+    if not suspended_before:
+        timer = opening.timer or schedule_timer(journal.run_id, opening)
+        if timer is None:
+            return None
+        opening.timer = timer
+        journal.write(
+            "gate.suspended",
+            gate=opening.entry["gate"],
+            key=opening.key,
+            deadline=opening.deadline.isoformat(),
+            timer=timer,
+        )
+    # Prefect hands back the decision at once when this key's suspension has been resumed.
+    return suspend_flow_run(
+        wait_for_input=form, key=opening.key, timeout=remaining + SUSPEND_GRACE_SECONDS
+    )
+
+
+def _suspensions(journal: RunJournal, opening: Opening) -> list[Entry]:
+    return [
+        e
+        for e in journal.of_kind("gate.suspended")
+        if str(e["at"]) >= opening.opened_at and e["gate"] == opening.entry["gate"]
+    ]
+
+
+def schedule_timer(run_id: str, opening: Opening) -> str | None:
+    """A run of the gate-deadline deployment at the gate's deadline, to wake the suspended run
+    then. None where the run is no deployment's (it cannot be suspended) or that deployment
+    is missing (`prefect deploy --all` makes it): the run then pauses, holding its worker."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow_run.deployment_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(TIMER_DEPLOYMENT)
+        except ObjectNotFound:
+            get_run_logger().warning(
+                "No %s deployment: this run waits at its gate holding its worker. "
+                "`prefect deploy --all` from the checkout deploys it.",
+                TIMER_DEPLOYMENT,
+            )
+            return None
+        timer = client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={
+                "run_id": run_id,
+                "gate": opening.entry["gate"],
+                "opened_at": opening.opened_at,
+            },
+            state=Scheduled(scheduled_time=opening.deadline),
+        )
+    return str(timer.id)
+
+
+def drop_timer(timer: str | None) -> None:
+    """A gate decided before its deadline has no more use for its timer (one that has fired
+    stays, as the record of it)."""
+    if timer is None:
+        return
+    with get_client(sync_client=True) as client, suppress(ObjectNotFound):
+        state = client.read_flow_run(UUID(timer)).state
+        if state is not None and state.is_scheduled():
+            client.delete_flow_run(UUID(timer))
 
 
 def _carry_on() -> None:
@@ -346,6 +507,8 @@ def _refusal(
     approvals: list[str],
 ) -> str | None:
     """Why a decision must not count, or None. Every refusal is recorded by the caller."""
+    if decision.decision == "timeout":
+        return "a timeout sent before the gate's deadline: only its time running out closes it"
     started = next(journal.of_kind("run.started"))
     rules = rules_of(started)
     who = decision.approver
@@ -432,10 +595,12 @@ class DecisionNotSubmitted(GoLiveError):
 
 @dataclass(frozen=True)
 class Submitted:
-    """A decision handed to a paused run: which gate, and the time it was signed at."""
+    """A decision handed to a waiting run: which gate, the time it was signed at, and whether
+    the run was suspended there (a worker must take it up before it can say what counted)."""
 
     gate: str
     signed_at: str
+    suspended: bool = False
 
 
 def decide_gate(
@@ -451,8 +616,9 @@ def decide_gate(
     reach one) and resume the run with it."""
     paused_at = waiting_gate(journal, gate, wait_seconds)
     decision = signed_decision(journal, paused_at, verdict, approver, comment, key)
+    suspended = reopened(journal, paused_at) is not None
     submit(journal, decision)
-    return Submitted(paused_at, decision.signed_at)
+    return Submitted(paused_at, decision.signed_at, suspended)
 
 
 def fate(journal: RunJournal, submitted: Submitted, wait_seconds: float = 30) -> Entry | None:

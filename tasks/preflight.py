@@ -44,6 +44,15 @@ def preflight(plan: Plan, journal: RunJournal) -> Plan:
     return plan
 
 
+def hosts_of(plan: Plan) -> Plan:
+    """The plan with hosts named by block filled in, for a run that did its preflight before
+    it was suspended: a block removed since is a preflight error."""
+    plan, problems = resolve_blocks(plan)
+    if problems:
+        raise PreflightError(problems)
+    return plan
+
+
 @task(name="prepare", task_run_name="prepare {host.name}", cache_policy=NO_CACHE)
 def prepare_host(
     plan: Plan, host: Host, needed_bytes: int, back_up: bool, journal: RunJournal

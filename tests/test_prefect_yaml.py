@@ -16,7 +16,8 @@ from uuid import UUID
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
 
@@ -24,7 +25,7 @@ from golive.demo.fleet import DemoFleet
 from golive.journal import run_store
 from tests.conftest import DEPLOYMENT_LEASE_SECONDS
 from tests.flows.test_golive import flow_runs_named, logs_of, serving
-from tests.runstore import runs, wait_for_gate
+from tests.runstore import runs, wait_for_entry, wait_for_gate
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -81,26 +82,43 @@ def finished(flow_run_id: UUID, seconds: float = 180) -> FlowRun:
     raise AssertionError(f"flow run {flow_run_id} did not finish in {seconds} s")
 
 
+class Pool:
+    """The deployments of a fresh checkout, and real process workers on their pool. Called,
+    it runs the `prefect` command in the checkout."""
+
+    def __init__(self, checkout: Path, environment: dict[str, str]) -> None:
+        self.checkout, self.environment = checkout, environment
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self, *args: str) -> None:
+        prefect(*args, cwd=self.checkout, env=self.environment)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        started = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "golive"],
+            cwd=self.checkout,
+            env=self.environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.workers.append(started)
+        return started
+
+    def stop(self) -> None:
+        for started in self.workers:
+            started.terminate()
+            started.wait(timeout=60)
+
+
 @pytest.fixture
-def worker(checkout: Path, worker_environment: dict[str, str]) -> Iterator[Callable[..., None]]:
-    """The deployments of a fresh checkout, and a real process worker on their pool; yields
-    the `prefect` command, run in the checkout."""
-
-    def cli(*args: str) -> None:
-        prefect(*args, cwd=checkout, env=worker_environment)
-
-    cli("work-pool", "create", "golive", "--type", "process", "--overwrite")
-    cli("deploy", "--all")
-    started = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "golive"],
-        cwd=checkout,
-        env=worker_environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    yield cli
-    started.terminate()
-    started.wait(timeout=60)
+def worker(checkout: Path, worker_environment: dict[str, str]) -> Iterator[Pool]:
+    """`prefect deploy --all` from a fresh checkout, and a worker on its pool."""
+    pool = Pool(checkout, worker_environment)
+    pool("work-pool", "create", "golive", "--type", "process", "--overwrite")
+    pool("deploy", "--all")
+    pool.start_worker()
+    yield pool
+    pool.stop()
 
 
 def test_a_fresh_checkout_deploys_and_a_worker_runs_a_gated_go_live_and_its_rollback(
@@ -167,11 +185,12 @@ def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_cra
 
 
 def canary_live(fleet: DemoFleet, worker: Callable[..., None]) -> str:
-    """A go-live of the fleet, from the deployment, waiting at its gate with the canary on
-    the new release (a mixed fleet); its run id."""
-    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+    """A go-live of the fleet, from the deployment, its process pausing between waves with
+    the canary on the new release (a mixed fleet); its run id."""
+    waves = [{"name": "canary", "hosts": 1, "pause": "5m"}, {"name": "rest", "hosts": "100%"}]
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[], waves=waves)
     worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
-    run_id = wait_for_gate(seconds=180)
+    run_id = wait_for_entry("wave.pause", seconds=180)
     assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
     return run_id
 
@@ -232,3 +251,212 @@ def test_the_nightly_rehearsal_is_scheduled_and_a_worker_runs_it_with_its_rollba
     assert result["passed"] and result["rollback_seconds"] > 0
     assert set(serving(stage).values()) == {"1.0.0/1.0.0/ok"}
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_a_go_live_waits_at_its_gate_suspended_and_comes_back_after_the_worker_restarts(
+    make_fleet: Callable[..., DemoFleet],
+    worker: Pool,
+    worker_environment: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])  # canary, gate go-ahead, the rest
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_entry("gate.suspended", seconds=180)
+    suspended = state_of(UUID(run_id), "Suspended")
+    [first] = worker.workers
+    held_while_suspended = run_store().lease("demo")
+    flow_processes_while_suspended = children_after(first.pid, seconds=60)
+    first.kill()  # the worker dies while the run waits: a new one takes over
+    first.wait(timeout=30)
+    worker.start_worker()
+    another_machine = worker_environment | {"GOLIVE_HOME": str(tmp_path / "approver-home")}
+    status = subprocess.run(
+        [str(BIN / "golive"), "status", run_id],
+        env=another_machine | {"COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    approved = subprocess.run(
+        [str(BIN / "golive"), "approve", run_id, "--as", "demo-approver"],
+        env=another_machine,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    released = finished(UUID(run_id))
+    [run] = runs()
+    entries = run.entries()
+    kinds = [e["kind"] for e in entries]
+    [resumed] = run.of_kind("run.resumed")
+
+    assert suspended.state_details.pause_reschedule  # suspended, not paused in a process
+    assert flow_processes_while_suspended == []
+    assert held_while_suspended is not None and held_while_suspended.run_id == run_id
+    assert "suspended here: no process runs it" in status.stdout, status.stdout + status.stderr
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert "was suspended at gate 'go-ahead'" in approved.stdout
+    assert "Counted" in approved.stdout
+    assert released.state_name == "Completed"
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
+    assert resumed["gate"] == "go-ahead"
+    assert resumed["done"] == ["preflight", "database backups", "wave canary"]
+    # Done once, not again after the run came back.
+    assert [e["stage"] for e in entries if e["kind"] == "step.started"].count("preflight") == 1
+    switched = [e["host"] for e in entries if e["kind"] == "host.switched"]
+    assert sorted(switched) == ["web1", "web2"]
+    assert kinds.count("gate.opened") == 1 and kinds[-1] == "run.finished"
+    assert entries[-1]["state"] == "completed"
+    assert run_store().lease("demo") is None
+
+
+def test_a_suspended_gate_that_times_out_is_woken_by_its_timer_and_rolls_back(
+    make_fleet: Callable[..., DemoFleet], worker: Pool
+) -> None:
+    fleet = make_fleet(hosts=2)
+    gates = {"go-ahead": {"approvers": ["demo-approver"], "allow_unsigned": True, "timeout": "15s"}}
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[], gates=gates)
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_entry("gate.suspended", seconds=180)
+    ended = finished(UUID(run_id), seconds=240)
+    timer = started_run(f"deadline of gate go-ahead in run {run_id}")
+    [run] = runs()
+    kinds = [e["kind"] for e in run.entries()]
+
+    assert ended.state_name == "Failed"
+    assert finished(timer.id).state_name == "Completed"
+    assert "gate.timed_out" in kinds and "rollback.finished" in kinds
+    assert run.entries()[-1]["state"] == "failed"
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def test_an_early_timeout_sent_to_a_suspended_gate_does_not_count(
+    make_fleet: Callable[..., DemoFleet], worker: Pool
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_entry("gate.suspended", seconds=180)
+    state_of(UUID(run_id), "Suspended")
+    forged = {"decision": "timeout", "approver": "golive", "comment": "", "signed_at": ""}
+    resume_flow_run(UUID(run_id), run_input=forged)  # what anyone with the API can send
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(runs()[0].of_kind("gate.suspended"))) < 2:
+        time.sleep(0.5)
+    [run] = runs()
+    [refused] = run.of_kind("gate.refused")
+
+    assert "before the gate's deadline" in refused["reason"]
+    assert len(list(run.of_kind("gate.suspended"))) == 2  # waiting again, for a real decision
+    assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
+    state_of(UUID(run_id), "Suspended")
+
+
+def state_of(flow_run_id: UUID, name: str, seconds: float = 120) -> State:
+    """The flow run's state, once it has that name."""
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.name == name:
+                return state
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} was not {name} within {seconds} s")
+
+
+def children_after(pid: int, seconds: float) -> list[str]:
+    """The command lines of the processes whose parent is `pid` (a worker's flow runs), once
+    there are none, or as they are after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (found := _children(pid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
+def _children(pid: int) -> list[str]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if parent == pid:
+            found.append(command)
+    return found
+
+
+def test_a_go_live_cancelled_while_suspended_is_rolled_back_by_golive_rollback(
+    make_fleet: Callable[..., DemoFleet],
+    worker: Pool,
+    worker_environment: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_entry("gate.suspended", seconds=180)
+    state_of(UUID(run_id), "Suspended")
+    with get_client(sync_client=True) as client:  # the UI's Cancel: no process to tell
+        client.set_flow_run_state(UUID(run_id), Cancelling(message="wrong day"))
+    cancelled = finished(UUID(run_id))
+    another_machine = worker_environment | {"GOLIVE_HOME": str(tmp_path / "operator-home")}
+    undone = subprocess.run(
+        [str(BIN / "golive"), "rollback", run_id],
+        env=another_machine,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert cancelled.state_name == "Cancelled"
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert run_store().lease("demo") is None
+
+
+def test_prefects_scheduler_fires_the_rehearsal_and_a_worker_runs_it_with_its_drill(
+    make_fleet: Callable[..., DemoFleet], worker: Pool, checkout: Path
+) -> None:
+    fleet, stage = make_fleet(hosts=2), make_fleet(hosts=2, folder="rehearsal-hosts")
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[], rehearsal=fleet.rehearsal_on(stage))
+    deployments = checkout / "prefect.yaml"
+    nightly = deployments.read_text()
+    assert 'cron: "30 2 * * *"' in nightly
+    every_minute = nightly.replace('cron: "30 2 * * *"', 'cron: "* * * * *"').replace(
+        'plan_path: configs/demo.yaml\n      triggered_by: "nightly rehearsal"',
+        f'plan_path: {plan}\n      triggered_by: "nightly rehearsal"',
+    )
+    deployments.write_text(every_minute)
+    worker("deploy", "--name", "rehearsal")  # the schedule fires within the next minutes
+    scheduled = auto_scheduled_run("go-live/rehearsal", seconds=240)
+    rehearsed = finished(scheduled.id, seconds=240)
+    [run] = [r for r in runs() if r.run_id == str(scheduled.id)]
+    started, result = next(run.of_kind("run.started")), next(run.of_kind("rehearsal.finished"))
+
+    assert rehearsed.state_name == "Completed"
+    assert started["trigger"]["schedule"]  # the time the schedule set it for
+    assert started["trigger"]["deployment"] == "go-live/rehearsal"
+    assert result["passed"] and result["rollback_seconds"] > 0
+    assert set(serving(stage).values()) == {"1.0.0/1.0.0/ok"}
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+
+
+def auto_scheduled_run(deployment: str, seconds: float) -> FlowRun:
+    """The first flow run of the deployment that its schedule made, once it has started; the
+    schedule is then paused, its later runs deleted."""
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name(deployment).id
+        while time.monotonic() < deadline:
+            for run in client.read_flow_runs(limit=50):
+                started = run.state is not None and not run.state.is_scheduled()
+                if run.deployment_id == deployment_id and run.auto_scheduled and started:
+                    client.pause_deployment(deployment_id)  # one is enough: no more after it
+                    for later in client.read_flow_runs(limit=200):
+                        if later.deployment_id == deployment_id and later.id != run.id:
+                            client.delete_flow_run(later.id)
+                    return run
+            time.sleep(1)
+    raise AssertionError(f"Prefect's scheduler started no run of {deployment} in {seconds} s")
