@@ -113,6 +113,29 @@ def validate(plan: Path) -> None:
 
 @main.command()
 @click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
+def schedule(plan: Path) -> None:
+    """Rehearse a plan on its `rehearsal.schedule`, on the Prefect server's rehearsal deployment
+    (PREFECT_API_URL); again, to change it."""
+    from golive.schedules import schedule_rehearsal
+
+    plan_file = _load(plan)
+    _quiet_prefect_console()
+    try:
+        scheduled = schedule_rehearsal(plan_file)
+    except GoLiveError as refused:
+        _bad_input(str(refused))
+    verb = "Rescheduled" if scheduled.replaced else "Scheduled"
+    console.print(
+        f"[green]{verb}:[/] the rehearsal of {escape(str(plan_file.path))}, "
+        f"cron '{scheduled.cron}' ({scheduled.timezone}), on deployment "
+        f"{scheduled.deployment} (schedule {scheduled.slug}). Each run's result is in the run "
+        "store: `golive audit list`.",
+        highlight=False,
+    )
+
+
+@main.command()
+@click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as", "triggered_by", default="", help="Who triggers the run (default: user@host).")
 @click.option(
     "--wait",

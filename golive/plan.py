@@ -678,6 +678,30 @@ class AuditPolicy(Section):
     )
 
 
+def _cron(value: str) -> str:
+    """A cron expression as Prefect's scheduler takes it (five fields; no random or hashed
+    ones). Prefect is imported only for a plan that has a schedule."""
+    from prefect._internal.schemas.validators import validate_cron_string
+
+    try:
+        return validate_cron_string(value)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}; accepted: five fields, minute hour day-of-month month day-of-week, "
+            "like '30 2 * * *' (02:30 every day)"
+        ) from None
+
+
+class RehearsalSchedule(Section):
+    """When the plan is rehearsed on its own: `golive schedule PLAN` puts it on the rehearsal
+    deployment's schedules."""
+
+    cron: Annotated[str, AfterValidator(_cron)] = Field(
+        description="When, as cron: '30 2 * * *' is 02:30 every day."
+    )
+    timezone: TimeZone = Field("UTC", description="Where the cron's times are.")
+
+
 class Rehearsal(Section):
     """The plan rehearsed on an environment of its own: same release, waves, checks and
     migrations; its own hosts and databases; gates answered by a policy, never a person."""
@@ -696,6 +720,9 @@ class Rehearsal(Section):
         None,
         description="A run of the plan needs a passing rehearsal of the very same plan, "
         "artifact and SQL this recent (e.g. 7d).",
+    )
+    schedule: RehearsalSchedule | None = Field(
+        None, description="Rehearse it on a schedule (`golive schedule PLAN` sets it up)."
     )
 
 

@@ -416,25 +416,47 @@ def test_a_go_live_cancelled_while_suspended_is_rolled_back_by_golive_rollback(
     assert run_store().lease("demo") is None
 
 
-def test_prefects_scheduler_fires_the_rehearsal_and_a_worker_runs_it_with_its_drill(
-    make_fleet: Callable[..., DemoFleet], worker: Pool, checkout: Path
+def test_golive_schedule_puts_a_plans_rehearsal_on_prefects_scheduler_which_fires_it(
+    make_fleet: Callable[..., DemoFleet],
+    worker: Pool,
+    worker_environment: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     fleet, stage = make_fleet(hosts=2), make_fleet(hosts=2, folder="rehearsal-hosts")
-    plan = fleet.write_plan("2.0.0", soak=None, backups=[], rehearsal=fleet.rehearsal_on(stage))
-    deployments = checkout / "prefect.yaml"
-    nightly = deployments.read_text()
-    assert 'cron: "30 2 * * *"' in nightly
-    every_minute = nightly.replace('cron: "30 2 * * *"', 'cron: "* * * * *"').replace(
-        'plan_path: configs/demo.yaml\n      triggered_by: "nightly rehearsal"',
-        f'plan_path: {plan}\n      triggered_by: "nightly rehearsal"',
+    rehearsal = fleet.rehearsal_on(stage) | {"schedule": {"cron": "* * * * *", "timezone": "UTC"}}
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[], rehearsal=rehearsal)
+    bad = fleet.write_plan(
+        "2.0.1", soak=None, backups=[], rehearsal=rehearsal | {"schedule": {"cron": "61 * * * *"}}
     )
-    deployments.write_text(every_minute)
-    worker("deploy", "--name", "rehearsal")  # the schedule fires within the next minutes
-    scheduled = auto_scheduled_run("go-live/rehearsal", seconds=240)
-    rehearsed = finished(scheduled.id, seconds=240)
-    [run] = [r for r in runs() if r.run_id == str(scheduled.id)]
+    operator = worker_environment | {"GOLIVE_HOME": str(tmp_path / "operator-home")}
+
+    def golive_schedule(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "golive"), "schedule", str(path)],
+            env=env | {"COLUMNS": "250"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    refused = golive_schedule(bad, operator)
+    no_server = golive_schedule(plan, {k: v for k, v in operator.items() if k != "PREFECT_API_URL"})
+    scheduled, again = golive_schedule(plan, operator), golive_schedule(plan, operator)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("go-live/rehearsal")
+        schedules = client.read_deployment_schedules(deployment.id)
+    fired = auto_scheduled_run("go-live/rehearsal", seconds=240)
+    rehearsed = finished(fired.id, seconds=240)
+    [run] = [r for r in runs() if r.run_id == str(fired.id)]
     started, result = next(run.of_kind("run.started")), next(run.of_kind("rehearsal.finished"))
 
+    assert refused.returncode == 2 and "rehearsal.schedule.cron" in refused.stderr
+    assert no_server.returncode == 2 and "PREFECT_API_URL is not set" in no_server.stderr
+    assert scheduled.returncode == 0 and "Scheduled:" in scheduled.stdout, scheduled.stderr
+    assert again.returncode == 0 and "Rescheduled:" in again.stdout, again.stderr
+    crons = sorted(s.schedule.cron for s in schedules)  # type: ignore[union-attr]
+    assert crons == ["* * * * *", "30 2 * * *"]  # the plan's, once; the nightly default
+    assert fired.parameters["plan_path"] == str(plan)
     assert rehearsed.state_name == "Completed"
     assert started["trigger"]["schedule"]  # the time the schedule set it for
     assert started["trigger"]["deployment"] == "go-live/rehearsal"
