@@ -51,7 +51,7 @@ from golive.undo import Undo
 if TYPE_CHECKING:
     from tasks.approvals import Submitted
 
-console = Console()
+console = Console(emoji=False)  # text from plans and the store: no :codes: as emoji
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 _EXPORTS = ("jsonl", "csv", "html")
 _STATES = (
@@ -77,11 +77,13 @@ def console_main() -> None:
     try:
         main(standalone_mode=True)
     except GoLiveError as error:
-        Console(stderr=True).print(f"[red]{escape(str(error))}[/]", highlight=False, soft_wrap=True)
+        Console(stderr=True, emoji=False).print(
+            f"[red]{escape(str(error))}[/]", highlight=False, soft_wrap=True
+        )
         sys.exit(EXIT_FAILED)
     except Exception as error:
         report = crash_report(error)
-        Console(stderr=True).print(
+        Console(stderr=True, emoji=False).print(
             f"[red]golive failed unexpectedly ({type(error).__name__}: "
             f"{escape(_first_line(error))}). This is a fault in golive, not in what you gave it."
             f"\nThe full trace is in {report}; please include it when you report this.[/]",
@@ -499,7 +501,7 @@ def audit_show(run_id: str) -> None:
     try:
         journal.verified()
     except RecordTampered as tampered:
-        Console(stderr=True).print(f"[red]{escape(str(tampered))}[/]", highlight=False)
+        Console(stderr=True, emoji=False).print(f"[red]{escape(str(tampered))}[/]", highlight=False)
         console.print("[bold red]What follows may have been altered.[/]")
     entries = journal.entries()
     record = summarize(entries)
@@ -621,7 +623,7 @@ def _tell_verdict(where: str, verdict: Any, checked_head: bool) -> None:
                 "consistently looks the same: give a head published outside it.[/]"
             )
         return
-    Console(stderr=True).print(
+    Console(stderr=True, emoji=False).print(
         f"[red]✗ {escape(where)} does not verify ({len(verdict.problems)} problem(s)); the "
         "first bad entry of each run:[/]\n"
         + "\n".join(f"  - {escape(problem)}" for problem in verdict.problems[:50]),
@@ -751,7 +753,7 @@ def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> i
     try:
         rollback(journal.run_id, reason=reason, restore_data=restore)
     except RollbackIncomplete as failure:
-        Console(stderr=True).print(f"[red]{escape(str(failure))}[/]", highlight=False)
+        Console(stderr=True, emoji=False).print(f"[red]{escape(str(failure))}[/]", highlight=False)
         return EXIT_ROLLBACK_FAILED
     by = [e["by"] for e in journal.of_kind("rollback.finished") if e.get("by")][-1]
     console.print(
@@ -898,7 +900,7 @@ def _tell_fate(
         )
         sys.exit(EXIT_FAILED)
     if answer["kind"] == "gate.refused":
-        Console(stderr=True).print(
+        Console(stderr=True, emoji=False).print(
             f"[red]Your {decision} for gate {gate!r} of run {journal.run_id} did NOT count: "
             f"{escape(answer['reason'])}. The gate keeps waiting.[/]",
             highlight=False,
@@ -980,7 +982,9 @@ def _store(none_yet_is_fine: bool = False) -> RunStore:
 
 def _bad_input(message: str) -> NoReturn:
     # soft_wrap: the terminal wraps long lines, so a path or command is never split by golive.
-    Console(stderr=True).print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
+    Console(stderr=True, emoji=False).print(
+        f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True
+    )
     sys.exit(EXIT_BAD_INPUT)
 
 

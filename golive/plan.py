@@ -330,7 +330,14 @@ class Targets(Section):
         description="How hosts are reached. local: each host is the directory path/<host name>. "
         "ssh: each host is a machine reached with fabric.",
     )
-    hosts: list[Host] = Field(min_length=1)
+    hosts: list[Host] = Field(
+        min_length=1,
+        description="The hosts, each by name (`web[01:20]` names twenty), or from `inventory`.",
+    )
+    inventory: Path | None = Field(
+        None, description="An Ansible INI inventory whose `group` are the hosts."
+    )
+    group: str = Field("all", description="The inventory's group to deploy to.")
     path: Annotated[Path, AfterValidator(deploy_root)] = Field(
         description="Where releases live on each host."
     )

@@ -19,7 +19,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ValidationError
 
 from golive import yamlfile
-from golive.errors import PlanError, Problem
+from golive.errors import PlanError, Problem, describe_os_error
+from golive.inventory import InventoryError, expand, expand_host, read_inventory
 from golive.plan import Plan, Targets
 from golive.plancheck import PlanView, adapter, clip, cross_check
 from golive.registry import Environment, environment
@@ -60,7 +61,9 @@ def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
     base = source.resolve().parent
     named = raw.get("environment")
     registered = environment(named if isinstance(named, str) else "")
-    sections, problems = _validate_sections(raw)
+    raw, problems = hosts_expanded(raw, base)
+    sections, section_problems = _validate_sections(raw)
+    problems += section_problems
     view = PlanView(raw, sections, base, check_files, registered)
     problems += cross_check(view)
     if problems:
@@ -72,6 +75,56 @@ def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
     waves, _ = resolve_waves(plan.waves, plan.host_names())
     digest = hashlib.sha256(data).hexdigest()
     return PlanFile(plan, source.resolve(), digest, tuple(waves), registered)
+
+
+def hosts_expanded(raw: dict[str, Any], base: Path) -> tuple[dict[str, Any], list[Problem]]:
+    """The plan with every host named: those of an `inventory` read in (of targets, and of
+    the rehearsal's) and ranges (`web[01:20]`) expanded, as if listed one by one under
+    `hosts`; what is wrong with an inventory or a range."""
+    problems: list[Problem] = []
+    for where, targets in _targets_sections(raw):
+        if isinstance(targets.get("inventory"), str):
+            problems += _read_inventory(where, targets, base)
+        if isinstance(targets.get("hosts"), list):
+            targets["hosts"], wrong = _ranges_expanded(where, targets["hosts"])
+            problems += wrong
+    return raw, problems
+
+
+def _read_inventory(where: str, targets: dict[str, Any], base: Path) -> list[Problem]:
+    if "hosts" in targets:
+        return [Problem(f"{where}.hosts", "hosts come from `hosts` or `inventory`, not both")]
+    path = base / Path(targets["inventory"]).expanduser()
+    try:
+        targets["hosts"] = read_inventory(path, str(targets.get("group", "all")))
+    except OSError as error:
+        return [Problem(f"{where}.inventory", describe_os_error(error, f"cannot read {path}"))]
+    except (UnicodeDecodeError, InventoryError) as error:
+        return [Problem(f"{where}.inventory", str(error))]
+    return []
+
+
+def _ranges_expanded(where: str, hosts: list[Any]) -> tuple[list[Any], list[Problem]]:
+    expanded: list[Any] = []
+    problems: list[Problem] = []
+    for index, host in enumerate(hosts):
+        named = host.get("name") if isinstance(host, dict) else host
+        if not isinstance(named, str) or "[" not in named:
+            expanded.append(host)
+            continue
+        try:
+            expanded += expand(host) if isinstance(host, str) else expand_host(host)
+        except InventoryError as error:
+            problems.append(Problem(f"{where}.hosts[{index}]", str(error)))
+    return expanded, problems
+
+
+def _targets_sections(raw: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(raw.get("targets"), dict):
+        yield "targets", raw["targets"]
+    rehearsal = raw.get("rehearsal")
+    if isinstance(rehearsal, dict) and isinstance(rehearsal.get("targets"), dict):
+        yield "rehearsal.targets", rehearsal["targets"]
 
 
 def _bounded(problems: list[Problem], most: int = 200, longest: int = 400) -> list[Problem]:
