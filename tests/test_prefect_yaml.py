@@ -403,7 +403,7 @@ def test_a_go_live_cancelled_while_suspended_is_rolled_back_by_golive_rollback(
     cancelled = finished(UUID(run_id))
     another_machine = worker_environment | {"GOLIVE_HOME": str(tmp_path / "operator-home")}
     undone = subprocess.run(
-        [str(BIN / "golive"), "rollback", run_id],
+        [str(BIN / "golive"), "rollback", run_id, "--yes"],
         env=another_machine,
         capture_output=True,
         text=True,
