@@ -26,6 +26,7 @@ one go-live per environment: see golive/lease.py) change.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -519,6 +520,8 @@ def open_store(create: bool = False) -> RunStore:
     url = store_url()
     with _open_lock:
         if url not in _stores:
+            if not _stores:  # closed at exit, whatever else the process imported: a SQLite
+                atexit.register(forget_stores)  # store then leaves no -wal or -shm behind
             _stores[url] = _open(url, create)
         return _stores[url]
 

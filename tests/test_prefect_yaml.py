@@ -14,16 +14,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.flow_runs import resume_flow_run
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 
 from golive.demo.fleet import DemoFleet
 from golive.journal import run_store
-from tests.conftest import DEPLOYMENT_LEASE_SECONDS
+from tests.conftest import DEPLOYMENT_LEASE_SECONDS, free_port
 from tests.flows.test_golive import flow_runs_named, logs_of, serving
 from tests.runstore import runs, wait_for_entry, wait_for_gate
 
@@ -416,11 +417,53 @@ def test_a_go_live_cancelled_while_suspended_is_rolled_back_by_golive_rollback(
     assert run_store().lease("demo") is None
 
 
+@pytest.fixture
+def scheduling_server(
+    checkout: Path, worker_environment: dict[str, str], tmp_path: Path
+) -> Iterator[Pool]:
+    """A Prefect server as `prefect server start` runs it, with its scheduler (the test
+    harness's temporary server runs none), the checkout deployed there, and a worker."""
+    url = f"http://127.0.0.1:{free_port()}/api"
+    environment = worker_environment | {
+        "PREFECT_API_URL": url,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    }
+    port = url.split(":")[2].split("/")[0]
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pool = Pool(checkout, environment)
+    try:
+        _healthy(url)
+        with temporary_settings({PREFECT_API_URL: url}):
+            pool("work-pool", "create", "golive", "--type", "process", "--overwrite")
+            pool("deploy", "--all")
+            pool.start_worker()
+            yield pool
+    finally:
+        pool.stop()
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _healthy(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"prefect server start did not answer at {url} in {seconds} s")
+
+
 def test_golive_schedule_puts_a_plans_rehearsal_on_prefects_scheduler_which_fires_it(
-    make_fleet: Callable[..., DemoFleet],
-    worker: Pool,
-    worker_environment: dict[str, str],
-    tmp_path: Path,
+    make_fleet: Callable[..., DemoFleet], scheduling_server: Pool, tmp_path: Path
 ) -> None:
     fleet, stage = make_fleet(hosts=2), make_fleet(hosts=2, folder="rehearsal-hosts")
     rehearsal = fleet.rehearsal_on(stage) | {"schedule": {"cron": "* * * * *", "timezone": "UTC"}}
@@ -428,7 +471,7 @@ def test_golive_schedule_puts_a_plans_rehearsal_on_prefects_scheduler_which_fire
     bad = fleet.write_plan(
         "2.0.1", soak=None, backups=[], rehearsal=rehearsal | {"schedule": {"cron": "61 * * * *"}}
     )
-    operator = worker_environment | {"GOLIVE_HOME": str(tmp_path / "operator-home")}
+    operator = scheduling_server.environment | {"GOLIVE_HOME": str(tmp_path / "operator-home")}
 
     def golive_schedule(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
