@@ -119,7 +119,8 @@ def go_live(
     A rehearsal runs the plan on its rehearsal environment and ends with a rollback drill.
 
     Args:
-        plan_path: The plan file (YAML), as a path on the worker's machine.
+        plan_path: The plan file (YAML), as a path on the worker's machine (~ is its home;
+            the default is the demo's plan, once `make demo` has run there).
         triggered_by: Who triggers the run: recorded as a claim (default: the OS user).
         wait_seconds: While another run holds the environment, wait this long for it.
         start_signature: The releaser's signature of this start (`golive run --key` makes it).

@@ -46,7 +46,7 @@ def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
     listing every problem (RegistryError if the registry does not verify). `check_files`
     also requires the local files it names (artifact, SQL, keys) to be there and readable:
     a rollback reads none of them, so it may run after they are gone."""
-    source = Path(path)
+    source = Path(path).expanduser()  # a deployment's default names the worker's home
     try:
         data = yamlfile.read_bytes(source, "plan file")
         raw = yamlfile.load(yamlfile.decode(data, "plan file"))

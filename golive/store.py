@@ -425,11 +425,10 @@ class RunStore:
         """Every run, newest first, with its latest state from the heads chain; the
         environment registry's chain (golive/registry.py) only `with_registry`."""
         with self._reading() as connection:
-            states = dict(
-                connection.execute(
-                    select(heads_table.c.run_id, heads_table.c.state).order_by(heads_table.c.pos)
-                ).all()
-            )
+            heads = select(heads_table.c.run_id, heads_table.c.state).order_by(heads_table.c.pos)
+            states: dict[str, str] = {
+                run_id: state for run_id, state in connection.execute(heads).all()
+            }
             query = select(runs_table).order_by(runs_table.c.started_at.desc())
             if not with_registry:
                 query = query.where(runs_table.c.run_id != REGISTRY)
