@@ -252,8 +252,9 @@ def release(plan_file: PlanFile, journal: RunJournal) -> Plan:
     checked = runbook.once("preflight", preflight, plan_file.plan, journal)
     plan = checked or hosts_of(plan_file.plan)
     runbook.once("database backups", back_up_databases, plan, journal)
-    for migration in plan.migrations:
-        runbook.once(f"migration {migration.sql.name}", migrate, plan, migration, journal)
+    for number, migration in enumerate(plan.migrations, start=1):
+        stage = f"migration {number} ({migration.sql.name})"  # two files may share a name
+        runbook.once(stage, migrate, plan, migration, journal)
     progress = progress_bar("hosts on the new release")
     for wave in plan_file.waves:
         not_frozen(plan, journal)  # or at a gate, or between waves

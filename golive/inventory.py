@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,11 @@ MOST_HOSTS = 10_000  # a plan beyond this is a typo, or a hostile file
 _RANGE = re.compile(r"\[([0-9]+|[a-zA-Z]):([0-9]+|[a-zA-Z])(?::([0-9]+))?\]")
 _ANSIBLE_KEYS = {
     "ansible_host": "address",
+    "ansible_ssh_host": "address",
     "ansible_port": "port",
+    "ansible_ssh_port": "port",
     "ansible_user": "user",
+    "ansible_ssh_user": "user",
     "ansible_ssh_private_key_file": "identity_file",
 }
 
@@ -40,13 +42,11 @@ def expand(pattern: str) -> list[str]:
     if match is None:
         return [pattern]
     head, tail = pattern[: match.start()], pattern[match.end() :]
-    rests = expand(tail)
-    names = [head + value + rest for value in _values(match, pattern) for rest in rests]
-    if len(names) > MOST_HOSTS:
-        raise InventoryError(
-            f"{pattern!r} makes {len(names)} hosts; accepted: at most {MOST_HOSTS}"
-        )
-    return names
+    values, rests = _values(match, pattern), expand(tail)
+    made = len(values) * len(rests)  # counted before any name is made
+    if made > MOST_HOSTS:
+        raise InventoryError(f"{pattern!r} makes {made} hosts; accepted: at most {MOST_HOSTS}")
+    return [head + value + rest for value in values for rest in rests]
 
 
 def _values(match: re.Match[str], pattern: str) -> list[str]:
@@ -57,6 +57,10 @@ def _values(match: re.Match[str], pattern: str) -> list[str]:
         )
     if start.isdigit():
         first, last = int(start), int(end)
+        if (last - first) // step >= MOST_HOSTS:
+            raise InventoryError(
+                f"{pattern!r} makes too many hosts; accepted: at most {MOST_HOSTS}"
+            )
         width = len(start) if start.startswith("0") else 0
         values = [str(n).zfill(width) for n in range(first, last + 1, step)]
     else:
@@ -105,45 +109,47 @@ def _spread(value: Any, count: int, name: str) -> list[Any]:
     return values
 
 
-def read_inventory(path: Path, group: str) -> list[dict[str, Any]]:
-    """The hosts of `group` in an Ansible INI inventory, as plan host entries."""
-    inventory = Inventory(path)
+def read_inventory(path: Path, group: str, text: str | None = None) -> list[dict[str, Any]]:
+    """The hosts of `group` in an Ansible INI inventory, as plan host entries. Vars apply as
+    Ansible applies them: `all`'s, then each group's from parents to children, then the host
+    line's own."""
+    inventory = Inventory(path, path.read_text(encoding="utf-8") if text is None else text)
     known = {"all", *inventory.groups, *inventory.children}
     if group not in known:
         raise InventoryError(f"{path} has no group {group!r}; accepted: {', '.join(sorted(known))}")
-    hosts: dict[str, dict[str, Any]] = {}
-    for name, fields, in_group in inventory.members(group):
-        merged = hosts.setdefault(name, {"name": name, "vars": {}})
-        for key, value in (inventory.group_vars.get(in_group, {}) | fields).items():
-            _put(merged, key, value)
+    hosts = [inventory.host(name) for name in inventory.members(group)]
     if not hosts:
         raise InventoryError(f"{path}: group {group!r} has no hosts")
-    return list(hosts.values())
+    return hosts
 
 
 def _put(host: dict[str, Any], key: str, value: str) -> None:
     if key in _ANSIBLE_KEYS:
-        number = key == "ansible_port" and value.isdigit()
+        number = _ANSIBLE_KEYS[key] == "port" and value.isdigit()
         host[_ANSIBLE_KEYS[key]] = int(value) if number else value
     elif not key.startswith("ansible_"):
-        host["vars"][key] = int(value) if value.isdigit() else value
+        host["vars"][key] = value  # kept as written: 007 stays 007
 
 
 class Inventory:
     """An INI inventory's groups (their host lines), group vars and child groups."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text: str) -> None:
         self.path = path
         self.groups: dict[str, list[tuple[str, dict[str, str]]]] = {}
         self.group_vars: dict[str, dict[str, str]] = {}
         self.children: dict[str, list[str]] = {}
         section, kind = "ungrouped", "hosts"
-        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.split(" #")[0].strip()
             if line.startswith("["):
                 section, kind = self._section(line, number)
             elif line and not line.startswith(("#", ";")):
                 self._line(section, kind, line, number)
+        self.lines: dict[str, list[tuple[str, dict[str, str]]]] = {}  # host: (group, fields)
+        for group, hosts in self.groups.items():
+            for host, fields in hosts:
+                self.lines.setdefault(host, []).append((group, fields))
 
     def _section(self, line: str, number: int) -> tuple[str, str]:
         section, _, kind = line.strip("[]").partition(":")
@@ -167,19 +173,50 @@ class Inventory:
             self.children.setdefault(section, []).append(words[0])
             return
         fields = dict(_pair(word, self.path, number) for word in words[1:])
-        self.groups.setdefault(section, []).extend((name, fields) for name in expand(words[0]))
+        name, colon, port = words[0].rpartition(":")
+        if colon and port.isdigit():  # web01:2222
+            fields = {"ansible_port": port} | fields
+        named = name if colon and port.isdigit() else words[0]
+        self.groups.setdefault(section, []).extend((host, fields) for host in expand(named))
 
-    def members(
-        self, group: str, seen: frozenset[str] = frozenset()
-    ) -> Iterator[tuple[str, dict[str, str], str]]:
-        """(host, its own fields, the group it is listed in) for every host in the group."""
+    def members(self, group: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        """Every host in the group (its own and its children's), once, in order."""
         if group in seen:
-            return
-        for name in list(self.groups) if group == "all" else [group]:
-            for host, fields in self.groups.get(name, []):
-                yield host, fields, name
+            return []
+        names = list(self.groups) if group == "all" else [group]
+        found = [host for name in names for host, _ in self.groups.get(name, [])]
+        for name in names:
             for child in self.children.get(name, []):
-                yield from self.members(child, seen | {group})
+                found += self.members(child, seen | {group})
+        return list(dict.fromkeys(found))
+
+    def host(self, name: str) -> dict[str, Any]:
+        """The host's entry: vars of `all`, of its groups from parents to children, then of
+        its own lines."""
+        host: dict[str, Any] = {"name": name, "vars": {}}
+        listed_in = list(dict.fromkeys(group for group, _ in self.lines[name]))
+        for group in ["all", *sorted(self._with_parents(listed_in), key=self._depth)]:
+            for key, value in self.group_vars.get(group, {}).items():
+                _put(host, key, value)
+        for _, fields in self.lines[name]:
+            for key, value in fields.items():
+                _put(host, key, value)
+        return host
+
+    def _parents(self, group: str) -> list[str]:
+        return [parent for parent, kids in self.children.items() if group in kids]
+
+    def _with_parents(self, groups: list[str], seen: frozenset[str] = frozenset()) -> list[str]:
+        found = []
+        for group in groups:
+            if group not in seen and group != "all":
+                found += [group, *self._with_parents(self._parents(group), seen | {group})]
+        return list(dict.fromkeys(found))
+
+    def _depth(self, group: str, seen: frozenset[str] = frozenset()) -> int:
+        """How deep the group sits under the groups that hold it: parents' vars go first."""
+        parents = [p for p in self._parents(group) if p not in seen]
+        return 1 + max((self._depth(p, seen | {group}) for p in parents), default=0)
 
 
 def _pair(word: str, path: Path, number: int) -> tuple[str, str]:

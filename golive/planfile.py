@@ -61,7 +61,7 @@ def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
     base = source.resolve().parent
     named = raw.get("environment")
     registered = environment(named if isinstance(named, str) else "")
-    raw, problems = hosts_expanded(raw, base)
+    raw, problems, inventories = hosts_expanded(raw, base)
     sections, section_problems = _validate_sections(raw)
     problems += section_problems
     view = PlanView(raw, sections, base, check_files, registered)
@@ -73,30 +73,40 @@ def load_plan(path: str | Path, check_files: bool = True) -> PlanFile:
     except ValidationError as error:  # every section passed alone; the whole must too
         raise PlanError(str(source), [_problem(Plan, "", e) for e in error.errors()]) from None
     waves, _ = resolve_waves(plan.waves, plan.host_names())
-    digest = hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(data + b"".join(inventories)).hexdigest()  # what it deploys to
     return PlanFile(plan, source.resolve(), digest, tuple(waves), registered)
 
 
-def hosts_expanded(raw: dict[str, Any], base: Path) -> tuple[dict[str, Any], list[Problem]]:
+def hosts_expanded(
+    raw: dict[str, Any], base: Path
+) -> tuple[dict[str, Any], list[Problem], list[bytes]]:
     """The plan with every host named: those of an `inventory` read in (of targets, and of
     the rehearsal's) and ranges (`web[01:20]`) expanded, as if listed one by one under
-    `hosts`; what is wrong with an inventory or a range."""
+    `hosts`; what is wrong with an inventory or a range; the inventories as read (the plan's
+    digest covers them: they say where it deploys)."""
     problems: list[Problem] = []
+    inventories: list[bytes] = []
     for where, targets in _targets_sections(raw):
         if isinstance(targets.get("inventory"), str):
-            problems += _read_inventory(where, targets, base)
+            problems += _read_inventory(where, targets, base, inventories)
         if isinstance(targets.get("hosts"), list):
             targets["hosts"], wrong = _ranges_expanded(where, targets["hosts"])
             problems += wrong
-    return raw, problems
+    return raw, problems, inventories
 
 
-def _read_inventory(where: str, targets: dict[str, Any], base: Path) -> list[Problem]:
+def _read_inventory(
+    where: str, targets: dict[str, Any], base: Path, inventories: list[bytes]
+) -> list[Problem]:
     if "hosts" in targets:
         return [Problem(f"{where}.hosts", "hosts come from `hosts` or `inventory`, not both")]
     path = base / Path(targets["inventory"]).expanduser()
     try:
-        targets["hosts"] = read_inventory(path, str(targets.get("group", "all")))
+        data = yamlfile.read_bytes(path, "inventory")
+        targets["hosts"] = read_inventory(path, str(targets.get("group", "all")), data.decode())
+        inventories.append(data)
+    except yamlfile.YamlRefused as refused:
+        return [Problem(f"{where}.inventory", message) for _, message in refused.problems]
     except OSError as error:
         return [Problem(f"{where}.inventory", describe_os_error(error, f"cannot read {path}"))]
     except (UnicodeDecodeError, InventoryError) as error:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect import get_client, get_run_logger
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
+from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound, Pause
 from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.settings import PREFECT_UI_URL
@@ -128,7 +127,20 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
         "is recorded as refused and does not count."
     )
     brief = str(opening.entry["brief"])
-    form = GateDecision.with_initial_data(description=brief + how)
+    try:
+        return _decided(name, gate, plan, journal, opening, brief + how)
+    except Pause:
+        raise  # the run comes back to this gate: its timer stays
+    except BaseException:
+        drop_timer(opening.timer)
+        raise
+
+
+def _decided(
+    name: str, gate: Gate, plan: Plan, journal: RunJournal, opening: Opening, about: str
+) -> list[str]:
+    """Decisions taken until the gate passes (returning who approved) or ends (raising)."""
+    form = GateDecision.with_initial_data(description=about)
     approvals = opening.approvals
     while len(approvals) < gate.quorum:
         opening.attempts += 1
@@ -138,7 +150,7 @@ def wait_for_gate(name: str, gate: Gate, plan: Plan, journal: RunJournal) -> lis
         refusal = _refusal(name, opening.opened_at, gate, journal, decision, approvals)
         if refusal:
             note = _refuse(name, decision, refusal, journal, opening.command)
-            form = GateDecision.with_initial_data(description=note + brief + how)
+            form = GateDecision.with_initial_data(description=note + about)
             continue
         _record(name, plan, journal, decision)
         get_run_logger().info(
@@ -211,7 +223,9 @@ def reopened(journal: RunJournal, name: str) -> Opening | None:
         return None
     since = entries[openings[-1] :]
     suspended = [e for e in since if e["kind"] == "gate.suspended"]
-    if not suspended or any(e["kind"] in ("gate.passed", "gate.timed_out") for e in since):
+    rejected = any(e["kind"] == "gate.decision" and e["decision"] == "reject" for e in since)
+    ended = any(e["kind"] in ("gate.passed", "gate.timed_out", "run.finished") for e in since)
+    if not suspended or rejected or ended:
         return None
     return Opening(
         since[0],
@@ -377,16 +391,18 @@ def _await(
     """The next decision for the gate; None when its time ran out and it passes on timeout."""
     remaining = math.ceil((opening.deadline - datetime.now(UTC)).total_seconds())
     try:
-        if remaining <= 0:
-            raise FlowPauseTimeout
-        decision = _suspend(form, opening, journal, remaining) or pause_flow_run(
-            wait_for_input=form,
-            timeout=remaining,
-            poll_interval=POLL_SECONDS,
-            key=opening.key,
-        )
+        decision = _woken_by(form, opening, journal)
+        if decision is None:
+            if remaining <= 0:
+                raise FlowPauseTimeout
+            decision = _suspend(form, opening, journal, remaining) or pause_flow_run(
+                wait_for_input=form,
+                timeout=remaining,
+                poll_interval=POLL_SECONDS,
+                key=opening.key,
+            )
         if decision.decision == "timeout":
-            return _time_up(name, decision, opening, journal)
+            return _time_up(decision, opening)
         return decision
     except FlowPauseTimeout:
         journal.write(
@@ -406,14 +422,23 @@ def _await(
         raise GateTimedOut(name, gate.timeout, opening.approvals) from None
 
 
-def _time_up(
-    name: str, decision: GateDecision, opening: Opening, journal: RunJournal
-) -> GateDecision:
+def _time_up(decision: GateDecision, opening: Opening) -> GateDecision:
     """The deadline timer woke the run: the gate has timed out, once the store's clock says so
     (anyone can send "timeout"; before the deadline it is refused like any bad decision)."""
     if datetime.now(UTC) >= opening.deadline - timedelta(seconds=1):
         raise FlowPauseTimeout
     return decision
+
+
+def _woken_by(
+    form: type[GateDecision], opening: Opening, journal: RunJournal
+) -> GateDecision | None:
+    """The decision that resumed this run, when it comes back to a gate it was suspended at
+    (Prefect hands it back for the key it was suspended under), whatever the time now: a
+    worker may take it up after the deadline. None when it was not suspended there."""
+    if opening.attempts > len(_suspensions(journal, opening)):
+        return None
+    return suspend_flow_run(wait_for_input=form, key=opening.key)
 
 
 def _suspend(
@@ -422,20 +447,17 @@ def _suspend(
     """In a deployment run, wait for the decision suspended: the run's process ends and a
     worker starts it again once a decision (or the timer, at the deadline) resumes it. The
     store says where it waits first. None where a run cannot be suspended: it pauses."""
-    suspended_before = opening.attempts <= len(_suspensions(journal, opening))
-    if not suspended_before:
-        timer = opening.timer or schedule_timer(journal.run_id, opening)
-        if timer is None:
-            return None
-        opening.timer = timer
-        journal.write(
-            "gate.suspended",
-            gate=opening.entry["gate"],
-            key=opening.key,
-            deadline=opening.deadline.isoformat(),
-            timer=timer,
-        )
-    # Prefect hands back the decision at once when this key's suspension has been resumed.
+    timer = opening.timer if _scheduled(opening.timer) else schedule_timer(journal.run_id, opening)
+    if timer is None:
+        return None
+    opening.timer = timer
+    journal.write(
+        "gate.suspended",
+        gate=opening.entry["gate"],
+        key=opening.key,
+        deadline=opening.deadline.isoformat(),
+        timer=timer,
+    )
     return suspend_flow_run(
         wait_for_input=form, key=opening.key, timeout=remaining + SUSPEND_GRACE_SECONDS
     )
@@ -479,14 +501,29 @@ def schedule_timer(run_id: str, opening: Opening) -> str | None:
 
 
 def drop_timer(timer: str | None) -> None:
-    """A gate decided before its deadline has no more use for its timer (one that has fired
-    stays, as the record of it)."""
-    if timer is None:
+    """A gate decided, or ended, before its deadline has no more use for its timer (one that
+    has fired stays, as the record of it). Best effort: a timer left behind finds the gate
+    decided and does nothing."""
+    if not _scheduled(timer):
         return
-    with get_client(sync_client=True) as client, suppress(ObjectNotFound):
-        state = client.read_flow_run(UUID(timer)).state
-        if state is not None and state.is_scheduled():
+    assert timer is not None
+    try:
+        with get_client(sync_client=True) as client:
             client.delete_flow_run(UUID(timer))
+    except Exception as error:  # the gate's outcome stands whatever Prefect says here
+        get_run_logger().warning("The gate's timer run %s stays: %s", timer, error)
+
+
+def _scheduled(timer: str | None) -> bool:
+    """Whether the timer run has yet to fire."""
+    if timer is None:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(timer)).state
+    except Exception:  # gone, or Prefect out of reach: schedule another
+        return False
+    return state is not None and state.is_scheduled()
 
 
 def _carry_on() -> None:
@@ -676,6 +713,11 @@ def _resume(flow_run_id: UUID, run_input: dict[str, Any]) -> None:
         try:
             resume_flow_run(flow_run_id, run_input=run_input)
             return
+        except (NotPausedError, FlowPauseTimeout) as gone:
+            raise DecisionNotSubmitted(
+                f"run {flow_run_id} no longer waits at a gate ({gone}); "
+                f"`golive status {flow_run_id}` shows where it is"
+            ) from None
         except RuntimeError as refused:
             if attempt == 49 or "schema" not in str(refused).lower():
                 raise DecisionNotSubmitted(f"Prefect refused the decision: {refused}") from None

@@ -49,6 +49,7 @@ def test_a_range_names_a_host_for_each_value_padded_as_its_start_is() -> None:
         ("web[a:9]", "is no range"),
         ("web[0:99999]", "at most 10000"),
         ("web[0:99][0:99][0:9]", "at most 10000"),
+        ("h[0:9999][0:9999][0:9999]", "at most 10000"),  # refused before a name is made
     ],
 )
 def test_a_range_that_makes_no_sense_is_refused_with_what_is_accepted(
@@ -72,7 +73,7 @@ def test_an_inventory_group_gives_its_hosts_with_their_addresses_ports_users_and
     shop = read_inventory(tmp_path / "hosts.ini", "shop")
 
     assert [h["name"] for h in web] == ["web01", "web02", "web03", "web04"]
-    assert web[0]["vars"] == {"http_port": 8080, "tier": "front"}
+    assert web[0]["vars"] == {"http_port": "8080", "tier": "front"}
     assert web[3] | {"vars": None} == {
         "name": "web04",
         "address": "10.0.0.4",
@@ -81,6 +82,35 @@ def test_an_inventory_group_gives_its_hosts_with_their_addresses_ports_users_and
         "vars": None,
     }
     assert [h["name"] for h in shop] == [*(h["name"] for h in web), "db1"]
+
+
+def test_inventory_vars_apply_as_ansible_applies_them(tmp_path: Path) -> None:
+    (tmp_path / "hosts.ini").write_text(
+        "[all:vars]\nansible_user=deploy\nrack=001\n"
+        "[prod:vars]\nrack=002\ntier=back\n"
+        "[web:vars]\ntier=front\n"
+        "[prod:children]\nweb\n"
+        "[web]\nweb1 tier=edge\nweb2:2222 ansible_ssh_host=10.0.0.2 ansible_ssh_user=ops\n"
+    )
+    web1, web2 = read_inventory(tmp_path / "hosts.ini", "prod")
+
+    assert web1 == {"name": "web1", "user": "deploy", "vars": {"rack": "002", "tier": "edge"}}
+    assert web2 == {
+        "name": "web2",
+        "user": "ops",
+        "port": 2222,
+        "address": "10.0.0.2",
+        "vars": {"rack": "002", "tier": "front"},
+    }
+
+
+def test_the_plan_digest_covers_its_inventory(tmp_path: Path) -> None:
+    (tmp_path / "hosts.ini").write_text(INVENTORY)
+    plan = write(tmp_path, GOOD | {"targets": _targets(inventory="hosts.ini", group="web")})
+    before = load_plan(plan).digest
+    (tmp_path / "hosts.ini").write_text(INVENTORY.replace("10.0.0.4", "10.9.9.9"))
+
+    assert load_plan(plan).digest != before
 
 
 def test_a_plan_takes_its_hosts_from_an_inventory_or_by_range(tmp_path: Path) -> None:
