@@ -71,6 +71,13 @@ def prefect(
     return done
 
 
+def golive(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """The golive command, run as a user would, in a process of its own."""
+    return subprocess.run(
+        [str(BIN / "golive"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def finished(flow_run_id: UUID, seconds: float = 180) -> FlowRun:
     """The flow run, once it has reached a final state."""
     deadline = time.monotonic() + seconds
@@ -133,12 +140,8 @@ def test_a_fresh_checkout_deploys_and_a_worker_runs_a_gated_go_live_and_its_roll
     worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
     run_id = wait_for_gate(seconds=180)
     time.sleep(DEPLOYMENT_LEASE_SECONDS + 10)  # paused past Prefect's deployment lease
-    approved = subprocess.run(
-        [str(BIN / "golive"), "approve", run_id, "--as", "demo-approver"],
-        env=worker_environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    approved = golive(
+        "approve", run_id, "--as", "demo-approver", env=worker_environment, timeout=120
     )
     released = finished(UUID(run_id))
     worker("deployment", "run", "rollback/rollback", "--param", f"run_id={run_id}")
@@ -261,9 +264,7 @@ def test_a_go_live_waits_at_its_gate_suspended_and_comes_back_after_the_worker_r
     tmp_path: Path,
 ) -> None:
     fleet = make_fleet(hosts=2)
-    plan = fleet.write_plan("2.0.0", soak=None, backups=[])  # canary, gate go-ahead, the rest
-    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
-    run_id = wait_for_entry("gate.suspended", seconds=180)
+    run_id = suspended_at_gate(fleet, worker)
     suspended = state_of(UUID(run_id), "Suspended")
     [first] = worker.workers
     held_while_suspended = run_store().lease("demo")
@@ -272,20 +273,8 @@ def test_a_go_live_waits_at_its_gate_suspended_and_comes_back_after_the_worker_r
     first.wait(timeout=30)
     worker.start_worker()
     another_machine = worker_environment | {"GOLIVE_HOME": str(tmp_path / "approver-home")}
-    status = subprocess.run(
-        [str(BIN / "golive"), "status", run_id],
-        env=another_machine | {"COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    approved = subprocess.run(
-        [str(BIN / "golive"), "approve", run_id, "--as", "demo-approver"],
-        env=another_machine,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    status = golive("status", run_id, env=another_machine | {"COLUMNS": "200"}, timeout=120)
+    approved = golive("approve", run_id, "--as", "demo-approver", env=another_machine, timeout=400)
     released = finished(UUID(run_id))
     [run] = runs()
     entries = run.entries()
@@ -336,10 +325,7 @@ def test_an_early_timeout_sent_to_a_suspended_gate_does_not_count(
     make_fleet: Callable[..., DemoFleet], worker: Pool
 ) -> None:
     fleet = make_fleet(hosts=2)
-    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
-    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
-    run_id = wait_for_entry("gate.suspended", seconds=180)
-    state_of(UUID(run_id), "Suspended")
+    run_id = suspended_at_gate(fleet, worker)
     forged = {"decision": "timeout", "approver": "golive", "comment": "", "signed_at": ""}
     resume_flow_run(UUID(run_id), run_input=forged)  # what anyone with the API can send
     deadline = time.monotonic() + 180
@@ -352,6 +338,16 @@ def test_an_early_timeout_sent_to_a_suspended_gate_does_not_count(
     assert len(list(run.of_kind("gate.suspended"))) == 2  # waiting again, for a real decision
     assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
     state_of(UUID(run_id), "Suspended")
+
+
+def suspended_at_gate(fleet: DemoFleet, worker: Pool) -> str:
+    """A go-live of the fleet from the deployment, suspended at its gate (canary live, gate
+    go-ahead, the rest to come); its run id."""
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
+    run_id = wait_for_entry("gate.suspended", seconds=180)
+    state_of(UUID(run_id), "Suspended")
+    return run_id
 
 
 def state_of(flow_run_id: UUID, name: str, seconds: float = 120) -> State:
@@ -395,21 +391,12 @@ def test_a_go_live_cancelled_while_suspended_is_rolled_back_by_golive_rollback(
     tmp_path: Path,
 ) -> None:
     fleet = make_fleet(hosts=2)
-    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
-    worker("deployment", "run", "go-live/go-live", "--param", f"plan_path={plan}")
-    run_id = wait_for_entry("gate.suspended", seconds=180)
-    state_of(UUID(run_id), "Suspended")
+    run_id = suspended_at_gate(fleet, worker)
     with get_client(sync_client=True) as client:  # the UI's Cancel: no process to tell
         client.set_flow_run_state(UUID(run_id), Cancelling(message="wrong day"))
     cancelled = finished(UUID(run_id))
     another_machine = worker_environment | {"GOLIVE_HOME": str(tmp_path / "operator-home")}
-    undone = subprocess.run(
-        [str(BIN / "golive"), "rollback", run_id, "--yes"],
-        env=another_machine,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    undone = golive("rollback", run_id, "--yes", env=another_machine, timeout=300)
 
     assert cancelled.state_name == "Cancelled"
     assert undone.returncode == 0, undone.stdout + undone.stderr
@@ -471,20 +458,16 @@ def test_golive_schedule_puts_a_plans_rehearsal_on_prefects_scheduler_which_fire
     bad = fleet.write_plan(
         "2.0.1", soak=None, backups=[], rehearsal=rehearsal | {"schedule": {"cron": "61 * * * *"}}
     )
-    operator = scheduling_server.environment | {"GOLIVE_HOME": str(tmp_path / "operator-home")}
+    operator = scheduling_server.environment | {
+        "GOLIVE_HOME": str(tmp_path / "operator-home"),
+        "COLUMNS": "250",
+    }
+    no_api = {k: v for k, v in operator.items() if k != "PREFECT_API_URL"}
 
-    def golive_schedule(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "golive"), "schedule", str(path)],
-            env=env | {"COLUMNS": "250"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    refused = golive_schedule(bad, operator)
-    no_server = golive_schedule(plan, {k: v for k, v in operator.items() if k != "PREFECT_API_URL"})
-    scheduled, again = golive_schedule(plan, operator), golive_schedule(plan, operator)
+    refused = golive("schedule", str(bad), env=operator, timeout=120)
+    no_server = golive("schedule", str(plan), env=no_api, timeout=120)
+    scheduled = golive("schedule", str(plan), env=operator, timeout=120)
+    again = golive("schedule", str(plan), env=operator, timeout=120)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("go-live/rehearsal")
         schedules = client.read_deployment_schedules(deployment.id)
