@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -26,6 +27,11 @@ def ui_link(run_id: str, ui_url: str | None) -> str:
     )
 
 
+# A fleet larger than this is shown by wave: failures as they happen, then a summary per wave,
+# not a line per host and step.
+MANY_HOSTS = 25
+
+
 class LiveProgress:
     """Renders every journal entry written in this process while the context is open."""
 
@@ -34,6 +40,7 @@ class LiveProgress:
         self.ui_url = ui_url
         self.status = Status("starting", console=console)
         self.running: dict[tuple[Any, ...], str] = {}
+        self.many = False  # a fleet of more than MANY_HOSTS: summaries, failures first
         self._unsubscribe: Callable[[], None] = lambda: None
 
     def __enter__(self) -> LiveProgress:
@@ -51,10 +58,14 @@ class LiveProgress:
         self._unsubscribe()
 
     def show(self, entry: Entry) -> None:
+        if entry["kind"] == "run.started":
+            self.many = len(entry["fleet"]) > MANY_HOSTS
         if entry["kind"].startswith("step."):
             self._step(entry)
             return
         line = _LINES.get(entry["kind"])
+        if entry["kind"] == "wave.finished" and self.many:
+            line = _wave_finished
         if line:
             self.console.print(line(entry, self.ui_url))
 
@@ -65,8 +76,20 @@ class LiveProgress:
             self.running[key] = label
         else:
             self.running.pop(key, None)
-            self.console.print(_finished(entry, label))
-        self.status.update(", ".join(self.running.values()) or "waiting")
+            if not (self.many and entry.get("host") and entry["kind"] == "step.finished"):
+                self.console.print(_finished(entry, label))
+        self.status.update(self._under_way() or "waiting")
+
+    def _under_way(self) -> str:
+        if not self.many:
+            return ", ".join(self.running.values())
+        stages = Counter(stage for stage, _, _ in self.running)
+        return ", ".join(f"{stage} on {count} host(s)" for stage, count in stages.items())
+
+
+def _wave_finished(e: Entry, _: str | None) -> str:
+    out = f"; [yellow]taken out: {', '.join(e['taken_out'])}[/]" if e.get("taken_out") else ""
+    return f"  [green]✓ wave {e['wave']}[/]: {len(e['hosts'])} host(s) live{out}"
 
 
 def _finished(entry: Entry, label: str) -> str:

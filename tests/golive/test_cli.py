@@ -261,3 +261,30 @@ def run_in_background(plan: Path) -> tuple[dict[str, Any], threading.Thread]:
     assert opened.wait(timeout=120)
     unsubscribe()
     return run, flow
+
+
+def test_a_run_of_forty_hosts_by_range_is_shown_by_wave_with_failures_first(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)  # the demo environment, and its artifacts
+    for number in range(1, 41):
+        (fleet.root / "many" / f"web{number:02}").mkdir(parents=True)
+    targets = fleet.template["targets"] | {
+        "path": "many",
+        "hosts": ["web[01:40]"],
+        # One host of forty fails to start the new release (and starts the old one again).
+        "restart": '[ {name} != web07 ] || [ "$(basename "$(readlink current)")" != 2.0.0 ]',
+    }
+    waves = [{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%", "max_fail": 1}]
+    plan = fleet.write_plan(
+        "2.0.0", targets=targets, waves=waves, gates={}, smoke=[], soak=None, backups=[]
+    )
+    done = golive("run", str(plan), GOLIVE_HOME=os.environ["GOLIVE_HOME"])
+    lines = done.stdout.splitlines()
+
+    assert done.returncode == 3, done.stdout + done.stderr  # live, one host taken out
+    assert "✓ wave canary: 1 host(s) live" in done.stdout
+    assert "✓ wave rest: 38 host(s) live; taken out: web07" in done.stdout
+    assert any("✗ deploy web07" in line for line in lines)  # the failure, as it happened
+    assert not any("✓ deploy web2" in line for line in lines)  # no line per host that went well
+    assert len(lines) < 60, done.stdout
