@@ -59,14 +59,14 @@ class LiveProgress:
 
     def show(self, entry: Entry) -> None:
         if entry["kind"] == "run.started":
-            self.many = len(entry["fleet"]) > MANY_HOSTS
+            self.many = many_hosts(entry)
         if entry["kind"].startswith("step."):
             self._step(entry)
             return
         line = _LINES.get(entry["kind"])
-        if entry["kind"] == "wave.finished" and self.many:
-            line = _wave_finished
-        if line:
+        if self.many and entry["kind"] in ("wave.started", "wave.finished"):
+            self.console.print(escape(at_scale(entry)), style="bold")
+        elif line and not (self.many and went_well_on_a_host(entry)):
             self.console.print(line(entry, self.ui_url))
 
     def _step(self, entry: Entry) -> None:
@@ -76,7 +76,7 @@ class LiveProgress:
             self.running[key] = label
         else:
             self.running.pop(key, None)
-            if not (self.many and entry.get("host") and entry["kind"] == "step.finished"):
+            if not (self.many and went_well_on_a_host(entry)):
                 self.console.print(_finished(entry, label))
         self.status.update(self._under_way() or "waiting")
 
@@ -85,6 +85,27 @@ class LiveProgress:
             return ", ".join(self.running.values())
         stages = Counter(stage for stage, _, _ in self.running)
         return ", ".join(f"{stage} on {count} host(s)" for stage, count in stages.items())
+
+
+def many_hosts(started: Entry) -> bool:
+    """A run of a fleet this large is told by wave, failures first."""
+    return len(started["fleet"]) > MANY_HOSTS
+
+
+def went_well_on_a_host(entry: Entry) -> bool:
+    """Something on one host that went well: at scale, counted in its wave's summary, not
+    told. What failed on a host is always told."""
+    failed = entry["kind"] in ("step.failed", "host.taken_out") or entry.get("ok") is False
+    return bool(entry.get("host")) and not failed
+
+
+def at_scale(entry: Entry) -> str:
+    """An entry's line in a run of many hosts: a wave told by its size and its end."""
+    if entry["kind"] == "wave.started":
+        return f"── wave {entry['wave']}: {len(entry['hosts'])} hosts"
+    if entry["kind"] == "wave.finished":
+        return Text.from_markup(_wave_finished(entry, None)).plain.strip()
+    return describe(entry)
 
 
 def _wave_finished(e: Entry, _: str | None) -> str:

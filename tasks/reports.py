@@ -24,7 +24,7 @@ from golive import journal
 from golive.errors import describe_os_error
 from golive.journal import Entry, RunJournal
 from golive.plan import AuditPolicy
-from golive.progress import describe, printable
+from golive.progress import at_scale, describe, many_hosts, printable, went_well_on_a_host
 from golive.record import stored_plan, summarize
 from golive.report import render_summary
 
@@ -35,10 +35,18 @@ def story_in_prefect_logs(run_id: str) -> Iterator[None]:
     logs, as the terminal shows it: the UI's Logs tab tells the run's story, not only
     "Finished in state Completed()" per task."""
     logger = get_run_logger()
+    started = next(RunJournal.find(run_id).of_kind("run.started"), None)  # resumed: written
+    many = started is not None and many_hosts(started)  # a large fleet's: by wave, failures first
 
     def tell(entry: Entry) -> None:
-        if entry.get("run_id") == run_id and not entry["kind"].startswith("step.started"):
-            logger.info(printable(describe(entry)))
+        nonlocal many
+        if entry.get("run_id") != run_id or entry["kind"] == "step.started":
+            return
+        if entry["kind"] == "run.started":
+            many = many_hosts(entry)
+        if many and went_well_on_a_host(entry):
+            return
+        logger.info(printable(at_scale(entry) if many else describe(entry)))
 
     unsubscribe = journal.subscribe(tell)
     try:

@@ -18,6 +18,7 @@ from flows.golive import go_live
 from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
+from tests.flows.test_golive import logs_of
 from tests.registry import register
 from tests.runstore import runs, wait_for_gate
 
@@ -281,10 +282,16 @@ def test_a_run_of_forty_hosts_by_range_is_shown_by_wave_with_failures_first(
     )
     done = golive("run", str(plan), GOLIVE_HOME=os.environ["GOLIVE_HOME"])
     lines = done.stdout.splitlines()
+    [run] = runs()
+    logged = logs_of(run.run_id, until="■ completed").splitlines()  # the run's Logs tab
 
     assert done.returncode == 3, done.stdout + done.stderr  # live, one host taken out
-    assert "✓ wave canary: 1 host(s) live" in done.stdout
-    assert "✓ wave rest: 38 host(s) live; taken out: web07" in done.stdout
+    assert "✓ wave canary: 1 host(s) live" in lines
+    assert "── wave rest: 39 hosts" in lines
+    assert "✓ wave rest: 38 host(s) live; taken out: web07" in lines
     assert any("✗ deploy web07" in line for line in lines)  # the failure, as it happened
     assert not any("✓ deploy web2" in line for line in lines)  # no line per host that went well
     assert len(lines) < 60, done.stdout
+    assert "✓ wave rest: 38 host(s) live; taken out: web07" in logged
+    assert "── wave rest: 39 hosts" in logged
+    assert not any("web2" in line for line in logged), logged  # nothing per host that went well
