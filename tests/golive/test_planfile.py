@@ -145,8 +145,8 @@ def test_unknown_sections_and_fields_list_what_is_accepted(tmp_path: Path) -> No
     found = problems(tmp_path, plan)
     assert any(p.startswith("strategy: unknown section; accepted: release,") for p in found)
     assert (
-        "targets.colour: unknown field; accepted: transport, hosts, path, restart, "
-        "keep_releases, command_timeout" in found
+        "targets.colour: unknown field; accepted: transport, hosts, inventory, group, path, "
+        "restart, keep_releases, command_timeout" in found
     )
 
 
