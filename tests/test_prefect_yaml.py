@@ -17,7 +17,13 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect import get_client
-from prefect.client.schemas.objects import FlowRun, State
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
@@ -497,10 +503,14 @@ def auto_scheduled_run(deployment: str, seconds: float) -> FlowRun:
     deadline = time.monotonic() + seconds
     with get_client(sync_client=True) as client:
         deployment_id = client.read_deployment_by_name(deployment).id
+        # Not the schedule's runs still to come: a minute's schedule makes a hundred of them.
+        begun = FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED])),
+        )
         while time.monotonic() < deadline:
-            for run in client.read_flow_runs(limit=50):
-                started = run.state is not None and not run.state.is_scheduled()
-                if run.deployment_id == deployment_id and run.auto_scheduled and started:
+            for run in client.read_flow_runs(flow_run_filter=begun, limit=50):
+                if run.auto_scheduled:
                     client.pause_deployment(deployment_id)  # one is enough: no more after it
                     for later in client.read_flow_runs(limit=200):
                         if later.deployment_id == deployment_id and later.id != run.id:
