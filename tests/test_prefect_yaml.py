@@ -171,6 +171,59 @@ def test_a_fresh_checkout_deploys_and_a_worker_runs_a_gated_go_live_and_its_roll
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
 
 
+def test_after_golive_demo_the_go_live_deployment_releases_its_default_plan(
+    checkout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"  # a user's: no GOLIVE_HOME, no GOLIVE_STORE_URL, only HOME
+    users_machine = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "GOLIVE_HOME", "GOLIVE_STORE_URL"}
+    } | {
+        "HOME": str(home),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    demo = golive("demo", env=users_machine, timeout=300)
+    monkeypatch.setenv("GOLIVE_HOME", str(home / ".golive"))  # this process reads that store
+    demo_runs = {r.run_id for r in runs()}
+    fleet = DemoFleet(home / ".golive" / "demo")
+    pool = Pool(checkout, users_machine)
+    try:
+        pool("work-pool", "create", "golive", "--type", "process", "--overwrite")
+        pool("deploy", "--all")
+        pool.start_worker()
+        pool("deployment", "run", "go-live/go-live")  # no parameters: the defaults
+        run_id = new_run_at("gate.suspended", besides=demo_runs)
+        key = str(home / ".golive" / "demo" / "demo-approver.key")
+        approved = golive(
+            "approve", run_id, "--as", "demo-approver", "--key", key, env=users_machine, timeout=400
+        )
+        released = finished(UUID(run_id))
+        hosts = serving(fleet)
+    finally:
+        pool.stop()
+        fleet.stop()
+
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "back on 1.0.0" in demo.stdout
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert released.state_name == "Completed"
+    assert set(hosts.values()) == {"2.0.0/2.0.0/ok"}
+
+
+def new_run_at(kind: str, besides: set[str], seconds: float = 180) -> str:
+    """The id of a run in the store, not among `besides`, once it has written an entry of
+    this kind."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for run in runs():
+            if run.run_id not in besides and any(run.of_kind(kind)):
+                return run.run_id
+        time.sleep(0.5)
+    raise AssertionError(f"no new run wrote {kind} in {seconds} s")
+
+
 def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_crash_hook(
     make_fleet: Callable[..., DemoFleet], worker: Callable[..., None]
 ) -> None:

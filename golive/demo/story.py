@@ -3,6 +3,9 @@
 1. shop-web 1.0.0 → 2.0.0 goes live through the `go-ahead` gate, which the demo approves itself.
 2. shop-web 2.0.0 → 3.0.0 passes on the canary, fails its smoke checks in wave 2 and is rolled
    back automatically: every host ends on 2.0.0 and answering.
+
+Then the hosts go back to 1.0.0, stopped, so that the demo's plans can be run again by hand or
+by the go-live deployment, whose default plan is the demo's plan-2.0.0.yaml.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ def run_demo(console: Console) -> bool:
                 _tell(story, fleet, signed_gates)
             unsubscribe()
         hosts_now = _versions_answering(fleet)
+        # Back to where the demo began, so that its plans can be released again by hand or
+        # by the go-live deployment (whose default plan is plan-2.0.0.yaml).
+        fleet.set_up("1.0.0")
     except GoLiveError as error:
         console.print(f"[red]The demo could not run: {escape(str(error))}[/]", highlight=False)
         return False
@@ -78,6 +84,10 @@ def run_demo(console: Console) -> bool:
         f"See a run in the Prefect UI: {ui_link(stories[0].run_id, PREFECT_UI_URL.value())}"
     )
     console.print(f"Try the plans yourself: golive validate {fleet.root / 'plan-3.0.0.yaml'}")
+    console.print(
+        f"The hosts are back on 1.0.0 (stopped): release 2.0.0 yourself with golive run "
+        f"{fleet.root / 'plan-2.0.0.yaml'}"
+    )
     console.print(
         f"Rehearse one, with its rollback drill: golive run {fleet.root / 'plan-2.0.0.yaml'} "
         "--rehearsal"

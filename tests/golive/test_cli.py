@@ -165,7 +165,7 @@ def test_status_lists_runs_and_shows_one(make_fleet: Callable[..., DemoFleet]) -
     assert "shop-web 2.0.0 → demo: COMPLETED" in shown.stdout
 
 
-def test_the_demo_tells_both_stories_and_leaves_every_host_on_the_good_release(
+def test_the_demo_tells_both_stories_and_then_puts_its_hosts_back_on_the_first_release(
     tmp_path: Path,
 ) -> None:
     done = golive(
@@ -179,6 +179,10 @@ def test_the_demo_tells_both_stories_and_leaves_every_host_on_the_good_release(
     assert "failed in wave 2, rolled back automatically" in done.stdout
     assert "demo: approving gate go-ahead as demo-approver" in done.stdout
     assert "Hosts now serve: web1 2.0.0, web2 2.0.0, web3 2.0.0" in done.stdout
+    fleet = DemoFleet(tmp_path / "home" / "demo")  # ready for its plans to be run by hand
+    linked = {(fleet.host_dir(h.name) / "current").resolve().name for h in fleet.hosts}
+    assert linked == {"1.0.0"}
+    assert "The hosts are back on 1.0.0 (stopped)" in done.stdout
 
 
 def test_run_exits_3_when_hosts_were_taken_out_within_the_failure_budget(
