@@ -747,9 +747,9 @@ def _writes_since_backup(undo: Undo, name: str) -> Table | str:
 def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> int:
     _quiet_prefect_console()
     from flows.rollback import rollback
-    from golive.server import start_temporary_server
+    from golive.server import connect_to_prefect
 
-    start_temporary_server()
+    connect_to_prefect()
     try:
         rollback(journal.run_id, reason=reason, restore_data=restore)
     except RollbackIncomplete as failure:
@@ -769,9 +769,9 @@ def demo() -> None:
     """Two go-lives on local demo hosts: a good release, then a broken one rolled back."""
     _quiet_prefect_console()
     from golive.demo.story import run_demo
-    from golive.server import start_temporary_server
+    from golive.server import connect_to_prefect
 
-    start_temporary_server()
+    connect_to_prefect()
     sys.exit(0 if run_demo(console) else EXIT_FAILED)
 
 
@@ -789,10 +789,10 @@ def _run_go_live(
 
     from flows.golive import go_live
     from golive.progress import LiveProgress
-    from golive.server import start_temporary_server
+    from golive.server import connect_to_prefect
 
     with LiveProgress(console, PREFECT_UI_URL.value()):
-        start_temporary_server()
+        connect_to_prefect()
         try:
             record = go_live(
                 plan_path=str(plan.resolve()),
@@ -864,9 +864,12 @@ def _decide(
         # A run on the embedded default serves its API from a temporary local server.
         os.environ["PREFECT_API_URL"] = started["api_url"]
     _quiet_prefect_console()
+    from golive.server import check_api
     from tasks.approvals import decide_gate, fate
 
     try:
+        if os.environ.get("PREFECT_API_URL"):
+            check_api()
         key = load_private_key(key_file, passphrase) if key_file else None
         submitted = decide_gate(journal, decision, approver, comment, key, gate=gate)
     except GoLiveError as refused:

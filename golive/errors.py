@@ -29,6 +29,7 @@
     ├── RunNotFound               no run with that id in the run store
     │   └── AmbiguousRun          several runs start with that prefix; lists them
     ├── StoreError                the run store cannot be used: which store, why, what to do
+    ├── PrefectUnreachable        the Prefect API that PREFECT_API_URL names does not answer
     ├── RecordTampered            a run's entries do not verify: the first bad one; nothing done
     └── JournalCorrupt            a journal line that does not read back: file and line
 
@@ -296,6 +297,16 @@ class StoreError(GoLiveError):
         self.store = store
         self.reason = reason
         super().__init__(f"run store {store}: {reason}; {fix}")
+
+
+class PrefectUnreachable(GoLiveError):
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(
+            f"the Prefect API at {url} (PREFECT_API_URL) cannot be used: {reason}. Nothing was "
+            "done. Check the URL (a Prefect server's ends in /api) and that the server is up; "
+            "without PREFECT_API_URL, `golive run` starts a temporary local server of its own"
+        )
 
 
 class RecordTampered(GoLiveError):

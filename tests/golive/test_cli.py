@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from flows.golive import go_live
 from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
+from tests.conftest import free_port
 from tests.flows.test_golive import logs_of
 from tests.registry import register
 from tests.runstore import runs, wait_for_gate
@@ -61,6 +63,27 @@ def test_validate_prints_every_problem_with_its_path_and_exits_2(tmp_path: Path)
     # A bad transport hides nothing: the waves are still checked against the hosts' names.
     for path in ("targets.transport:", "gates.go-ahead.timeout:", "waves[1].hosts: '150%'"):
         assert path in done.stderr
+
+
+def test_run_refuses_a_prefect_api_url_that_is_not_a_prefect_api_and_runs_nothing(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    plan = str(make_fleet(hosts=2).write_plan("2.0.0", soak=None))
+    not_prefect = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    threading.Thread(target=not_prefect.serve_forever, daemon=True).start()
+    nothing_there = f"http://127.0.0.1:{free_port()}/api"
+    elsewhere = f"http://127.0.0.1:{not_prefect.server_port}/api"
+
+    refused = golive("run", plan, api=False, PREFECT_API_URL=nothing_there)
+    wrong = golive("run", plan, api=False, PREFECT_API_URL=elsewhere)
+    not_prefect.shutdown()
+
+    assert refused.returncode == 1 and wrong.returncode == 1
+    assert f"the Prefect API at {nothing_there} (PREFECT_API_URL) cannot be used" in refused.stderr
+    assert "Connection refused" in refused.stderr
+    assert "/api/health answered HTTP 404" in wrong.stderr
+    assert "Traceback" not in refused.stderr + wrong.stderr
+    assert runs() == []  # nothing was run
 
 
 def test_validate_does_not_load_prefect() -> None:
