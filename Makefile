@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-.PHONY: demo test lint sshd postgres chromium bench
+.PHONY: demo test lint sshd postgres redis chromium bench
 
 $(BIN)/golive: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,16 @@ postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && $(APT_INSTALL) postgresql; }
 
+# The test of the distributed set-up (compose.yaml's, without Docker) uses the machine's Redis
+# when it answers, otherwise starts its own.
+redis:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-server; }
+
 # The HTML export is checked in headless Chromium (Debian's package; no browser download).
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium; }
 
-test: lint sshd postgres chromium
+test: lint sshd postgres redis chromium
 	$(BIN)/pytest
 
 bench: $(BIN)/golive sshd

@@ -5,16 +5,12 @@ session's Prefect API. Nothing here imports the flows into the test process firs
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -31,20 +27,23 @@ from prefect.states import Cancelling
 from golive.demo.fleet import DemoFleet
 from golive.journal import run_store
 from tests.conftest import DEPLOYMENT_LEASE_SECONDS, free_port
-from tests.flows.test_golive import flow_runs_named, logs_of, serving
+from tests.flows.test_golive import logs_of, serving
+from tests.prefect_server import (
+    Pool,
+    finished,
+    fresh_checkout,
+    golive,
+    prefect,
+    server_started,
+    started_run,
+    triggered,
+)
 from tests.runstore import runs, wait_for_entry, wait_for_gate
-
-ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
-NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "*cache*", "__pycache__", "*.egg-info")
 
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
-    """A fresh copy of the project, as a clone would have it."""
-    copy = tmp_path / "checkout"
-    shutil.copytree(ROOT, copy, ignore=NOT_COPIED)
-    return copy
+    return fresh_checkout(tmp_path / "checkout")
 
 
 @pytest.fixture
@@ -60,68 +59,6 @@ def worker_environment(tmp_path: Path) -> Iterator[dict[str, str]]:
         "GOLIVE_LEASE_SECONDS": "5",  # a killed run's lease runs out soon
     }
     del os.environ["GOLIVE_STORE_URL"]
-
-
-def prefect(
-    *args: str, cwd: Path, env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(BIN / "prefect"), "--no-prompt", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
-
-
-def golive(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """The golive command, run as a user would, in a process of its own."""
-    return subprocess.run(
-        [str(BIN / "golive"), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def finished(flow_run_id: UUID, seconds: float = 180) -> FlowRun:
-    """The flow run, once it has reached a final state."""
-    deadline = time.monotonic() + seconds
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            time.sleep(0.5)
-    raise AssertionError(f"flow run {flow_run_id} did not finish in {seconds} s")
-
-
-class Pool:
-    """The deployments of a fresh checkout, and real process workers on their pool. Called,
-    it runs the `prefect` command in the checkout."""
-
-    def __init__(self, checkout: Path, environment: dict[str, str]) -> None:
-        self.checkout, self.environment = checkout, environment
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    def __call__(self, *args: str) -> None:
-        prefect(*args, cwd=self.checkout, env=self.environment)
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        started = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", "golive"],
-            cwd=self.checkout,
-            env=self.environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.workers.append(started)
-        return started
-
-    def stop(self) -> None:
-        for started in self.workers:
-            started.terminate()
-            started.wait(timeout=60)
 
 
 @pytest.fixture
@@ -247,6 +184,37 @@ def test_a_go_live_whose_process_a_worker_finds_killed_is_rolled_back_by_its_cra
     )
 
 
+def test_a_worker_that_cannot_reach_the_run_store_fails_the_run_naming_the_setting(
+    make_fleet: Callable[..., DemoFleet],
+    checkout: Path,
+    worker_environment: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])
+    worker_home = tmp_path / "worker"
+    unreachable = f"postgresql://golive@127.0.0.1:{free_port()}/golive"
+    pool = Pool(
+        checkout,
+        worker_environment | {"GOLIVE_STORE_URL": unreachable, "GOLIVE_HOME": str(worker_home)},
+    )
+    try:
+        pool("work-pool", "create", "golive", "--type", "process", "--overwrite")
+        pool("deploy", "--all")
+        pool.start_worker()
+        run_id = triggered("go-live/go-live", plan_path=str(plan))
+        ended = finished(run_id)
+    finally:
+        pool.stop()
+    said = logs_of(str(run_id), until="GOLIVE_STORE_URL")
+
+    assert ended.state_name == "Failed"
+    assert f"run store {unreachable}: connection failed" in said
+    assert "check GOLIVE_STORE_URL" in said
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert list(worker_home.rglob("inputs")) == []  # nothing half-started
+
+
 def canary_live(fleet: DemoFleet, worker: Callable[..., None]) -> str:
     """A go-live of the fleet, from the deployment, its process pausing between waves with
     the canary on the new release (a mixed fleet); its run id."""
@@ -256,17 +224,6 @@ def canary_live(fleet: DemoFleet, worker: Callable[..., None]) -> str:
     run_id = wait_for_entry("wave.pause", seconds=180)
     assert serving(fleet)["web1"] == "2.0.0/2.0.0/ok"
     return run_id
-
-
-def started_run(name: str, seconds: float = 180) -> FlowRun:
-    """The flow run of that name, once Prefect has it."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = flow_runs_named(name)
-        if found:
-            return found[0]
-        time.sleep(0.5)
-    raise AssertionError(f"no flow run {name!r} within {seconds} s")
 
 
 def test_a_cancel_of_a_go_live_a_worker_runs_rolls_it_back(
@@ -469,43 +426,20 @@ def scheduling_server(
 ) -> Iterator[Pool]:
     """A Prefect server as `prefect server start` runs it, with its scheduler (the test
     harness's temporary server runs none), the checkout deployed there, and a worker."""
-    url = f"http://127.0.0.1:{free_port()}/api"
     environment = worker_environment | {
-        "PREFECT_API_URL": url,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
     }
-    port = url.split(":")[2].split("/")[0]
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    pool = Pool(checkout, environment)
-    try:
-        _healthy(url)
-        with temporary_settings({PREFECT_API_URL: url}):
-            pool("work-pool", "create", "golive", "--type", "process", "--overwrite")
-            pool("deploy", "--all")
-            pool.start_worker()
-            yield pool
-    finally:
-        pool.stop()
-        server.terminate()
-        server.wait(timeout=60)
-
-
-def _healthy(url: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    with server_started(environment, tmp_path / "server.log") as url:
+        pool = Pool(checkout, environment | {"PREFECT_API_URL": url})
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"prefect server start did not answer at {url} in {seconds} s")
+            with temporary_settings({PREFECT_API_URL: url}):
+                pool("work-pool", "create", "golive", "--type", "process", "--overwrite")
+                pool("deploy", "--all")
+                pool.start_worker()
+                yield pool
+        finally:
+            pool.stop()
 
 
 def test_golive_schedule_puts_a_plans_rehearsal_on_prefects_scheduler_which_fires_it(
