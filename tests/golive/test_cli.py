@@ -307,11 +307,13 @@ def test_a_run_of_forty_hosts_by_range_is_shown_by_wave_with_failures_first(
     plan = fleet.write_plan(
         "2.0.0", targets=targets, waves=waves, gates={}, smoke=[], soak=None, backups=[]
     )
+    checked = golive("validate", str(plan), api=False)
     done = golive("run", str(plan), GOLIVE_HOME=os.environ["GOLIVE_HOME"])
     lines = done.stdout.splitlines()
     [run] = runs()
     logged = logs_of(run.run_id, until="■ completed").splitlines()  # the run's Logs tab
 
+    assert "rest [web02, web03, web04, … web40: 39 hosts]" in checked.stdout, checked.stdout
     assert done.returncode == 3, done.stdout + done.stderr  # live, one host taken out
     assert "✓ wave canary: 1 host(s) live" in lines
     assert "── wave rest: 39 hosts" in lines
