@@ -11,7 +11,7 @@ import re
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -47,6 +47,7 @@ from golive.registry import Environment
 from golive.report import render_summary
 from golive.store import RunRow, RunStore
 from golive.undo import Undo
+from golive.waves import in_short
 
 if TYPE_CHECKING:
     from tasks.approvals import Submitted
@@ -104,20 +105,13 @@ def validate(plan: Path) -> None:
     """Check a plan and report every problem at once (exit 2 if there are any)."""
     plan_file = _load(plan)
     p = plan_file.plan
-    waves = " → ".join(f"{w.name} [{_hosts_in_short(w.hosts)}]" for w in plan_file.waves)
+    waves = " → ".join(f"{w.name} [{in_short(w.hosts)}]" for w in plan_file.waves)
     console.print(
         f"[green]✓ {escape(str(plan))}[/]: {p.release.name} {p.release.version} → "
         f"{p.environment}, {len(p.targets.hosts)} hosts in {len(plan_file.waves)} "
         f"waves: {escape(waves)}",
         highlight=False,
     )
-
-
-def _hosts_in_short(hosts: Sequence[str], shown: int = 8) -> str:
-    """A wave's hosts, or for a big one its first and last and how many in all."""
-    if len(hosts) <= shown:
-        return ", ".join(hosts)
-    return f"{', '.join(hosts[:3])}, … {hosts[-1]}: {len(hosts)} hosts"
 
 
 @main.command()

@@ -70,9 +70,16 @@ class PlanError(GoLiveError):
 
 
 class PreflightError(GoLiveError):
+    SHOWN = 10  # a fleet of 1,000 hosts with a bad path would print 1,000 lines
+
     def __init__(self, failures: Sequence[str]) -> None:
-        self.failures = list(failures)
-        lines = "\n".join(f"  - {f}" for f in self.failures)
+        self.failures = sorted(failures)
+        lines = "\n".join(f"  - {f}" for f in self.failures[: self.SHOWN])
+        if len(self.failures) > self.SHOWN:
+            lines += (
+                f"\n  … and {len(self.failures) - self.SHOWN} more; the run store keeps every "
+                "one (`golive audit export --run RUN`)"
+            )
         super().__init__(f"preflight failed, nothing was changed:\n{lines}")
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 from golive import journal
 from golive.home import runs_dir
 from golive.journal import Entry
+from golive.waves import in_short
 
 
 def ui_link(run_id: str, ui_url: str | None) -> str:
@@ -150,7 +151,7 @@ def _change(deploy: dict[str, Any]) -> str:
 
 
 def _started(e: Entry, ui_url: str | None) -> str:
-    waves = " → ".join(f"{w['name']} [{', '.join(w['hosts'])}]" for w in e["waves"])
+    waves = " → ".join(f"{w['name']} [{in_short(w['hosts'])}]" for w in e["waves"])
     return (
         f"[bold]▶ {e['release']} {e['version']} → {e['environment']}[/]  "
         f"run [cyan]{e['run_id']}[/]\n"

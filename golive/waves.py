@@ -12,6 +12,7 @@ Together the waves must cover every host exactly once.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from golive.errors import Problem
@@ -113,3 +114,10 @@ def _wanted(size: int | str, covered: int, fleet: int, path: str, problems: list
             )
         )
     return max(target - covered, 0)
+
+
+def in_short(hosts: Sequence[str], shown: int = 8) -> str:
+    """A wave's hosts, or for a big one its first and last and how many in all."""
+    if len(hosts) <= shown:
+        return ", ".join(hosts)
+    return f"{', '.join(hosts[:3])}, … {hosts[-1]}: {len(hosts)} hosts"

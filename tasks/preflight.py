@@ -39,6 +39,7 @@ def preflight(plan: Plan, journal: RunJournal) -> Plan:
         failures += [str(error) for error in errors.values()]
         failures += [f"host {name!r}: {problem}" for name, ps in checks.items() for problem in ps]
         if failures:
+            result["problems"] = failures  # all of them, however many the message shows
             raise PreflightError(failures)
         result |= {"hosts": len(checks), "artifact_bytes": unpacked}
     return plan

@@ -25,6 +25,8 @@ from tasks.approvals import decide_gate
 from tests.conftest import decision
 from tests.runstore import go_live_in_background, record_of, runs, wait_for_gate
 
+ALL = {"name": "all", "hosts": "100%"}
+
 GATED_WAVES = [
     {"name": "canary", "hosts": 1, "gate": "go-ahead"},
     {"name": "rest", "hosts": "100%"},
@@ -357,3 +359,23 @@ def test_an_artifact_swapped_while_the_run_waits_at_its_gate_changes_nothing_it_
     assert started["inputs"] == {str(artifact): approved_bytes}
     assert not (run.run_dir / "inputs").exists()  # the run's copies went with its end
     assert started["plan_sha256"] != hashlib.sha256(plan.read_bytes()).hexdigest()
+
+
+def test_a_preflight_failing_on_many_hosts_shows_ten_and_keeps_every_one_in_the_store(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)  # the demo environment, and its artifacts
+    hosts = [{"name": "web[01:15]", "vars": {"http_port": 1}}]
+    targets = fleet.template["targets"] | {"path": "nowhere", "hosts": hosts}
+    plan = fleet.write_plan("2.0.0", targets=targets, gates={}, soak=None, waves=[ALL])
+
+    with pytest.raises(RunFailed) as failed:
+        go_live(str(plan))
+    message = str(failed.value)
+    [journal] = runs()
+    [preflight] = journal.of_kind("step.failed")
+
+    assert "host 'web01': deploy directory" in message  # in host order
+    assert "host 'web11'" not in message
+    assert "… and 5 more; the run store keeps every one" in message
+    assert len(preflight["result"]["problems"]) == 15
