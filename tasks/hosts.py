@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed, wait
+from prefect.futures import PrefectFuture, wait
+from prefect.utilities.annotations import quote
 
 from golive.errors import DeployError, HostCommandError
 from golive.journal import RunJournal
@@ -115,19 +118,24 @@ def on_every_host(
 ) -> tuple[dict[str, Any], dict[str, BaseException]]:
     """Run a host task on each host, at most `limit` at once; return every host's result or
     error. Once more than `stop_after_failures` hosts have failed, no further host is started."""
-    waiting = list(hosts)
+    waiting = deque(hosts)
+    ended: SimpleQueue[PrefectFuture[Any]] = SimpleQueue()
     running: dict[PrefectFuture[Any], str] = {}
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
+    # Quoted, the plan and the journal are handed over as they are: Prefect would otherwise
+    # walk every host of the plan for every task, a cost per host that grows with the fleet.
+    quoted = {key: quote(value) for key, value in kwargs.items()}
     while waiting or running:
         over_budget = stop_after_failures is not None and len(errors) > stop_after_failures
         while waiting and not over_budget and len(running) < (limit or len(hosts)):
-            name = waiting.pop(0)
-            running[work.submit(plan, plan.host(name), **kwargs)] = name  # type: ignore[attr-defined]
-            _in_flight.update(running)
+            name = waiting.popleft()
+            future = work.submit(quote(plan), plan.host(name), **quoted)  # type: ignore[attr-defined]
+            running[future] = _in_flight[future] = name
+            future.add_done_callback(ended.put)
         if not running:
             break
-        done = next(as_completed(list(running)))
+        done = ended.get()
         name = running.pop(done)
         _in_flight.pop(done, None)
         try:
