@@ -16,7 +16,7 @@ from rich.text import Text
 from golive import journal
 from golive.home import runs_dir
 from golive.journal import Entry
-from golive.waves import in_short
+from golive.waves import MANY_HOSTS, in_short
 
 
 def ui_link(run_id: str, ui_url: str | None) -> str:
@@ -26,11 +26,6 @@ def ui_link(run_id: str, ui_url: str | None) -> str:
         f"`prefect server start`, then http://127.0.0.1:4200/runs/flow-run/{run_id} "
         "(this run used a temporary Prefect server; its history is kept)"
     )
-
-
-# A fleet larger than this is shown by wave: failures as they happen, then a summary per wave,
-# not a line per host and step.
-MANY_HOSTS = 25
 
 
 class LiveProgress:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from jinja2 import ChainableUndefined, Environment, PackageLoader
+
+from golive.waves import MANY_HOSTS
 
 # A record of a run that stopped early lacks later fields; they read as empty, not as errors.
 _env = Environment(
@@ -40,7 +43,31 @@ _html = Environment(
 
 
 def render_summary(record: dict[str, Any], record_path: Path) -> str:
-    return _env.get_template("summary.md.j2").render(r=record, record_path=record_path)
+    """The run's report in Markdown. A fleet of more than MANY_HOSTS is told by outcome:
+    hosts grouped by what happened to them, and only the steps that did not go well."""
+    many = len(record["hosts"]) > MANY_HOSTS
+    quiet = [s for s in record["steps"] if many and s.get("host") and s["outcome"] == "ok"]
+    told = {id(step) for step in quiet}
+    return _env.get_template("summary.md.j2").render(
+        r=record,
+        record_path=record_path,
+        many=many,
+        by_outcome=_by_outcome(record["hosts"], record.get("taken_out") or {}),
+        quiet_steps=Counter(s["stage"] for s in quiet),
+        shown_steps=[s for s in record["steps"] if id(s) not in told],
+    )
+
+
+def _by_outcome(
+    hosts: dict[str, dict[str, Any]], taken_out: dict[str, str]
+) -> list[tuple[tuple[Any, ...], list[str]]]:
+    grouped: dict[tuple[Any, ...], list[str]] = {}
+    for name, host in hosts.items():
+        back = host.get("rolled_back_to") or ("none" if name in taken_out else None)
+        after = "taken out" if name in taken_out else host.get("after")
+        outcome = (host.get("before"), after, back)
+        grouped.setdefault(outcome, []).append(name)
+    return sorted(grouped.items(), key=lambda item: len(item[1]))  # the odd ones out first
 
 
 def render_gate_brief(record: dict[str, Any], gate: str, **facts: Any) -> str:

@@ -116,6 +116,10 @@ def _wanted(size: int | str, covered: int, fleet: int, path: str, problems: list
     return max(target - covered, 0)
 
 
+# Past this many hosts a fleet is told in summaries (per wave, by outcome), failures first.
+MANY_HOSTS = 25
+
+
 def in_short(hosts: Sequence[str], shown: int = 8) -> str:
     """A wave's hosts, or for a big one its first and last and how many in all."""
     if len(hosts) <= shown:

@@ -67,9 +67,14 @@ def publish_record(journal: RunJournal) -> dict[str, Any]:
     (journal.run_dir / "report.md").write_text(summary)
     create_markdown_artifact(summary, key="go-live-summary", description="What this run did")
     rows = [{"host": name, **host} for name, host in record["hosts"].items()]
+    rows.sort(key=lambda row: went_as_planned(row, record["version"]))  # the odd ones first
     if rows:
         create_table_artifact(rows, key="go-live-hosts", description="Each host, before and after")
     return record
+
+
+def went_as_planned(host: dict[str, Any], version: str) -> bool:
+    return host.get("after") == version and not host.get("rolled_back_to") and not host.get("error")
 
 
 def progress_bar(description: str) -> Callable[[float], None]:

@@ -324,3 +324,7 @@ def test_a_run_of_forty_hosts_by_range_is_shown_by_wave_with_failures_first(
     assert "✓ wave rest: 38 host(s) live; taken out: web07" in logged
     assert "── wave rest: 39 hosts" in logged
     assert not any("web2" in line for line in logged), logged  # nothing per host that went well
+    report = (run.run_dir / "report.md").read_text()  # hosts by outcome, the odd one first
+    outcomes = report.split("by what happened to them:", 1)[1].split("|---|---|---|---|\n")[1]
+    assert outcomes.startswith("| none | taken out | none | 1: web07 |"), report
+    assert "deploy ×39" in report and "| deploy | web07 | failed" in report
