@@ -327,4 +327,4 @@ def test_a_run_of_forty_hosts_by_range_is_shown_by_wave_with_failures_first(
     report = (run.run_dir / "report.md").read_text()  # hosts by outcome, the odd one first
     outcomes = report.split("by what happened to them:", 1)[1].split("|---|---|---|---|\n")[1]
     assert outcomes.startswith("| none | taken out | none | 1: web07 |"), report
-    assert "deploy ×39" in report and "| deploy | web07 | failed" in report
+    assert "deploy \N{MULTIPLICATION SIGN}39" in report and "| deploy | web07 | failed" in report
