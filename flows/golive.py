@@ -39,6 +39,7 @@ from golive.errors import (
     WaveFailed,
 )
 from golive.home import runs_dir
+from golive.hostlist import in_short
 from golive.inputs import INPUTS, drop_inputs, pin_inputs
 from golive.journal import RunJournal
 from golive.lease import environment_lease, lease_seconds
@@ -465,7 +466,7 @@ def undo(plan: Plan, journal: RunJournal, changed: list[str], failure: Exception
         except (KeyboardInterrupt, TerminationSignal) as signal:
             left = left_undone(journal.entries())
             raise RollbackStopped(Interrupted(signal), left, journal.run_id) from None
-        undone = f"Rolled back, last wave first: {', '.join(changed)}."
+        undone = f"Rolled back, last wave first: {in_short(changed)}."
         forward = next(journal.of_kind("database.roll_forward"), None)
         if forward is not None:
             undone += f" The data was NOT restored: {forward['reason']}."

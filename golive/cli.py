@@ -36,6 +36,7 @@ from golive.errors import (
     describe_os_error,
 )
 from golive.home import golive_home
+from golive.hostlist import in_short
 from golive.journal import Entry, RunJournal, refused_imports, run_store
 from golive.lease import with_crashes
 from golive.plan import SAFE_NAME, parse_duration
@@ -47,7 +48,6 @@ from golive.registry import Environment
 from golive.report import render_summary
 from golive.store import RunRow, RunStore
 from golive.undo import Undo
-from golive.waves import in_short
 
 if TYPE_CHECKING:
     from tasks.approvals import Submitted

@@ -43,6 +43,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from golive.hostlist import in_short
+
 
 class GoLiveError(Exception):
     """Base class of every error golive raises on purpose."""
@@ -179,7 +181,7 @@ class WaveFailed(StageError):
         self.failures = failures
         self.succeeded = list(succeeded)
         detail = "\n".join(f"  - {host}: {error}" for host, error in failures.items())
-        ok = ", ".join(self.succeeded) or "none"
+        ok = in_short(sorted(self.succeeded)) or "none"
         super().__init__(
             f"wave {wave!r}: {len(failures)} host(s) failed (succeeded: {ok}):\n{detail}"
         )

@@ -12,6 +12,7 @@ still leaves the host listed as "may have changed".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ Entry = dict[str, Any]
 Listener = Callable[[Entry], None]
 
 _listeners: list[Listener] = []
+logger = logging.getLogger(__name__)
 
 
 def subscribe(listener: Listener) -> Callable[[], None]:
@@ -67,7 +69,10 @@ class RunJournal:
         [stored] = self.store.append(self.run_id, [NewEntry(kind, version, body)], seal=seal)
         entry = {"at": stored.at, "kind": kind, **body}
         for listener in list(_listeners):
-            listener(entry | {"run_id": self.run_id})
+            try:
+                listener(entry | {"run_id": self.run_id})
+            except Exception:  # what watches a step (the terminal, the logs) must not fail it
+                logger.exception("showing entry %s of run %s failed", kind, self.run_id)
         return entry
 
     def entries(self) -> list[Entry]:

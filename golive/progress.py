@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
@@ -15,8 +16,8 @@ from rich.text import Text
 
 from golive import journal
 from golive.home import runs_dir
+from golive.hostlist import MANY_HOSTS, in_short
 from golive.journal import Entry
-from golive.waves import MANY_HOSTS, in_short
 
 
 def ui_link(run_id: str, ui_url: str | None) -> str:
@@ -37,6 +38,7 @@ class LiveProgress:
         self.status = Status("starting", console=console)
         self.running: dict[tuple[Any, ...], str] = {}
         self.many = False  # a fleet of more than MANY_HOSTS: summaries, failures first
+        self._lock = threading.Lock()  # entries come from every host's thread at once
         self._unsubscribe: Callable[[], None] = lambda: None
 
     def __enter__(self) -> LiveProgress:
@@ -54,6 +56,10 @@ class LiveProgress:
         self._unsubscribe()
 
     def show(self, entry: Entry) -> None:
+        with self._lock:
+            self._show(entry)
+
+    def _show(self, entry: Entry) -> None:
         if entry["kind"] == "run.started":
             self.many = many_hosts(entry)
         if entry["kind"].startswith("step."):
@@ -207,7 +213,7 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
         f"redone: {', '.join(e['done']) or 'nothing'}"
     ),
     "rollback.started": lambda e, _: (
-        f"[bold red]↩ rolling back[/] {', '.join(e['hosts']) or 'nothing (no host was changed)'}"
+        f"[bold red]↩ rolling back[/] {in_short(e['hosts']) or 'nothing (no host was changed)'}"
         + (_STOPPING if e["reason"].startswith("the run was stopped by") else "")
     ),
     "host.restored": lambda e, _: (

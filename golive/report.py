@@ -8,7 +8,7 @@ from typing import Any
 
 from jinja2 import ChainableUndefined, Environment, PackageLoader
 
-from golive.waves import MANY_HOSTS
+from golive.hostlist import MANY_HOSTS
 
 # A record of a run that stopped early lacks later fields; they read as empty, not as errors.
 _env = Environment(

@@ -12,7 +12,6 @@ Together the waves must cover every host exactly once.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from golive.errors import Problem
@@ -114,14 +113,3 @@ def _wanted(size: int | str, covered: int, fleet: int, path: str, problems: list
             )
         )
     return max(target - covered, 0)
-
-
-# Past this many hosts a fleet is told in summaries (per wave, by outcome), failures first.
-MANY_HOSTS = 25
-
-
-def in_short(hosts: Sequence[str], shown: int = 8) -> str:
-    """A wave's hosts, or for a big one its first and last and how many in all."""
-    if len(hosts) <= shown:
-        return ", ".join(hosts)
-    return f"{', '.join(hosts[:3])}, … {hosts[-1]}: {len(hosts)} hosts"

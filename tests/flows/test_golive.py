@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from flows.golive import go_live
 from flows.rollback import rollback
+from golive import journal
 from golive.demo.fleet import DemoFleet
 from golive.errors import PlanError, RollbackIncomplete, RunFailed
 from golive.journal import RunJournal
@@ -379,3 +380,22 @@ def test_a_preflight_failing_on_many_hosts_shows_ten_and_keeps_every_one_in_the_
     assert "host 'web11'" not in message
     assert "… and 5 more; the run store keeps every one" in message
     assert len(preflight["result"]["problems"]) == 15
+
+
+def test_a_listener_that_fails_does_not_fail_the_step_it_watched(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+
+    def broken_display(entry: dict[str, Any]) -> None:
+        if entry["kind"] == "host.switched":
+            raise RuntimeError("dictionary changed size during iteration")
+
+    unsubscribe = journal.subscribe(broken_display)
+    try:
+        record = go_live(str(fleet.write_plan("2.0.0", gates={}, soak=None, waves=[ALL])))
+    finally:
+        unsubscribe()
+
+    assert record["state"] == "completed"
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
