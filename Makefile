@@ -50,3 +50,4 @@ bench: $(BIN)/golive sshd
 	$(BIN)/python bench/approval.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/rollback.py
+	$(BIN)/python bench/fleet.py

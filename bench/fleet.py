@@ -1,0 +1,151 @@
+"""Benchmark: golive's own cost per host on big fleets, beside the same host steps bare.
+
+    .venv/bin/python bench/fleet.py [--hosts 200 1000] [--repeat 3]
+
+Local hosts (directories; the local transport goes through the same release code as SSH,
+without sshd, which would swamp this machine at 1,000 hosts). Each fleet starts empty and
+receives the demo's shop-web 2.0.0 in two waves (10 hosts, then the rest); the restart is
+`true`, and there is no smoke check, so what is left is golive's own work.
+
+  bare      the host steps golive runs, through the same HostReleases, in a thread per host
+            at once: check the deploy directory and pack a backup, fetch and verify it, stage
+            the release, activate it (switch `current`), confirm, restart
+  golive    `golive run PLAN` end to end, less its start-up (a 1-host run of the same plan)
+
+Printed per size: both times, golive's overhead per host ((golive - bare) / hosts; aim: under
+20 ms, and flat from 200 to 1,000 hosts), and golive's peak memory. Medians of `--repeat`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from golive.demo.fleet import build_artifact  # noqa: E402
+from golive.local import LocalShell  # noqa: E402
+from golive.manifest import manifest_of  # noqa: E402
+from golive.plan import Host  # noqa: E402
+from golive.releases import HostReleases  # noqa: E402
+
+GOLIVE = str(Path(sys.executable).parent / "golive")
+VERSION = "2.0.0"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="golive-bench-") as folder:
+        work = Path(folder)
+        os.environ["GOLIVE_HOME"] = str(work / "home")
+        register()
+        build_artifact(work / "artifacts", VERSION)
+        startup = statistics.median(golive(work, 1)[0] for _ in range(args.repeat))
+        print(f"golive run of 1 host (start-up, taken off below): {startup:.2f} s\n")
+        for hosts in args.hosts:
+            measure(work, hosts, args.repeat, startup)
+
+
+def register() -> None:
+    from tests.registry import register as register_environment
+
+    register_environment("bench")
+
+
+def measure(work: Path, hosts: int, repeat: int, startup: float) -> None:
+    bare = statistics.median(bare_steps(work, hosts) for _ in range(repeat))
+    runs = [golive(work, hosts) for _ in range(repeat)]
+    ours = statistics.median(seconds for seconds, _ in runs) - startup
+    memory = max(peak for _, peak in runs)
+    per_host = (ours - bare) / hosts * 1000
+    print(
+        f"{hosts:>5} hosts: bare {bare:6.2f} s, golive {ours:6.2f} s ({ours / bare:.2f}x); "
+        f"golive's overhead {per_host:.1f} ms per host (aim: under 20 ms); "
+        f"peak memory {memory / 1024:.0f} MiB"
+    )
+
+
+def fresh_hosts(work: Path, hosts: int) -> list[str]:
+    shutil.rmtree(work / "hosts", ignore_errors=True)
+    names = [f"web{n:04d}" for n in range(1, hosts + 1)]
+    for name in names:
+        (work / "hosts" / name).mkdir(parents=True)
+    return names
+
+
+def bare_steps(work: Path, hosts: int) -> float:
+    names = fresh_hosts(work, hosts)
+    manifest = manifest_of(work / "artifacts" / f"shop-web-{VERSION}.tar.gz")
+    backups = work / "bare-backups"
+    shutil.rmtree(backups, ignore_errors=True)
+    backups.mkdir()
+
+    def one(name: str) -> None:
+        releases = HostReleases(Host(name=name), LocalShell(name), str(work / "hosts" / name))
+        releases.check(10 * 2**20, backup=["current"])
+        releases.fetch_backup(backups / f"{name}.tar.gz")
+        transfer = releases.stage(manifest, VERSION)
+        releases.activate(transfer, manifest, VERSION, switch=True, keep=3, protect=(None,))
+        releases.confirm_release(VERSION, "switch")
+        releases.run("true", timeout=30)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=hosts) as pool:
+        list(pool.map(one, names))
+    return time.perf_counter() - started
+
+
+def golive(work: Path, hosts: int) -> tuple[float, int]:
+    """`golive run` of a plan of this many hosts: its seconds and its peak memory (KiB)."""
+    fresh_hosts(work, hosts)
+    plan = work / f"plan-{hosts}.yaml"
+    plan.write_text(yaml.safe_dump(plan_of(hosts), sort_keys=False))
+    started = time.perf_counter()
+    done = subprocess.run([GOLIVE, "run", str(plan)], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"golive run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def plan_of(hosts: int) -> dict[str, object]:
+    canary = min(10, hosts)
+    waves: list[dict[str, object]] = [{"name": "canary", "hosts": canary}]
+    if hosts > canary:
+        waves.append({"name": "rest", "hosts": "100%"})
+    return {
+        "release": {
+            "name": "shop-web",
+            "version": VERSION,
+            "artifact": f"artifacts/shop-web-{VERSION}.tar.gz",
+            "owner": "bench",
+        },
+        "environment": "bench",
+        "targets": {
+            "transport": "local",
+            "path": "hosts",
+            "hosts": [f"web[0001:{hosts:04d}]"],
+            "restart": "true",
+            "keep_releases": 3,
+        },
+        "waves": waves,
+    }
+
+
+if __name__ == "__main__":
+    main()
