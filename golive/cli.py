@@ -115,6 +115,26 @@ def validate(plan: Path) -> None:
 
 
 @main.command()
+def check() -> None:
+    """Whether what this machine's settings name answers: the run store, the Prefect API, and
+    on a Prefect server's machine its database and Redis (exit 1 if anything does not)."""
+    from golive.check import findings
+
+    found = findings()
+    for finding in found:
+        mark = "[green]✓[/]" if finding.ok else "[red]✗[/]"
+        said = "answers" if finding.ok else escape(finding.problem or "")
+        console.print(
+            f"{mark} {finding.setting} = {escape(finding.value)}: {said}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not all(finding.ok for finding in found):
+        console.print("Nothing was started. Fix the settings marked ✗, then check again.")
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
 @click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
 def schedule(plan: Path) -> None:
     """Rehearse a plan on its `rehearsal.schedule`, on the Prefect server's rehearsal deployment

@@ -21,6 +21,7 @@ from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
 from tests.conftest import free_port
 from tests.flows.test_golive import logs_of
+from tests.redis_server import redis_server
 from tests.registry import register
 from tests.runstore import runs, wait_for_gate
 
@@ -328,3 +329,46 @@ def test_a_run_of_forty_hosts_by_range_is_shown_by_wave_with_failures_first(
     outcomes = report.split("by what happened to them:", 1)[1].split("|---|---|---|---|\n")[1]
     assert outcomes.startswith("| none | taken out | none | 1: web07 |"), report
     assert "deploy \N{MULTIPLICATION SIGN}39" in report and "| deploy | web07 | failed" in report
+
+
+def test_check_names_each_setting_that_does_not_answer_and_exits_1(tmp_path: Path) -> None:
+    closed = free_port()
+    server_machine = {
+        "GOLIVE_HOME": str(tmp_path / "home"),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+            f"postgresql+asyncpg://prefect:planted-db-password@127.0.0.1:{closed}/prefect"
+        ),
+        "PREFECT_REDIS_MESSAGING_HOST": "127.0.0.1",
+        "PREFECT_REDIS_MESSAGING_PORT": str(closed),
+    }
+
+    done = golive("check", api=False, **server_machine)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "✓ run store = sqlite:///" in done.stdout  # not there yet: the first run creates it
+    database = "✗ PREFECT_SERVER_DATABASE_CONNECTION_URL = postgresql+asyncpg://prefect:***@"
+    assert database in done.stdout
+    assert f"✗ PREFECT_REDIS_MESSAGING_HOST/_PORT/_DB = redis://127.0.0.1:{closed}/0" in done.stdout
+    assert "Nothing was started" in done.stdout
+    assert "planted-db-password" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_check_passes_on_the_machines_postgresql_and_redis(
+    pg_server: tuple[str, int, str], tmp_path: Path
+) -> None:
+    host, port, user = pg_server
+    with redis_server() as (redis_host, redis_port):
+        done = golive(
+            "check",
+            GOLIVE_HOME=str(tmp_path / "home"),
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=(
+                f"postgresql+asyncpg://{user}@{host}:{port}/postgres"
+            ),
+            PREFECT_REDIS_MESSAGING_HOST=redis_host,
+            PREFECT_REDIS_MESSAGING_PORT=str(redis_port),
+            PREFECT_SERVER_DOCKET_URL=f"redis://{redis_host}:{redis_port}/1",
+        )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("✓") == 5  # the store, the API, the database, Redis twice
