@@ -32,31 +32,45 @@ class Finding:
 def findings() -> list[Finding]:
     """Every check that applies to this machine's settings."""
     found = [_run_store()]
-    if os.environ.get("PREFECT_API_URL"):
+    if os.environ.get("PREFECT_API_URL") or _api_in_profile():
         found.append(_prefect_api())
     found += _prefect_server_database()
     found += _redis()
     return found
 
 
-def _run_store() -> Finding:
-    from golive.store import open_store, store_url
+def _api_in_profile() -> bool:
+    from prefect.settings import PREFECT_API_URL
 
-    setting = "GOLIVE_STORE_URL" if os.environ.get("GOLIVE_STORE_URL") else "run store"
+    return bool(PREFECT_API_URL.value())
+
+
+def _run_store() -> Finding:
+    from golive.store import BLOCK_SETTING, URL_SETTING, open_store, store_url
+
+    setting = next((s for s in (URL_SETTING, BLOCK_SETTING) if os.environ.get(s)), "run store")
+    shown = os.environ.get(BLOCK_SETTING, "(not known)")
     try:
-        shown = open_store().shown
+        shown = shown_url(store_url())
+        return Finding(setting, open_store().shown, None)
     except GoLiveError as error:
-        if "there is no run store there yet" in str(error):
-            created_later = f"{_hidden(store_url())} (not there yet: the first run creates it)"
-            return Finding(setting, created_later, None)
-        return Finding(setting, _hidden(store_url()), str(error))
-    return Finding(setting, shown, None)
+        if _created_by_the_first_run(str(error)):
+            return Finding(setting, f"{shown} (empty: the first run creates the store)", None)
+        return Finding(setting, shown, str(error))
+    except Exception as error:  # a block that cannot be loaded: the API, the block itself
+        return Finding(setting, shown, f"{type(error).__name__}: {error}")
+
+
+def _created_by_the_first_run(refusal: str) -> bool:
+    return "there is no run store there yet" in refusal or "there are no golive tables" in refusal
 
 
 def _prefect_api() -> Finding:
+    from prefect.settings import PREFECT_API_URL
+
     from golive.server import check_api
 
-    url = os.environ["PREFECT_API_URL"]
+    url = shown_url(str(PREFECT_API_URL.value()))
     try:
         check_api()
     except GoLiveError as error:
@@ -70,7 +84,7 @@ def _prefect_server_database() -> list[Finding]:
         "PREFECT_API_DATABASE_CONNECTION_URL",
     ):
         if url := os.environ.get(setting):
-            return [Finding(setting, _hidden(url), _database_problem(url))]
+            return [Finding(setting, shown_url(url), _database_problem(url))]
     return []
 
 
@@ -112,7 +126,7 @@ def _redis() -> list[Finding]:
     for setting in ("PREFECT_REDIS_MESSAGING_URL", "PREFECT_SERVER_DOCKET_URL"):
         url = os.environ.get(setting, "")
         if url.startswith(("redis://", "rediss://")):
-            found.append(Finding(setting, _hidden(url), _redis_problem(url)))
+            found.append(Finding(setting, shown_url(url), _redis_problem(url)))
     return found
 
 
@@ -126,8 +140,10 @@ def _redis_problem(url: str, password: str | None = None) -> str | None:
     return None
 
 
-def _hidden(url: str) -> str:
+def shown_url(url: str) -> str:
+    """The URL without its password or query (libpq, asyncpg and redis take `password=`
+    there too)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return make_url(url).set(query={}).render_as_string(hide_password=True)
     except ArgumentError:
         return "(not a URL)"

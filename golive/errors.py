@@ -71,15 +71,18 @@ class PlanError(GoLiveError):
         super().__init__(f"{source}: {count} {noun}, nothing was run:\n{lines}")
 
 
-class PreflightError(GoLiveError):
-    SHOWN = 10  # a fleet of 1,000 hosts with a bad path would print 1,000 lines
+# A fleet of 1,000 hosts with a bad path would print 1,000 lines: the store keeps them all.
+SHOWN_FAILURES = 10
 
+
+class PreflightError(GoLiveError):
     def __init__(self, failures: Sequence[str]) -> None:
-        self.failures = sorted(failures)
-        lines = "\n".join(f"  - {f}" for f in self.failures[: self.SHOWN])
-        if len(self.failures) > self.SHOWN:
+        # What is wrong with the release itself first, then each host's problems in host order.
+        self.failures = sorted(failures, key=lambda f: (f.startswith("host '"), f))
+        lines = "\n".join(f"  - {f}" for f in self.failures[:SHOWN_FAILURES])
+        if len(self.failures) > SHOWN_FAILURES:
             lines += (
-                f"\n  … and {len(self.failures) - self.SHOWN} more; the run store keeps every "
+                f"\n  … and {len(self.failures) - SHOWN_FAILURES} more; the run store keeps every "
                 "one (`golive audit export --run RUN`)"
             )
         super().__init__(f"preflight failed, nothing was changed:\n{lines}")
@@ -180,7 +183,10 @@ class WaveFailed(StageError):
         self.wave = wave
         self.failures = failures
         self.succeeded = list(succeeded)
-        detail = "\n".join(f"  - {host}: {error}" for host, error in failures.items())
+        failed = sorted(failures.items())
+        detail = "\n".join(f"  - {host}: {error}" for host, error in failed[:SHOWN_FAILURES])
+        if len(failed) > SHOWN_FAILURES:
+            detail += f"\n  … and {len(failed) - SHOWN_FAILURES} more hosts (`golive status RUN`)"
         ok = in_short(sorted(self.succeeded)) or "none"
         super().__init__(
             f"wave {wave!r}: {len(failures)} host(s) failed (succeeded: {ok}):\n{detail}"

@@ -23,6 +23,7 @@ from prefect import get_client
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL
 
+from golive.check import shown_url
 from golive.errors import PrefectUnreachable
 
 
@@ -64,11 +65,12 @@ def check_api() -> None:
                 failure = ValueError("GET /admin/version did not answer with a version")
             except (httpx.HTTPError, ValueError) as error:
                 failure = error
-    raise PrefectUnreachable(str(PREFECT_API_URL.value()), _described(failure))
+    raise PrefectUnreachable(shown_url(str(PREFECT_API_URL.value())), _described(failure))
 
 
 def _described(failure: Exception) -> str:
     if isinstance(failure, httpx.HTTPStatusError):
         request = failure.request
-        return f"{request.method} {request.url} answered HTTP {failure.response.status_code}"
+        shown = shown_url(str(request.url))
+        return f"{request.method} {shown} answered HTTP {failure.response.status_code}"
     return f"no answer as a Prefect API ({type(failure).__name__}: {failure})"

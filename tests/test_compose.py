@@ -99,6 +99,7 @@ def cluster_of(
     """`prefect server start` with these settings, a fresh checkout deployed there, and two
     workers, machines of their own that share only the Prefect API and the run store."""
     environment = base_environment() | {"PREFECT_HOME": str(folder / "server-home")}
+    checked(environment | server | {"GOLIVE_HOME": str(folder / "server-golive")})
     with server_started(environment | server, folder / "server.log") as url:
         machines = base_environment() | golive_settings(url, store_url)
         pool = Pool(
@@ -113,12 +114,19 @@ def cluster_of(
         try:
             pool("work-pool", "create", "golive", "--type", "process", "--overwrite")
             pool("deploy", "--all")
+            checked(pool.environment)  # as compose.yaml does before each worker
             for number in (1, 2):
                 pool.start_worker(*worker_options, GOLIVE_HOME=str(folder / f"worker-{number}"))
             with temporary_settings({PREFECT_API_URL: url}):
                 yield Cluster(pool, url, store_url)
         finally:
             pool.stop()
+
+
+def checked(machine: dict[str, str]) -> None:
+    """`golive check` with a machine's settings, as compose.yaml runs it before starting."""
+    done = golive("check", env=machine, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")

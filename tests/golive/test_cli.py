@@ -21,6 +21,7 @@ from golive.demo.fleet import DemoFleet
 from golive.journal import Entry
 from tests.conftest import free_port
 from tests.flows.test_golive import logs_of
+from tests.pg import empty_database
 from tests.redis_server import redis_server
 from tests.registry import register
 from tests.runstore import runs, wait_for_gate
@@ -335,6 +336,7 @@ def test_check_names_each_setting_that_does_not_answer_and_exits_1(tmp_path: Pat
     closed = free_port()
     server_machine = {
         "GOLIVE_HOME": str(tmp_path / "home"),
+        "GOLIVE_STORE_URL": f"postgresql://golive@127.0.0.1:{closed}/golive?password=planted-pw",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
             f"postgresql+asyncpg://prefect:planted-db-password@127.0.0.1:{closed}/prefect"
         ),
@@ -345,23 +347,25 @@ def test_check_names_each_setting_that_does_not_answer_and_exits_1(tmp_path: Pat
     done = golive("check", api=False, **server_machine)
 
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "✓ run store = sqlite:///" in done.stdout  # not there yet: the first run creates it
+    assert f"✗ GOLIVE_STORE_URL = postgresql://golive@127.0.0.1:{closed}/golive:" in done.stdout
     database = "✗ PREFECT_SERVER_DATABASE_CONNECTION_URL = postgresql+asyncpg://prefect:***@"
     assert database in done.stdout
     assert f"✗ PREFECT_REDIS_MESSAGING_HOST/_PORT/_DB = redis://127.0.0.1:{closed}/0" in done.stdout
     assert "Nothing was started" in done.stdout
     assert "planted-db-password" not in done.stdout + done.stderr
+    assert "planted-pw" not in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_check_passes_on_the_machines_postgresql_and_redis(
+def test_check_passes_on_the_machines_postgresql_and_redis_with_a_store_yet_to_be_made(
     pg_server: tuple[str, int, str], tmp_path: Path
 ) -> None:
     host, port, user = pg_server
-    with redis_server() as (redis_host, redis_port):
+    with redis_server() as (redis_host, redis_port), empty_database(pg_server) as store:
         done = golive(
             "check",
             GOLIVE_HOME=str(tmp_path / "home"),
+            GOLIVE_STORE_URL=store,
             PREFECT_SERVER_DATABASE_CONNECTION_URL=(
                 f"postgresql+asyncpg://{user}@{host}:{port}/postgres"
             ),
@@ -372,3 +376,4 @@ def test_check_passes_on_the_machines_postgresql_and_redis(
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("✓") == 5  # the store, the API, the database, Redis twice
+    assert "(empty: the first run creates the store)" in done.stdout
