@@ -297,7 +297,9 @@ def rollback_drill(plan: Plan, journal: RunJournal) -> None:
     if isinstance(outcome, State) and isinstance(outcome.data, RollbackIncomplete):
         raise outcome.data
     if plan.smoke:
-        _, failed = on_every_host(smoke_check_host, plan, plan.host_names(), journal=journal)
+        _, failed = on_every_host(
+            "smoke", smoke_check_host, plan, plan.host_names(), journal=journal
+        )
         if failed:
             raise RollbackIncomplete(
                 {host: f"rolled back, but {error}" for host, error in failed.items()},
@@ -374,6 +376,7 @@ def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str
     budget = wave.wave.failure_budget(size)
     journal.write("wave.started", wave=wave.name, hosts=list(wave.hosts), max_fail=budget)
     deployed, errors = on_every_host(
+        "deploy",
         deploy_host,
         plan,
         wave.hosts,
@@ -385,7 +388,7 @@ def deploy_wave(plan: Plan, wave: ResolvedWave, journal: RunJournal) -> list[str
     healthy, failed_checks = deployed, dict[str, BaseException]()
     if plan.smoke:
         healthy, failed_checks = on_every_host(
-            smoke_check_host, plan, list(deployed), journal=journal
+            "smoke", smoke_check_host, plan, list(deployed), journal=journal
         )
     errors |= failed_checks
     if len(errors) > budget:

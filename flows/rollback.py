@@ -233,11 +233,17 @@ def restore_hosts(
     ones that have a release again."""
     failures: dict[str, str] = {}
     restored, errors = on_every_host(
-        restore_host, plan, list(releases), limit=limit, releases=releases, journal=journal
+        "restore",
+        restore_host,
+        plan,
+        list(releases),
+        limit=limit,
+        releases=releases,
+        journal=journal,
     )
     failures |= {host: str(error) for host, error in errors.items()}
     answering = [host for host in restored if releases[host] is not None]
-    _, errors = on_every_host(smoke_check_host, plan, answering, journal=journal)
+    _, errors = on_every_host("smoke", smoke_check_host, plan, answering, journal=journal)
     failures |= {host: f"restored, but {error}" for host, error in errors.items()}
     for host, release in releases.items():
         journal.write(

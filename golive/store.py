@@ -225,6 +225,20 @@ class NewEntry:
     at: str | None = None  # kept when importing an older run; otherwise the time of writing
 
 
+@dataclass
+class _Append:
+    """An append waiting for the next transaction, and what it stored once committed."""
+
+    run_id: str
+    new: Sequence[NewEntry]
+    seal: str | None
+    stored: list[StoredEntry] | None = None
+
+    @property
+    def args(self) -> tuple[str, Sequence[NewEntry], str | None]:
+        return self.run_id, self.new, self.seal
+
+
 class RunStore:
     """One run store, shared by every thread of this process (see `open_store`)."""
 
@@ -232,6 +246,9 @@ class RunStore:
         self.engine = engine
         self.shown = shown  # the URL without its password, for messages
         self._local_lock = threading.Lock()
+        self._batch_lock = threading.Lock()  # taken before `_local_lock`, never after it
+        self._queue_lock = threading.Lock()
+        self._queued: list[_Append] = []
 
     # Writing
 
@@ -239,9 +256,45 @@ class RunStore:
         self, run_id: str, new: Sequence[NewEntry], seal: str | None = None
     ) -> list[StoredEntry]:
         """Append entries to a run's chain in one transaction; with `seal`, then seal the
-        run's head into the store's chain with that state. Returns the entries as stored."""
+        run's head into the store's chain with that state. Returns the entries as stored,
+        once they are committed."""
+        mine = _Append(run_id, new, seal)
+        with self._queue_lock:
+            self._queued.append(mine)
+        with self._batch_lock:
+            if mine.stored is None:
+                self._write_queued(mine)
+        assert mine.stored is not None
+        return mine.stored
+
+    def _write_queued(self, mine: _Append) -> None:
+        """Group commit: the appends of every thread that queued while the last transaction
+        was committing go into the next one, so a thousand hosts' steps pay for far fewer
+        synchronous commits than entries. If that transaction fails, the others go back to
+        the queue for their own threads, and this one is tried alone: an append fails only
+        for a fault of its own."""
+        with self._queue_lock:
+            batch, self._queued = self._queued, []
+        try:
+            self._commit(batch)
+        except Exception:
+            if batch == [mine]:
+                raise
+            self._requeue(batch, mine)
+            self._commit([mine])
+        except BaseException:  # interrupted: the others are written by their own threads
+            self._requeue(batch, mine)
+            raise
+
+    def _commit(self, batch: list[_Append]) -> None:
         with self._writing() as connection:
-            return self._append(connection, run_id, new, seal)
+            written = [self._append(connection, *queued.args) for queued in batch]
+        for queued, stored in zip(batch, written, strict=True):
+            queued.stored = stored
+
+    def _requeue(self, batch: list[_Append], mine: _Append) -> None:
+        with self._queue_lock:
+            self._queued[:0] = [queued for queued in batch if queued is not mine]
 
     def import_run(self, run_id: str, new: Sequence[NewEntry], seal: str | None) -> bool:
         """Append a whole older run, unless the store has it already (another process may be

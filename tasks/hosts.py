@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, wait
-from prefect.utilities.annotations import quote
 
 from golive.errors import DeployError, HostCommandError
+from golive.hostlist import in_short
 from golive.journal import RunJournal
 from golive.manifest import manifest_of
 from golive.plan import SAFE_NAME, Host, Plan
@@ -23,8 +25,9 @@ from golive.releases import HostReleases, SwitchFailed
 from golive.transport import connect
 from tasks.backups import backup_paths
 
+T = TypeVar("T")
 
-@task(name="deploy", task_run_name="deploy {host.name}", cache_policy=NO_CACHE)
+
 def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[str, Any]:
     """Send what the host lacks of the release, then in one step assemble it, check it against
     the artifact, prune beyond `keep_releases` (sparing the release the host had, which a
@@ -64,7 +67,6 @@ def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[
     return result
 
 
-@task(name="restore", task_run_name="restore {host.name}", cache_policy=NO_CACHE)
 def restore_host(
     plan: Plan, host: Host, releases: dict[str, str | None], journal: RunJournal
 ) -> str | None:
@@ -96,7 +98,7 @@ def restore_host(
 
 # Host steps started in this process and not yet seen to end. A signal that stops the run
 # lands in the flow, not in these threads: they go on, and a rollback must wait for them.
-_in_flight: dict[PrefectFuture[Any], str] = {}
+_in_flight: dict[Future[Any], str] = {}
 
 
 def settle(timeout: float) -> list[str]:
@@ -109,6 +111,7 @@ def settle(timeout: float) -> list[str]:
 
 
 def on_every_host(
+    step: str,
     work: Callable[..., Any],
     plan: Plan,
     hosts: Sequence[str],
@@ -116,32 +119,63 @@ def on_every_host(
     stop_after_failures: int | None = None,
     **kwargs: Any,
 ) -> tuple[dict[str, Any], dict[str, BaseException]]:
-    """Run a host task on each host, at most `limit` at once; return every host's result or
-    error. Once more than `stop_after_failures` hosts have failed, no further host is started."""
+    """Run a host step on each host, at most `limit` at once, as one Prefect task named for
+    the step and its hosts; return every host's result or error. Once more than
+    `stop_after_failures` hosts have failed, no further host is started."""
+    # One task run per step and wave, not per host: Prefect's bookkeeping of a task run
+    # (about 10 ms of this process's time) would be most of golive's cost per host on a big
+    # fleet, and a thousand task runs per step no one can read in the UI. Each host's own
+    # outcome is in the run store, the logs and the hosts table.
+    if not hosts:
+        return {}, {}
+    name = f"{step} {in_short(hosts, shown=3)}"
+    # Handed over in a partial, which Prefect does not walk: every host of the plan would
+    # otherwise be visited for inputs, a cost that grows with the fleet.
+    run = partial(_every_host, work, plan, hosts, limit, stop_after_failures, kwargs)
+    return _as_task.with_options(task_run_name=name)(run)
+
+
+@task(name="hosts", cache_policy=NO_CACHE)
+def _as_task(run: Callable[[], T]) -> T:
+    return run()
+
+
+def _every_host(
+    work: Callable[..., Any],
+    plan: Plan,
+    hosts: Sequence[str],
+    limit: int | None,
+    stop_after_failures: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, BaseException]]:
     waiting = deque(hosts)
-    ended: SimpleQueue[PrefectFuture[Any]] = SimpleQueue()
-    running: dict[PrefectFuture[Any], str] = {}
+    ended: SimpleQueue[Future[Any]] = SimpleQueue()
+    running: dict[Future[Any], str] = {}
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
-    # Quoted, the plan and the journal are handed over as they are: Prefect would otherwise
-    # walk every host of the plan for every task, a cost per host that grows with the fleet.
-    quoted = {key: quote(value) for key, value in kwargs.items()}
-    while waiting or running:
-        over_budget = stop_after_failures is not None and len(errors) > stop_after_failures
-        while waiting and not over_budget and len(running) < (limit or len(hosts)):
-            name = waiting.popleft()
-            future = work.submit(quote(plan), plan.host(name), **quoted)  # type: ignore[attr-defined]
-            running[future] = _in_flight[future] = name
-            future.add_done_callback(ended.put)
-        if not running:
-            break
-        done = ended.get()
-        name = running.pop(done)
-        _in_flight.pop(done, None)
-        try:
-            results[name] = done.result()
-        except Exception as error:
-            errors[name] = error
+    threads = ThreadPoolExecutor(max_workers=max(1, min(limit or len(hosts), len(hosts))))
+    try:
+        while waiting or running:
+            over_budget = stop_after_failures is not None and len(errors) > stop_after_failures
+            while waiting and not over_budget and len(running) < (limit or len(hosts)):
+                name = waiting.popleft()
+                # In the task's context, as a task of its own would be: its logger, its client.
+                context = contextvars.copy_context()
+                host_step = partial(work, plan, plan.host(name), **kwargs)
+                future = threads.submit(context.run, host_step)
+                running[future] = _in_flight[future] = name
+                future.add_done_callback(ended.put)
+            if not running:
+                break
+            done = ended.get()
+            name = running.pop(done)
+            _in_flight.pop(done, None)
+            try:
+                results[name] = done.result()
+            except Exception as error:
+                errors[name] = error
+    finally:
+        threads.shutdown(wait=False)  # a step still running is left to `settle`
     return results, errors
 
 

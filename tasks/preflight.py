@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import tarfile
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from golive.errors import HostCommandError, HostUnreachable, PreflightError
 from golive.journal import RunJournal
 from golive.manifest import UnsafeArtifact, manifest_of
@@ -29,6 +26,7 @@ def preflight(plan: Plan, journal: RunJournal) -> Plan:
         unpacked, artifact_problem = _artifact_size(plan)
         failures += [artifact_problem] if artifact_problem else []
         checks, errors = on_every_host(
+            "prepare",
             prepare_host,
             plan,
             plan.host_names(),
@@ -54,7 +52,6 @@ def hosts_of(plan: Plan) -> Plan:
     return plan
 
 
-@task(name="prepare", task_run_name="prepare {host.name}", cache_policy=NO_CACHE)
 def prepare_host(
     plan: Plan, host: Host, needed_bytes: int, back_up: bool, journal: RunJournal
 ) -> list[str]:

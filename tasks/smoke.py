@@ -6,8 +6,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import httpx
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from golive.errors import SmokeCheckFailed
 from golive.journal import RunJournal
@@ -59,7 +57,6 @@ def check_until_passes(client: httpx.Client, check: SmokeCheck, host: Host) -> P
     return result
 
 
-@task(name="smoke", task_run_name="smoke {host.name}", cache_policy=NO_CACHE)
 def smoke_check_host(plan: Plan, host: Host, journal: RunJournal) -> list[dict[str, object]]:
     """Every smoke check of the plan against one host; fail on the first that never passes."""
     with journal.step("smoke", host=host.name) as result, httpx.Client() as client:

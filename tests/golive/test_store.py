@@ -8,13 +8,16 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from golive.journal import RunJournal, run_store
-from golive.store import link_hash
+from golive.store import NewEntry, RunStore, link_hash
 from tests.runstore import forge, rechain_heads, sql, write_run
 
 GOLIVE = str(Path(sys.executable).parent / "golive")
@@ -210,6 +213,70 @@ def test_twenty_processes_writing_runs_at_once_lose_nothing(any_store: str) -> N
     assert verified.returncode == 0, verified.stderr
     assert "20 runs, 840 entries and 840 links verify" in verified.stdout
     assert {row.run_id for row in run_store().run_rows()} == set(run_ids)
+
+
+def host_found(host: str) -> NewEntry:
+    return NewEntry("host.found", 1, {"host": host, "wave": 0, "release": None})
+
+
+def appending_at_once(store: RunStore, appends: list[tuple[str, NewEntry]]) -> list[object]:
+    """Each append from a thread of its own, all queued while a commit is under way (the
+    store's batch lock held), then let go: what each thread got back, or raised."""
+    outcomes: list[object] = [None] * len(appends)
+
+    def append(index: int, run_id: str, entry: NewEntry) -> None:
+        try:
+            outcomes[index] = store.append(run_id, [entry])
+        except Exception as error:
+            outcomes[index] = error
+
+    threads = [
+        threading.Thread(target=append, args=(index, *one)) for index, one in enumerate(appends)
+    ]
+    with store._batch_lock:
+        for thread in threads:
+            thread.start()
+        while len(store._queued) < len(appends):
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def test_appends_from_many_threads_at_once_share_a_commit_and_lose_nothing(
+    any_store: str,
+) -> None:
+    store = run_store(create=True)
+    commits = itertools.count()
+    event.listen(store.engine, "commit", lambda _connection: next(commits))
+    run_ids = [str(uuid.uuid4()) for _ in range(4)]
+    appends = [(run_ids[n % 4], host_found(f"web{n}")) for n in range(50)]
+
+    outcomes = appending_at_once(store, appends)
+
+    assert all(isinstance(outcome, list) for outcome in outcomes), outcomes
+    assert next(commits) == 1  # fifty appends, one transaction
+    assert sorted(len(store.entries(run_id)) for run_id in run_ids) == [12, 12, 13, 13]
+    verified = golive("audit", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "4 runs, 50 entries and 50 links verify" in verified.stdout
+
+
+def test_an_append_that_fails_fails_alone_and_the_ones_queued_with_it_are_written(
+    any_store: str,
+) -> None:
+    store = run_store(create=True)
+    run_id = str(uuid.uuid4())
+    unwritable = NewEntry("host.found", 1, {"host": object()})  # no JSON for it
+    appends = [(run_id, host_found(f"web{n}")) for n in range(10)]
+    appends.insert(5, (run_id, unwritable))
+
+    outcomes = appending_at_once(store, appends)
+
+    assert isinstance(outcomes.pop(5), TypeError)
+    assert all(isinstance(outcome, list) for outcome in outcomes), outcomes
+    assert len(store.entries(run_id)) == 10
+    assert golive("audit", "verify").returncode == 0
 
 
 # Bad stores: a clear message naming the store or setting, non-zero, nothing written.
