@@ -13,7 +13,8 @@ receives the demo's shop-web 2.0.0 in two waves (10 hosts, then the rest); the r
   golive    `golive run PLAN` end to end, less its start-up (a 1-host run of the same plan)
 
 Printed per size: both times, golive's overhead per host ((golive - bare) / hosts; aim: under
-20 ms, and flat from 200 to 1,000 hosts), and golive's peak memory. Medians of `--repeat`.
+20 ms, and flat from 200 to 1,000 hosts), golive's peak memory, and how long `golive validate
+PLAN` takes in a fresh process (aim: under 1 s). Medians of `--repeat`.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def measure(work: Path, hosts: int, repeat: int, startup: float) -> None:
     ours = statistics.median(seconds for seconds, _ in runs) - startup
     memory = max(peak for _, peak in runs)
     per_host = (ours - bare) / hosts * 1000
+    validate = statistics.median(validate_seconds(work, hosts) for _ in range(repeat))
     print(
         f"{hosts:>5} hosts: bare {bare:6.2f} s, golive {ours:6.2f} s ({ours / bare:.2f}x); "
         f"golive's overhead {per_host:.1f} ms per host (aim: under 20 ms); "
-        f"peak memory {memory / 1024:.0f} MiB"
+        f"peak memory {memory / 1024:.0f} MiB; validate {validate:.2f} s (aim: under 1 s)"
     )
 
 
@@ -113,14 +115,30 @@ def bare_steps(work: Path, hosts: int) -> float:
 def golive(work: Path, hosts: int) -> tuple[float, int]:
     """`golive run` of a plan of this many hosts: its seconds and its peak memory (KiB)."""
     fresh_hosts(work, hosts)
-    plan = work / f"plan-{hosts}.yaml"
-    plan.write_text(yaml.safe_dump(plan_of(hosts), sort_keys=False))
     started = time.perf_counter()
-    done = subprocess.run([GOLIVE, "run", str(plan)], capture_output=True, text=True)
+    done = subprocess.run(
+        [GOLIVE, "run", str(plan_file(work, hosts))], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"golive run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def validate_seconds(work: Path, hosts: int) -> float:
+    """`golive validate PLAN` in a process of its own, as a user types it."""
+    started = time.perf_counter()
+    done = subprocess.run([GOLIVE, "validate", str(plan_file(work, hosts))], capture_output=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"golive validate failed:\n{done.stdout[-3000:]!r}{done.stderr[-3000:]!r}")
+    return seconds
+
+
+def plan_file(work: Path, hosts: int) -> Path:
+    plan = work / f"plan-{hosts}.yaml"
+    plan.write_text(yaml.safe_dump(plan_of(hosts), sort_keys=False))
+    return plan
 
 
 def plan_of(hosts: int) -> dict[str, object]:

@@ -19,11 +19,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from golive.audit import Export
 from golive.errors import (
     GoLiveError,
     PlanError,
@@ -45,11 +43,11 @@ from golive.private import private_dir, write_private
 from golive.progress import describe, printable
 from golive.record import summarize
 from golive.registry import Environment
-from golive.report import render_summary
 from golive.store import RunRow, RunStore
 from golive.undo import Undo
 
 if TYPE_CHECKING:
+    from golive.audit import Export
     from tasks.approvals import Submitted
 
 console = Console(emoji=False)  # text from plans and the store: no :codes: as emoji
@@ -391,7 +389,7 @@ def status(run_id: str | None) -> None:
         return
     journal = _find(run_id)
     record = summarize(journal.entries())
-    console.print(Markdown(printable(render_summary(record, journal.run_dir / "record.json"))))
+    _print_summary(record, journal.run_dir / "record.json")
     [row] = with_crashes(
         journal.store, [r for r in journal.store.run_rows() if r.run_id == journal.run_id]
     )
@@ -411,7 +409,7 @@ def status(run_id: str | None) -> None:
                 "A decision resumes it on a worker of its pool; at the gate's deadline "
                 f"({suspended[-1]['deadline']}) its timer does."
             )
-        console.print(Markdown(printable(decide)))
+        _print_markdown(decide)
 
 
 @main.group()
@@ -526,7 +524,7 @@ def audit_show(run_id: str) -> None:
         console.print("[bold red]What follows may have been altered.[/]")
     entries = journal.entries()
     record = summarize(entries)
-    console.print(Markdown(printable(render_summary(record, journal.run_dir / "record.json"))))
+    _print_summary(record, journal.run_dir / "record.json")
     table = Table("#", "at", "what", title="Timeline", title_justify="left")
     for entry in entries:
         table.add_row(str(entry["seq"]), entry["at"][11:23], escape(printable(describe(entry))))
@@ -617,6 +615,18 @@ def _selected_runs(filters: dict[str, Any]) -> list[RunRow]:
         console.print(f"[red]no runs match: {escape(given)}[/]", highlight=False)
         sys.exit(EXIT_FAILED)
     return rows
+
+
+def _print_summary(record: dict[str, Any], record_path: Path) -> None:
+    from golive.report import render_summary
+
+    _print_markdown(render_summary(record, record_path))
+
+
+def _print_markdown(text: str) -> None:
+    from rich.markdown import Markdown  # not at the top: `golive validate` shows none
+
+    console.print(Markdown(printable(text)))
 
 
 def _read_export(path: Path) -> Export:

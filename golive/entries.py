@@ -18,7 +18,8 @@ from golive.errors import GoLiveError
 
 
 class EntryBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built on first use: `golive validate` reads one kind of entry of the dozens here.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     kind: ClassVar[str]
     schema_version: ClassVar[int] = 1
 
@@ -26,7 +27,7 @@ class EntryBody(BaseModel):
 class Trigger(BaseModel):
     """Who and what started a run, as far as this machine can tell."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     claimed: str  # `--as` or the deployment's parameter: a claim, not a proof
     os_user: str
     machine: str

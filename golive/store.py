@@ -288,8 +288,17 @@ class RunStore:
 
     def _commit(self, batch: list[_Append]) -> None:
         with self._writing() as connection:
-            written = [self._append(connection, *queued.args) for queued in batch]
-        for queued, stored in zip(batch, written, strict=True):
+            # Where each chain ends is read once a transaction and then moved on here.
+            runs: dict[str, _Ends] = {}
+            heads: tuple[int, str] | None = None
+            written = []
+            for queued in batch:
+                ends = runs.get(queued.run_id) or self._ends(connection, queued.run_id)
+                if heads is not None:
+                    ends.pos, ends.head = heads
+                written.append(self._append(connection, *queued.args, ends))
+                runs[queued.run_id], heads = ends, (ends.pos, ends.head)
+        for queued, stored in zip(batch, written, strict=True):  # committed: now they count
             queued.stored = stored
 
     def _requeue(self, batch: list[_Append], mine: _Append) -> None:
@@ -300,24 +309,30 @@ class RunStore:
         """Append a whole older run, unless the store has it already (another process may be
         importing it at the same moment). Returns whether it was imported."""
         with self._writing() as connection:
-            if self._ends(connection, run_id).seq:
+            ends = self._ends(connection, run_id)
+            if ends.seq:
                 return False
-            self._append(connection, run_id, new, seal)
+            self._append(connection, run_id, new, seal, ends)
             return True
 
     def append_after(self, run_id: str, new: NewEntry, head: str) -> bool:
         """Append one entry only if the run's chain still ends at `head` (compare and append:
         a change signed against an older head is refused, not interleaved)."""
         with self._writing() as connection:
-            if self._ends(connection, run_id).hash != head:
+            ends = self._ends(connection, run_id)
+            if ends.hash != head:
                 return False
-            self._append(connection, run_id, [new], None)
+            self._append(connection, run_id, [new], None, ends)
             return True
 
     def _append(
-        self, connection: Connection, run_id: str, new: Sequence[NewEntry], seal: str | None
+        self,
+        connection: Connection,
+        run_id: str,
+        new: Sequence[NewEntry],
+        seal: str | None,
+        ends: _Ends,
     ) -> list[StoredEntry]:
-        ends = self._ends(connection, run_id)
         stored: list[StoredEntry] = []
         for entry in new:
             ends.seq += 1
