@@ -253,6 +253,8 @@ class DatabaseBackedUp(EntryBody):
     seconds: float
     row_counts: dict[str, int]
     verified: bool
+    jobs: int = 1  # pg_dump's and pg_restore's
+    jobs_note: str | None = None  # why fewer jobs ran than were asked for
 
 
 class BackupPruned(EntryBody):

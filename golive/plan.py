@@ -455,6 +455,13 @@ class FilesBackup(Section):
 class PostgresBackup(Section):
     kind: Literal["postgres"]
     database: SafeName = Field(description="A database from `databases`.")
+    jobs: Count | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="How many pg_dump and pg_restore jobs run at once (a connection each); "
+        "default: this machine's cores. Fewer run if the server has no room for them.",
+    )
 
 
 Backup = Annotated[FilesBackup | PostgresBackup, Field(discriminator="kind")]

@@ -1,18 +1,22 @@
 """PostgreSQL: dumps that are proven restorable, migrations with checks, and restores.
 
 A dump counts the rows of every table inside the same snapshot that pg_dump reads, so
-"the backup holds what the database held" is a comparison of numbers, not a hope. Passwords
-reach pg_dump and pg_restore through PGPASSWORD, never the command line.
+"the backup holds what the database held" is a comparison of numbers, not a hope. Dumps are
+directories (`pg_dump --format=directory`), written, checksummed and restored by several jobs
+at once: a table a job. Passwords reach pg_dump and pg_restore through PGPASSWORD, never the
+command line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,48 +92,116 @@ class Database:
 
 @dataclass(frozen=True)
 class Dump:
-    path: Path
-    sha256: str
+    path: Path  # a directory (pg_dump --format=directory); a file for dumps of golive < 0.2
+    sha256: str  # of the dump's files, each by name (see `sha256_of_dump`)
     size: int
     seconds: float
     row_counts: RowCounts = field(default_factory=dict)
+    jobs: int = 1
+    jobs_note: str | None = None  # why fewer jobs ran than were asked for
 
 
-def dump(db: Database, destination: Path) -> Dump:
-    """pg_dump --format=custom, and the row count of every table in the same snapshot."""
+def dump(db: Database, destination: Path, jobs: int = 1) -> Dump:
+    """pg_dump --format=directory by `jobs` at once (fewer if the server has no room for
+    their connections), and the row count of every table in the same snapshot. A dump that
+    fails leaves nothing behind."""
     _require("pg_dump")
     private_dir(destination.parent)
+    if destination.exists():
+        raise DatabaseError(db.name, "pg_dump", f"{destination} exists already; nothing written")
     started = time.monotonic()
-    command = [
-        "pg_dump",
-        "--format=custom",
-        "--snapshot=",
-        f"--file={destination}",
-        f"--dbname={db.conninfo()}",
-    ]
-    with db.connect() as conn:
+    try:
+        with db.connect() as conn:
+            counts, jobs, note = _dump_in_snapshot(db, conn, destination, jobs)
+        digest, size = sha256_of_dump(destination, jobs)
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)  # no half a dump left to mistake
+        raise
+    return Dump(destination, digest, size, time.monotonic() - started, counts, jobs, note)
+
+
+def _dump_in_snapshot(
+    db: Database, conn: psycopg.Connection[Any], destination: Path, jobs: int
+) -> tuple[RowCounts, int, str | None]:
+    """pg_dump reads an exported snapshot while this session counts its rows: the same data,
+    at the same time."""
+    try:
+        jobs, note = jobs_with_room(conn, jobs)
+        conn.rollback()  # the snapshot's transaction begins below, with its own isolation
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-        command[2] = f"--snapshot={snapshot}"
-        # pg_dump reads the snapshot while this session counts its rows: same data, at once.
-        dumping = subprocess.Popen(
-            command,
-            env=db.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            umask=0o077,  # the dump is owner-only from its first byte
-        )
-        counts = row_counts(conn)
-        _, errors = dumping.communicate()
+    except psycopg.Error as error:
+        raise DatabaseError(db.name, "export a snapshot", first_line(error)) from None
+    with subprocess.Popen(
+        [
+            "pg_dump",
+            "--format=directory",
+            f"--jobs={jobs}",
+            f"--snapshot={snapshot}",
+            f"--file={destination}",
+            f"--dbname={db.conninfo()}",
+        ],
+        env=db.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        umask=0o077,  # the dump is owner-only from its first byte
+    ) as dumping:
+        try:
+            counts = row_counts(conn)
+        except psycopg.Error as error:
+            dumping.kill()
+            raise DatabaseError(db.name, "count rows", first_line(error)) from None
+        finally:
+            _, errors = dumping.communicate()
         conn.rollback()
     if dumping.returncode != 0:
-        tail = " | ".join(errors.strip().splitlines()[-3:])
-        raise DatabaseError(
-            db.name, "pg_dump", f"pg_dump exited with code {dumping.returncode}: {tail}"
+        raise DatabaseError(db.name, "pg_dump", _dump_failed(dumping.returncode, errors))
+    return counts, jobs, note
+
+
+def _dump_failed(code: int, errors: str) -> str:
+    tail = " | ".join(errors.strip().splitlines()[-3:])
+    if "No space left on device" in errors:
+        return (
+            f"the backup storage is full ({tail}); nothing was changed and the partial dump "
+            "was removed: free space there, or set backup_storage to a larger place"
         )
-    seconds = time.monotonic() - started
-    return Dump(destination, sha256_of(destination), destination.stat().st_size, seconds, counts)
+    return f"pg_dump exited with code {code}: {tail}"
+
+
+def jobs_with_room(conn: psycopg.Connection[Any], wanted: int) -> tuple[int, str | None]:
+    """As many jobs as asked for, if the server has a connection free for each (and for
+    pg_dump's or pg_restore's own); otherwise as many as it has, and why."""
+    row = conn.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+    ).fetchone()
+    free = int(row[0]) if row else 0
+    if wanted + 1 <= free:
+        return wanted, None
+    room = max(1, free - 1)
+    return room, (
+        f"{wanted} jobs asked for, but the server has {max(free, 0)} connection(s) free "
+        f"(max_connections): {room} job(s) ran"
+    )
+
+
+def sha256_of_dump(path: Path, jobs: int = 1) -> tuple[str, int]:
+    """The dump's checksum and size in bytes. A directory's checksum covers each file's name
+    and sha256 (computed by `jobs` threads at once), so a file added, removed, renamed or
+    changed changes it."""
+    if path.is_file():
+        return sha256_of(path), path.stat().st_size
+    files = sorted(file for file in path.iterdir() if file.is_file())
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as hashing:
+        digests = list(hashing.map(sha256_of, files))
+    listing = "".join(
+        f"{file.name}\t{digest}\n" for file, digest in zip(files, digests, strict=True)
+    )
+    size = sum(file.stat().st_size for file in files)
+    return hashlib.sha256(listing.encode()).hexdigest(), size
 
 
 def row_counts(conn: psycopg.Connection[Any]) -> RowCounts:
@@ -149,8 +221,9 @@ def row_counts(conn: psycopg.Connection[Any]) -> RowCounts:
 
 def verify(db: Database, backup: Dump) -> RowCounts:
     """A dump counts only when it reads back: the same checksum, a table of contents
-    pg_restore can list, and a scratch restore whose row counts equal the source's."""
-    if sha256_of(backup.path) != backup.sha256:
+    pg_restore can list, and a scratch restore (by as many jobs as wrote it) whose row
+    counts equal the source's."""
+    if sha256_of_dump(backup.path, backup.jobs)[0] != backup.sha256:
         raise DatabaseError(
             db.name, "verify backup", f"{backup.path} changed since it was written (sha256 differs)"
         )
@@ -162,6 +235,7 @@ def verify(db: Database, backup: Dump) -> RowCounts:
             [
                 "pg_restore",
                 "--no-owner",
+                f"--jobs={backup.jobs}",
                 f"--dbname={db.conninfo(scratch)}",
                 "--exit-on-error",
                 str(backup.path),
@@ -178,8 +252,10 @@ def restore(db: Database, backup: Dump, keep_as: str) -> RowCounts:
     checksum re-read first) is restored into a fresh database and its row counts checked
     there; then, in one transaction, the database is renamed `keep_as` (kept, with every
     write made since the backup, for whoever needs them) and the fresh one takes its name.
-    Nothing a migration created survives, and a failure before the swap changes nothing."""
-    if sha256_of(backup.path) != backup.sha256:
+    Nothing a migration created survives, and a failure before the swap changes nothing
+    (the fresh database is dropped), so the restore needs no single transaction of its own
+    and runs by as many jobs as the dump was written with."""
+    if sha256_of_dump(backup.path, backup.jobs)[0] != backup.sha256:
         raise DatabaseError(
             db.name, "restore", f"{backup.path} changed since it was verified (sha256 differs)"
         )
@@ -192,7 +268,7 @@ def restore(db: Database, backup: Dump, keep_as: str) -> RowCounts:
             [
                 "pg_restore",
                 "--no-owner",
-                "--single-transaction",
+                f"--jobs={backup.jobs}",
                 "--exit-on-error",
                 f"--dbname={db.conninfo(fresh)}",
                 str(backup.path),

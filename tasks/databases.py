@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from golive import migrations, postgres
 from golive.journal import RunJournal
-from golive.plan import Migration, Plan
+from golive.plan import Migration, Plan, PostgresBackup
 from golive.postgres import Database, DatabaseError, Dump
 from golive.private import write_private
 
@@ -96,7 +97,9 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
     directory, keep = backup_storage(plan)
     storage = directory / plan.environment / name
     with journal.step("backup", host=f"database {name}") as result:
-        backup = postgres.dump(db, storage / f"{journal.run_id}.dump")
+        backup = postgres.dump(db, storage / f"{journal.run_id}.dump", jobs=dump_jobs(plan, name))
+        if backup.jobs_note:
+            get_run_logger().warning("Backup of database %s: %s", name, backup.jobs_note)
         postgres.verify(db, backup)
         sidecar = backup.path.with_suffix(".json")
         sidecar_text = json.dumps(asdict(backup) | {"path": str(backup.path)}, indent=2)
@@ -114,6 +117,7 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
             "verified": True,
             "seconds": round(backup.seconds, 2),
             "tables": len(backup.row_counts),
+            "jobs": backup.jobs,
         }
         pruned = _prune(storage, keep)
         if pruned:
@@ -121,12 +125,25 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
     return result
 
 
+def dump_jobs(plan: Plan, name: str) -> int:
+    """The plan's jobs for this database's backup, or this machine's cores."""
+    asked = next(
+        (b.jobs for b in plan.backups if isinstance(b, PostgresBackup) and b.database == name),
+        None,
+    )
+    return asked or os.cpu_count() or 1
+
+
 def _prune(storage: Path, keep: int) -> list[str]:
     """Only verified backups (those with a sidecar) count; the oldest beyond `keep` go."""
     verified = sorted(storage.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     removed = []
     for sidecar in verified[keep:]:
-        sidecar.with_suffix(".dump").unlink(missing_ok=True)
+        dump = sidecar.with_suffix(".dump")
+        if dump.is_dir():
+            shutil.rmtree(dump)
+        else:  # a dump of golive < 0.2: one file
+            dump.unlink(missing_ok=True)
         sidecar.unlink()
         removed.append(sidecar.stem)
     return removed
@@ -148,7 +165,12 @@ def restore_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, in
     """Restore the database from this run's verified backup, and check its row counts."""
     entry = next(e for e in journal.of_kind("database.backed_up") if e["database"] == name)
     backup = Dump(
-        Path(entry["path"]), entry["sha256"], entry["size"], entry["seconds"], entry["row_counts"]
+        Path(entry["path"]),
+        entry["sha256"],
+        entry["size"],
+        entry["seconds"],
+        entry["row_counts"],
+        entry["jobs"],
     )
     db = database(plan, name)
     with journal.step("restore", host=f"database {name}") as result:

@@ -142,8 +142,9 @@ def test_a_database_that_demands_a_password_is_backed_up_and_restored_without_re
     _, record = only_run()
     assert record["databases"]["shop"]["restored"] is True
     [dump] = (tmp_path / "backups").rglob("*.dump")
-    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o700
     assert stat.S_IMODE(dump.parent.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(file.stat().st_mode) for file in dump.iterdir()} == {0o600}
     secret = PG_PASSWORD.encode()
     for written in [*golive_home.rglob("*"), *(tmp_path / "backups").rglob("*")]:
         assert not written.is_file() or secret not in written.read_bytes(), written

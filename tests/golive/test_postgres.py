@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,69 @@ from tests.pg import fingerprint
 def test_a_dump_records_its_checksum_and_the_row_counts_it_holds(
     shop_db: Database, tmp_path: Path
 ) -> None:
-    backup = postgres.dump(shop_db, tmp_path / "shop.dump")
+    backup = postgres.dump(shop_db, tmp_path / "shop.dump", jobs=2)
 
     assert backup.row_counts == {"public.customers": 50, "public.orders": 500}
-    assert len(backup.sha256) == 64 and backup.size == (tmp_path / "shop.dump").stat().st_size
+    files = list((tmp_path / "shop.dump").iterdir())
+    assert len(backup.sha256) == 64 and backup.size == sum(f.stat().st_size for f in files)
+    assert backup.jobs == 2 and backup.jobs_note is None
     assert postgres.verify(shop_db, backup) == backup.row_counts
+
+
+def data_file(backup: postgres.Dump) -> Path:
+    """One table's data in a directory dump."""
+    return max(backup.path.glob("*.dat*"), key=lambda file: file.stat().st_size)
+
+
+def test_more_jobs_than_the_server_has_connections_for_run_as_many_as_it_has(
+    shop_db: Database,
+) -> None:
+    with shop_db.connect() as conn:
+        jobs, note = postgres.jobs_with_room(conn, 10_000)
+
+    assert 1 <= jobs < 10_000
+    assert note is not None and "10000 jobs asked for" in note and "max_connections" in note
+
+
+def test_a_dump_that_fails_midway_leaves_no_partial_dump_behind(
+    shop_db: Database, tmp_path: Path
+) -> None:
+    with shop_db.connect("postgres", autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS golive_half_reader")
+        admin.execute("CREATE ROLE golive_half_reader LOGIN")
+    with shop_db.connect(autocommit=True) as conn:
+        conn.execute("GRANT SELECT ON customers TO golive_half_reader")  # not orders
+    half_reader = Database("shop", shop_db.host, shop_db.port, shop_db.dbname, "golive_half_reader")
+    try:
+        with pytest.raises(DatabaseError, match=r"database 'shop', (count rows|pg_dump)"):
+            postgres.dump(half_reader, tmp_path / "shop.dump", jobs=2)
+    finally:
+        with shop_db.connect(autocommit=True) as conn:
+            conn.execute("REVOKE ALL ON customers FROM golive_half_reader")
+        with shop_db.connect("postgres", autocommit=True) as admin:
+            admin.execute("DROP ROLE golive_half_reader")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_single_file_dump_of_an_earlier_golive_still_restores(
+    shop_db: Database, tmp_path: Path
+) -> None:
+    before = fingerprint(shop_db)
+    file = tmp_path / "old.dump"
+    subprocess.run(
+        ["pg_dump", "--format=custom", f"--file={file}", f"--dbname={shop_db.conninfo()}"],
+        env=shop_db.env(),
+        check=True,
+    )
+    with shop_db.connect() as conn:
+        counts = postgres.row_counts(conn)
+        conn.execute("DELETE FROM orders")
+    old = postgres.Dump(file, *postgres.sha256_of_dump(file), 1.0, counts)
+
+    postgres.restore(shop_db, old, keep_as=postgres.kept_name(shop_db.dbname, "old-run"))
+
+    assert fingerprint(shop_db) == before
 
 
 def test_verification_leaves_no_scratch_database_behind(shop_db: Database, tmp_path: Path) -> None:
@@ -36,9 +95,9 @@ def test_verification_leaves_no_scratch_database_behind(shop_db: Database, tmp_p
 
 def test_a_backup_changed_after_it_was_written_is_caught(shop_db: Database, tmp_path: Path) -> None:
     backup = postgres.dump(shop_db, tmp_path / "shop.dump")
-    data = bytearray(backup.path.read_bytes())
+    data = bytearray(data_file(backup).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    backup.path.write_bytes(bytes(data))
+    data_file(backup).write_bytes(bytes(data))
 
     with pytest.raises(DatabaseError, match=r"changed since it was written \(sha256 differs\)"):
         postgres.verify(shop_db, backup)
@@ -48,14 +107,10 @@ def test_a_corrupt_backup_that_still_matches_its_checksum_fails_the_scratch_rest
     shop_db: Database, tmp_path: Path
 ) -> None:
     backup = postgres.dump(shop_db, tmp_path / "shop.dump")
-    backup.path.write_bytes(backup.path.read_bytes()[: backup.size // 2])
-    truncated = type(backup)(
-        backup.path,
-        postgres.sha256_of(backup.path),
-        backup.size // 2,
-        backup.seconds,
-        backup.row_counts,
-    )
+    data = data_file(backup)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    digest, size = postgres.sha256_of_dump(backup.path)
+    truncated = type(backup)(backup.path, digest, size, backup.seconds, backup.row_counts)
 
     with pytest.raises(
         DatabaseError, match=r"database 'shop', (pg_restore --list|scratch restore)"
@@ -82,7 +137,7 @@ def test_a_restore_from_a_dump_changed_since_its_verification_changes_nothing(
     backup = postgres.dump(shop_db, tmp_path / "shop.dump")
     with shop_db.connect() as conn:
         conn.execute("UPDATE customers SET name = 'after the backup'")
-    with backup.path.open("ab") as dump:
+    with data_file(backup).open("ab") as dump:
         dump.write(b"tampered")
 
     with pytest.raises(postgres.DatabaseError, match="changed since it was verified"):
