@@ -467,6 +467,7 @@ def undo(plan: Plan, journal: RunJournal, changed: list[str], failure: Exception
         try:
             rollback(journal.run_id, reason=str(failure), within_run=True)
         except (KeyboardInterrupt, TerminationSignal) as signal:
+            settle_hosts(plan, journal)  # restores under way end first: then what is left is known
             left = left_undone(journal.entries())
             raise RollbackStopped(Interrupted(signal), left, journal.run_id) from None
         undone = f"Rolled back, last wave first: {in_short(changed)}."

@@ -188,6 +188,13 @@ def jobs_with_room(conn: psycopg.Connection[Any], wanted: int) -> tuple[int, str
     )
 
 
+def restore_jobs(db: Database, wanted: int) -> int:
+    """As many pg_restore jobs as the dump was written with, if the server has room for them
+    now: a rollback's restore must not fail for want of connections."""
+    with db.connect("postgres") as admin:
+        return jobs_with_room(admin, wanted)[0]
+
+
 def sha256_of_dump(path: Path, jobs: int = 1) -> tuple[str, int]:
     """The dump's checksum and size in bytes. A directory's checksum covers each file's name
     and sha256 (computed by `jobs` threads at once), so a file added, removed, renamed or
@@ -235,7 +242,7 @@ def verify(db: Database, backup: Dump) -> RowCounts:
             [
                 "pg_restore",
                 "--no-owner",
-                f"--jobs={backup.jobs}",
+                f"--jobs={restore_jobs(db, backup.jobs)}",
                 f"--dbname={db.conninfo(scratch)}",
                 "--exit-on-error",
                 str(backup.path),
@@ -268,7 +275,7 @@ def restore(db: Database, backup: Dump, keep_as: str) -> RowCounts:
             [
                 "pg_restore",
                 "--no-owner",
-                f"--jobs={backup.jobs}",
+                f"--jobs={restore_jobs(db, backup.jobs)}",
                 "--exit-on-error",
                 f"--dbname={db.conninfo(fresh)}",
                 str(backup.path),
