@@ -92,7 +92,7 @@ class Database:
 
 @dataclass(frozen=True)
 class Dump:
-    path: Path  # a directory (pg_dump --format=directory); a file for dumps of golive < 0.2
+    path: Path  # a directory (pg_dump --format=directory); a file for older dumps
     sha256: str  # of the dump's files, each by name (see `sha256_of_dump`)
     size: int
     seconds: float

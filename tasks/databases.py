@@ -142,7 +142,7 @@ def _prune(storage: Path, keep: int) -> list[str]:
         dump = sidecar.with_suffix(".dump")
         if dump.is_dir():
             shutil.rmtree(dump)
-        else:  # a dump of golive < 0.2: one file
+        else:  # an older dump: one file
             dump.unlink(missing_ok=True)
         sidecar.unlink()
         removed.append(sidecar.stem)
