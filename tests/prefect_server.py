@@ -15,6 +15,7 @@ from uuid import UUID
 import httpx
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from tests.conftest import free_port
 from tests.flows.test_golive import flow_runs_named
@@ -141,7 +142,12 @@ def server_started(environment: dict[str, str], log: Path) -> Iterator[str]:
 
 
 def triggered(deployment: str, **parameters: str) -> UUID:
-    """A run of the deployment, as the UI's Run button makes one; its flow run id."""
-    with get_client(sync_client=True) as client:
+    """A run of the deployment, as the UI's Run button makes one; its flow run id. A server on
+    SQLite answers 503 while its database is busy (twenty runs at once on a loaded machine):
+    the button would be pressed again, so the client tries more often than its default."""
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 12}),
+        get_client(sync_client=True) as client,
+    ):
         found = client.read_deployment_by_name(deployment)
         return client.create_flow_run_from_deployment(found.id, parameters=parameters).id

@@ -206,7 +206,7 @@ def test_a_worker_that_cannot_reach_the_run_store_fails_the_run_naming_the_setti
         ended = finished(run_id)
     finally:
         pool.stop()
-    said = logs_of(str(run_id), until="GOLIVE_STORE_URL")
+    said = logs_of(str(run_id), until="GOLIVE_STORE_URL", seconds=180)
 
     assert ended.state_name == "Failed"
     assert f"run store {unreachable}: connection failed" in said
