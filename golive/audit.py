@@ -20,7 +20,7 @@ from typing import Any
 from golive.entries import shape_problem
 from golive.store import (
     GENESIS,
-    REGISTRY,
+    NOT_RUNS,
     Link,
     RunRow,
     StoredEntry,
@@ -79,7 +79,7 @@ def verify(
     chains: dict[str, _RunChain] = {}
     for run_id, run_entries in groupby(entries, key=lambda e: e.run_id):
         chains[run_id] = _check_run(run_id, run_entries, verdict)
-    verdict.runs = len(chains.keys() - {REGISTRY})  # the environment registry is no run
+    verdict.runs = len(chains.keys() - NOT_RUNS)  # the registry and local servers are no runs
     verdict.problems += _check_links(links)
     verdict.problems += _check_seals(chains, links, only)
     if runs is not None:

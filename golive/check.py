@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from golive.errors import GoLiveError
+from golive.localserver import api_configured
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,11 @@ class Finding:
 def findings() -> list[Finding]:
     """Every check that applies to this machine's settings."""
     found = [_run_store()]
-    if os.environ.get("PREFECT_API_URL") or _api_in_profile():
+    if api_configured():
         found.append(_prefect_api())
     found += _prefect_server_database()
     found += _redis()
     return found
-
-
-def _api_in_profile() -> bool:
-    from prefect.settings import PREFECT_API_URL
-
-    return bool(PREFECT_API_URL.value())
 
 
 def _run_store() -> Finding:

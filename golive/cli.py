@@ -551,7 +551,7 @@ def audit_verify(head: str | None, export: Path | None) -> None:
         where = str(export)
     else:
         store = _store()
-        runs = {row.run_id: row for row in store.run_rows(with_registry=True)}
+        runs = {row.run_id: row for row in store.run_rows(with_other_chains=True)}
         verdict = ledger.verify(store.all_entries(), store.heads(), runs, head=head)
         where = f"run store {store.shown}"
     _tell_verdict(where, verdict, checked_head=head is not None)
@@ -680,6 +680,51 @@ def _html_export(store: RunStore, run_ids: list[str]) -> str:
     return render_audit_html(runs, verdict, store.shown)
 
 
+@main.group()
+def server() -> None:
+    """The local golive server: the Prefect API runs on the embedded default share."""
+
+
+@server.command("status")
+def server_status() -> None:
+    """This machine's golive servers, as the run store has them, and whether they answer."""
+    from golive.localserver import idle_seconds, on_this_machine
+
+    found = on_this_machine(_store(none_yet_is_fine=True))
+    if not found:
+        console.print("No golive server is running on this machine; the next run starts one.")
+        return
+    table = Table("address", "pid", "user", "started", "state")
+    for each in found:
+        identity = each.identity() if each.mine() else None
+        state = each.problem() or f"answering; idle {identity['idle'] if identity else '?'} s"
+        table.add_row(each.address, str(each.pid), each.user, each.started_at, escape(state))
+    console.print(table)
+    console.print(
+        f"An idle server stops after {idle_seconds():.0f} s (GOLIVE_SERVER_IDLE_SECONDS)."
+    )
+
+
+@server.command("stop")
+def server_stop() -> None:
+    """Stop your golive server on this machine (runs that use it must have ended)."""
+    from golive.localserver import on_this_machine, stop
+
+    store = _store(none_yet_is_fine=True)
+    mine = [each for each in on_this_machine(store) if each.mine()]
+    if not mine:
+        console.print("No golive server of yours is running on this machine.")
+        return
+    for each in mine:
+        if stop(each, store):
+            console.print(f"Stopped the golive server at {each.address} (pid {each.pid}).")
+        else:
+            console.print(
+                f"[yellow]The golive server at {each.address} (pid {each.pid}) did "
+                f"not stop: {escape(each.problem() or 'still running after 30 s')}.[/]"
+            )
+
+
 @main.command("rollback")
 @click.argument("run_id", metavar="RUN")
 @click.option("--yes", is_flag=True, help="Roll back without asking.")
@@ -776,11 +821,11 @@ def _writes_since_backup(undo: Undo, name: str) -> Table | str:
 
 
 def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> int:
-    _quiet_prefect_console()
+    _use_prefect_api()
     from flows.rollback import rollback
-    from golive.server import connect_to_prefect
+    from golive.server import check_api
 
-    connect_to_prefect()
+    check_api()
     try:
         rollback(journal.run_id, reason=reason, restore_data=restore)
     except RollbackIncomplete as failure:
@@ -798,11 +843,11 @@ def _roll_back(journal: RunJournal, undo: Undo, restore: bool, reason: str) -> i
 @main.command()
 def demo() -> None:
     """Two go-lives on local demo hosts: a good release, then a broken one rolled back."""
-    _quiet_prefect_console()
+    _use_prefect_api()
     from golive.demo.story import run_demo
-    from golive.server import connect_to_prefect
+    from golive.server import check_api
 
-    connect_to_prefect()
+    check_api()
     sys.exit(0 if run_demo(console) else EXIT_FAILED)
 
 
@@ -815,15 +860,15 @@ def _run_go_live(
     rehearsal: bool = False,
     override: str = "",
 ) -> int:
-    _quiet_prefect_console()
+    _use_prefect_api()
     from prefect.settings import PREFECT_UI_URL
 
     from flows.golive import go_live
     from golive.progress import LiveProgress
-    from golive.server import connect_to_prefect
+    from golive.server import check_api
 
     with LiveProgress(console, PREFECT_UI_URL.value()):
-        connect_to_prefect()
+        check_api()
         try:
             record = go_live(
                 plan_path=str(plan.resolve()),
@@ -891,16 +936,12 @@ def _decide(
         _bad_input(
             f"run {journal.run_id} has no gate {gate!r}; its gates: {', '.join(gates) or 'none'}"
         )
-    if not os.environ.get("PREFECT_API_URL") and started.get("api_url"):
-        # A run on the embedded default serves its API from a temporary local server.
-        os.environ["PREFECT_API_URL"] = started["api_url"]
-    _quiet_prefect_console()
+    _use_prefect_api(started.get("api_url"))
     from golive.server import check_api
     from tasks.approvals import decide_gate, fate
 
     try:
-        if os.environ.get("PREFECT_API_URL"):
-            check_api()
+        check_api()
         key = load_private_key(key_file, passphrase) if key_file else None
         submitted = decide_gate(journal, decision, approver, comment, key, gate=gate)
     except GoLiveError as refused:
@@ -1039,6 +1080,26 @@ def crash_report(error: BaseException) -> Path:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else "no message"
+
+
+def _use_prefect_api(run_api: str | None = None) -> None:
+    """Prefect's API for this command: the one this machine names; else the run's own (a run
+    on the embedded default records its local server), if it answers; else this user's local
+    golive server, started if none answers. Set before Prefect is imported: it reads its
+    settings once, then."""
+    from golive.localserver import answers, api_configured, local_api_url
+
+    _quiet_prefect_console()
+    if api_configured():
+        return
+    if run_api and answers(run_api):
+        os.environ["PREFECT_API_URL"] = run_api
+    else:
+        os.environ["PREFECT_API_URL"] = local_api_url(tell=_warn)
+
+
+def _warn(message: str) -> None:
+    Console(stderr=True, emoji=False).print(f"[yellow]{escape(message)}[/]", highlight=False)
 
 
 def _quiet_prefect_console() -> None:

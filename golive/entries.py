@@ -391,6 +391,36 @@ class EnvironmentSet(EntryBody):
     signature: str
 
 
+class _Server(EntryBody):
+    """A local golive server (golive/localserver.py), in the store's `local-servers` chain."""
+
+    url: str
+    pid: int
+    machine: str
+
+
+class ServerStarted(_Server):
+    kind = "server.started"
+    uid: int
+    user: str
+    started_at: str
+    log: str
+
+
+class ServerStopped(_Server):
+    kind = "server.stopped"
+    reason: str
+
+
+class ServerPassedOver(_Server):
+    """A recorded server a command would not use (stale, another user's): a fresh one next."""
+
+    kind = "server.passed_over"
+    reason: str
+    by_uid: int
+    by_user: str
+
+
 MODELS: dict[str, type[EntryBody]] = {
     model.kind: model
     for model in (
@@ -436,6 +466,9 @@ MODELS: dict[str, type[EntryBody]] = {
         EnvironmentSet,
         RehearsalFinished,
         FreezeOverridden,
+        ServerStarted,
+        ServerStopped,
+        ServerPassedOver,
     )
 }
 

@@ -30,6 +30,7 @@
     │   └── AmbiguousRun          several runs start with that prefix; lists them
     ├── StoreError                the run store cannot be used: which store, why, what to do
     ├── PrefectUnreachable        the Prefect API that PREFECT_API_URL names does not answer
+    ├── ServerStartFailed         the local golive server did not come up: its output, nothing run
     ├── RecordTampered            a run's entries do not verify: the first bad one; nothing done
     └── JournalCorrupt            a journal line that does not read back: file and line
 
@@ -320,7 +321,14 @@ class PrefectUnreachable(GoLiveError):
         super().__init__(
             f"the Prefect API at {url} (PREFECT_API_URL) cannot be used: {reason}. Nothing was "
             "done. Check the URL (a Prefect server's ends in /api) and that the server is up; "
-            "without PREFECT_API_URL, `golive run` starts a temporary local server of its own"
+            "without PREFECT_API_URL, golive starts (or reuses) a local server of its own"
+        )
+
+
+class ServerStartFailed(GoLiveError):
+    def __init__(self, why: str, log: str, tail: str) -> None:
+        super().__init__(
+            f"the local golive server {why}; nothing was run. Its output, from {log}:\n{tail}"
         )
 
 

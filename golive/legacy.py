@@ -27,7 +27,7 @@ def old_journals() -> list[Path]:
 def import_journals(store: RunStore, journals: list[Path]) -> dict[str, JournalCorrupt]:
     """Import every journal the store does not hold yet; returns why each journal that
     could not be imported was refused, by run id."""
-    known = {row.run_id for row in store.run_rows(with_registry=True)}
+    known = {row.run_id for row in store.run_rows(with_other_chains=True)}
     refused: dict[str, JournalCorrupt] = {}
     for path in journals:
         run_id = path.parent.name

@@ -67,6 +67,8 @@ SCHEMA_REVISION = "0002"  # the newest revision in golive/store_schema/versions
 VERSION_TABLE = "golive_store_version"
 URL_SETTING, BLOCK_SETTING = "GOLIVE_STORE_URL", "GOLIVE_STORE_BLOCK"
 REGISTRY = "registry"  # the environment registry's chain: not a run (golive/registry.py)
+SERVERS = "local-servers"  # the local golive servers' chain: not a run (golive/localserver.py)
+NOT_RUNS = frozenset({REGISTRY, SERVERS})
 
 metadata = MetaData()
 runs_table = Table(
@@ -489,17 +491,17 @@ class RunStore:
             ).first()
         return Link(*row) if row else None
 
-    def run_rows(self, with_registry: bool = False) -> list[RunRow]:
-        """Every run, newest first, with its latest state from the heads chain; the
-        environment registry's chain (golive/registry.py) only `with_registry`."""
+    def run_rows(self, with_other_chains: bool = False) -> list[RunRow]:
+        """Every run, newest first, with its latest state from the heads chain; the chains
+        that are no runs (the environment registry, local servers) only `with_other_chains`."""
         with self._reading() as connection:
             heads = select(heads_table.c.run_id, heads_table.c.state).order_by(heads_table.c.pos)
             states: dict[str, str] = {
                 run_id: state for run_id, state in connection.execute(heads).all()
             }
             query = select(runs_table).order_by(runs_table.c.started_at.desc())
-            if not with_registry:
-                query = query.where(runs_table.c.run_id != REGISTRY)
+            if not with_other_chains:
+                query = query.where(runs_table.c.run_id.not_in(NOT_RUNS))
             rows = connection.execute(query).all()
         return [RunRow(**row._mapping, state=states.get(row.run_id, "unknown")) for row in rows]
 

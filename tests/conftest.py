@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextvars
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from typing import Any
 # Some task tests run a task on its own, outside any flow run: nothing to send logs to.
 # Prefect reads its settings when first imported, so this comes first.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# A local golive server a test's command starts outlives the test by a minute at most.
+os.environ.setdefault("GOLIVE_SERVER_IDLE_SECONDS", "60")
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -45,10 +49,20 @@ def prefect_api() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def golive_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def golive_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The test's GOLIVE_HOME; after the test, any local golive server its commands started
+    (under this home or another of the test's) is stopped, as a user would stop it."""
     home = tmp_path / "golive-home"
     monkeypatch.setenv("GOLIVE_HOME", str(home))
-    return home
+    yield home
+    for lock in tmp_path.rglob("server/start.lock"):
+        stop_servers(lock.parent.parent)
+
+
+def stop_servers(home: Path) -> None:
+    environment = os.environ | {"GOLIVE_HOME": str(home)}
+    golive = Path(sys.executable).parent / "golive"
+    subprocess.run([golive, "server", "stop"], env=environment, capture_output=True, timeout=120)
 
 
 def free_port() -> int:

@@ -1,0 +1,148 @@
+"""The local golive server of the embedded default: started by the first run, reused by the
+next, shown and stopped by `golive server`, stopped by itself once idle, and passed over (with
+a word, and a record) when stale or another user's. Every command runs as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from golive.demo.fleet import DemoFleet
+from golive.entries import checked
+from golive.store import SERVERS, NewEntry, open_store
+from tests.golive.test_cli import golive
+from tests.runstore import runs
+
+
+def embedded(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """golive on the embedded default: no Prefect API configured; Prefect's own files here."""
+    return golive(
+        *args, api=False, PREFECT_API_URL="", PREFECT_HOME=str(tmp_path / "prefect"), **env
+    )
+
+
+def one_host_plan(make_fleet: Callable[..., DemoFleet]) -> str:
+    fleet = make_fleet(hosts=1)
+    waves = [{"name": "all", "hosts": 1}]
+    return str(fleet.write_plan("2.0.0", gates={}, waves=waves, soak=None, backups=[]))
+
+
+def server_entries() -> list[tuple[str, dict[str, Any]]]:
+    return [(entry.kind, entry.fields()) for entry in open_store().entries(SERVERS)]
+
+
+def api_urls() -> list[str]:
+    return [run.entries()[0]["api_url"].rstrip("/") for run in reversed(runs())]
+
+
+def ended(pid: int, seconds: float = 90) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_first_run_starts_a_server_that_the_next_reuses_until_it_is_stopped(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    plan = one_host_plan(make_fleet)
+
+    first = embedded(tmp_path, "run", plan)
+    second = embedded(tmp_path, "run", plan)
+    status = embedded(tmp_path, "server", "status")
+    [(kind, started)] = server_entries()
+    stopped = embedded(tmp_path, "server", "stop")
+    after = embedded(tmp_path, "server", "status")
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert kind == "server.started" and api_urls() == [started["url"]] * 2
+    assert started["url"].removesuffix("/api") in status.stdout and "answering" in status.stdout
+    assert f"Stopped the golive server at {started['url'].removesuffix('/api')}" in stopped.stdout
+    assert ended(started["pid"])
+    assert server_entries()[-1] == (
+        "server.stopped",
+        {key: started[key] for key in ("url", "pid", "machine")}
+        | {"reason": "told to stop (SIGTERM)"},
+    )
+    assert "No golive server is running on this machine" in after.stdout
+
+
+def test_an_idle_server_stops_itself_and_records_why(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    done = embedded(tmp_path, "run", one_host_plan(make_fleet), GOLIVE_SERVER_IDLE_SECONDS="15")
+    [(_, started)] = server_entries()
+
+    assert done.returncode == 0, done.stderr
+    assert ended(started["pid"])
+    assert server_entries()[-1][1]["reason"] == "idle for 15 s (GOLIVE_SERVER_IDLE_SECONDS)"
+
+
+def test_a_stale_server_is_passed_over_with_a_word_and_a_fresh_one_started(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    plan = one_host_plan(make_fleet)
+    embedded(tmp_path, "run", plan)
+    [(_, stale)] = server_entries()
+    os.kill(stale["pid"], signal.SIGKILL)
+    assert ended(stale["pid"])
+
+    again = embedded(tmp_path, "run", plan)
+    kinds = [kind for kind, _ in server_entries()]
+
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"golive server {stale['url'].removesuffix('/api')} (pid {stale['pid']}) not used: "
+        "it does not answer: stale" in again.stderr
+    )
+    assert kinds == ["server.started", "server.passed_over", "server.started"]
+    assert stale["url"] in api_urls() and len(set(api_urls())) == 2
+    assert "Traceback" not in again.stderr
+
+
+def test_another_users_server_is_left_to_them_and_one_of_your_own_started(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    plan = one_host_plan(make_fleet)
+    theirs = {"url": "http://127.0.0.1:9/api", "pid": os.getppid(), "machine": os.uname()[1]}
+    fields = theirs | {"uid": os.getuid() + 1, "user": "mallory", "started_at": "", "log": ""}
+    open_store(create=True).append(
+        SERVERS, [NewEntry("server.started", *checked("server.started", fields))]
+    )
+
+    done = embedded(tmp_path, "run", plan)
+    again = embedded(tmp_path, "run", plan)
+    status = embedded(tmp_path, "server", "status")
+
+    assert (done.returncode, again.returncode) == (0, 0), done.stderr + again.stderr
+    assert f"belongs to mallory (uid {os.getuid() + 1}), not to you" in done.stderr
+    assert "not used" not in again.stderr  # yours is found first from then on
+    assert "mallory" in status.stdout and "answering" in status.stdout
+    assert [kind for kind, _ in server_entries()] == [
+        "server.started",
+        "server.passed_over",
+        "server.started",
+    ]
+
+
+def test_a_server_that_cannot_start_is_named_with_its_output_and_nothing_runs(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    plan = one_host_plan(make_fleet)
+    nowhere = "postgresql+asyncpg://nobody@127.0.0.1:9/prefect"
+
+    done = embedded(tmp_path, "run", plan, PREFECT_API_DATABASE_CONNECTION_URL=nowhere)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the local golive server exited with code 3 while starting" in done.stderr
+    assert "Traceback (most recent call last)" not in done.stderr.split("Its output")[0]
+    assert runs() == [] and server_entries() == []
