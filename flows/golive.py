@@ -61,7 +61,6 @@ from golive.undo import left_undone
 from golive.waves import ResolvedWave
 from tasks.approvals import SUSPEND_GRACE_SECONDS, wait_for_gate
 from tasks.backups import backup_paths
-from tasks.databases import apply_migration, back_up_database
 from tasks.hosts import deploy_host, on_every_host, settle
 from tasks.notifications import notify
 from tasks.preflight import hosts_of, preflight
@@ -350,6 +349,10 @@ def start_run(
 def back_up_databases(plan: Plan, journal: RunJournal) -> None:
     """Every database backed up and proven restorable, or nothing changes."""
     names = sorted({b.database for b in plan.backups if isinstance(b, PostgresBackup)})
+    if not names:
+        return
+    from tasks.databases import back_up_database  # psycopg: only plans with databases pay
+
     futures = [back_up_database.submit(plan, name, journal) for name in names]
     for future in futures:
         future.result()
@@ -365,6 +368,8 @@ def migrate(plan: Plan, migration: Migration, journal: RunJournal) -> None:
             database=plan.database_of(migration),
             file=migration.sql.name,
         )
+    from tasks.databases import apply_migration
+
     apply_migration(plan, migration, journal)
 
 

@@ -28,7 +28,6 @@ from golive.undo import (
     undone_run,
     what_to_undo,
 )
-from tasks.databases import restore_database
 from tasks.hosts import on_every_host, restore_host
 from tasks.reports import story_in_prefect_logs
 from tasks.smoke import smoke_check_host
@@ -215,6 +214,8 @@ def restore_databases(plan: Plan, journal: RunJournal) -> dict[str, str]:
             "it is and must be fixed forward",
         )
         return {}
+    from tasks.databases import restore_database  # psycopg: only plans with databases pay
+
     failures = {}
     for name in migrated:
         try:

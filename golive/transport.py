@@ -5,12 +5,15 @@ from __future__ import annotations
 import getpass
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from golive.local import LocalShell
 from golive.plan import Host, Plan
 from golive.releases import HostReleases
 from golive.shell import Shell
-from golive.ssh import SshSettings, SshShell
+
+if TYPE_CHECKING:
+    from golive.ssh import SshSettings
 
 _shells: dict[tuple[str, str], Shell] = {}
 _lock = threading.Lock()
@@ -37,10 +40,14 @@ def close_run(run_id: str) -> None:
 def _open(plan: Plan, host: Host) -> Shell:
     if plan.targets.transport == "local":
         return LocalShell(host.name)
+    from golive.ssh import SshShell  # paramiko: only plans over SSH pay for it
+
     return SshShell(host.name, ssh_settings(host))
 
 
 def ssh_settings(host: Host) -> SshSettings:
+    from golive.ssh import SshSettings
+
     settings = SshSettings(
         address=host.address,
         port=host.port,
