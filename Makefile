@@ -45,6 +45,7 @@ test: lint sshd postgres redis chromium
 
 bench: $(BIN)/golive sshd
 	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/approval.py
