@@ -1085,17 +1085,18 @@ def _first_line(error: BaseException) -> str:
 def _use_prefect_api(run_api: str | None = None) -> None:
     """Prefect's API for this command: the one this machine names; else the run's own (a run
     on the embedded default records its local server), if it answers; else this user's local
-    golive server, started if none answers. Set before Prefect is imported: it reads its
-    settings once, then."""
-    from golive.localserver import answers, api_configured, local_api_url
+    golive server, started if none answers, and kept from idling out while this command runs."""
+    from golive.localserver import answers, api_configured, keep_alive, local_api_url, use_api
 
     _quiet_prefect_console()
     if api_configured():
         return
     if run_api and answers(run_api):
-        os.environ["PREFECT_API_URL"] = run_api
-    else:
-        os.environ["PREFECT_API_URL"] = local_api_url(tell=_warn)
+        use_api(run_api)
+        return
+    url = local_api_url(tell=_warn)
+    use_api(url)
+    keep_alive(url)
 
 
 def _warn(message: str) -> None:

@@ -23,12 +23,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -86,19 +85,35 @@ class LocalServer:
 
 
 def api_configured() -> bool:
-    """Whether this machine names a Prefect API: PREFECT_API_URL, or the active Prefect
-    profile's. Read as Prefect reads them, but before Prefect is imported: it fixes its settings
-    at import, so the local server's URL must be in place before."""
-    if os.environ.get("PREFECT_API_URL"):
-        return True
-    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
-    try:
-        profiles = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
-    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
-    return bool(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
+    """Whether this machine names a Prefect API, in any place Prefect reads its settings from
+    (the environment, the active profile, prefect.toml, .env, pyproject.toml)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def use_api(url: str) -> None:
+    """Make `url` Prefect's API for the rest of this process. Prefect reads its settings at
+    import; refreshing them is its own way to take up a changed environment."""
+    from prefect.context import refresh_global_settings_context
+
+    os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
+
+
+def keep_alive(server_url: str) -> None:
+    """Tell the server, while this process lives, that it is in use: a quiet step (a wave's
+    pause, a long dump) sends no request, and the server must not stop under the run."""
+    every = min(idle_seconds() / 3, 60)
+    identity = server_url.removesuffix("/api") + IDENTITY_PATH + "?use"
+
+    def ping() -> None:
+        while True:
+            time.sleep(every)
+            with suppress(httpx.HTTPError):
+                httpx.get(identity, timeout=3, verify=False)
+
+    threading.Thread(target=ping, name="golive-server-keep-alive", daemon=True).start()
 
 
 def answers(api_url: str) -> bool:
@@ -151,9 +166,21 @@ def local_api_url(tell: Callable[[str], None]) -> str:
             if (problem := server.problem(to_use=True)) is None:
                 return server.url
             _pass_over(store, server, problem, tell)
+        told = passed_over_by_me(store)
         for server in [] if mine else found:
-            _pass_over(store, server, f"{server.problem()}, not to you", tell)
+            if (server.machine, server.pid) not in told:
+                _pass_over(store, server, f"{server.problem()}, not to you", tell)
         return _start(store).url
+
+
+def passed_over_by_me(store: RunStore) -> set[tuple[str, int]]:
+    """The servers this user has been told about and recorded as passed over."""
+    return {
+        (fields["machine"], fields["pid"])
+        for entry in store.entries(SERVERS)
+        if entry.kind == "server.passed_over"
+        and (fields := entry.fields()).get("by_uid") == os.getuid()
+    }
 
 
 def _pass_over(
@@ -173,7 +200,10 @@ def stop(server: LocalServer, store: RunStore, seconds: float = 30) -> bool:
     if (problem := server.problem()) is not None:
         _write(store, "server.passed_over", server, reason=problem)
         return False
-    os.kill(server.pid, signal.SIGTERM)
+    try:
+        os.kill(server.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended in between, and has said so in the store
+        return True
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not _alive(server.pid):
@@ -230,8 +260,13 @@ def _start(store: RunStore) -> LocalServer:
         getpass.getuser(),
         time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    _wait_until_up(server, process, log)
-    _write(store, "server.started", server, log=str(log))
+    try:
+        _wait_until_up(server, process, log)
+        _write(store, "server.started", server, log=str(log))
+    except BaseException:  # not recorded, so not to be left running either
+        process.kill()
+        process.wait()
+        raise
     return server
 
 
@@ -278,8 +313,12 @@ class _Watched:
 
     def __init__(self, app: Any) -> None:
         self.app, self.last_used = app, time.monotonic()
+        self.stopping = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == IDENTITY_PATH and self.stopping:
+            await _respond(send, 503, b'{"stopping": true}')  # not to be taken up now
+            return
         if scope["type"] == "http" and scope["path"] == IDENTITY_PATH:
             if scope["query_string"] == b"use":  # asked by a command that is to use it
                 self.last_used = time.monotonic()
@@ -292,9 +331,13 @@ class _Watched:
     async def _identify(self, send: Any) -> None:
         idle = time.monotonic() - self.last_used
         body = f'{{"pid": {os.getpid()}, "uid": {os.getuid()}, "idle": {idle:.1f}}}'.encode()
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _respond(send, 200, body)
+
+
+async def _respond(send: Any, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def serve(port: int, idle: float) -> None:
@@ -308,7 +351,7 @@ def serve(port: int, idle: float) -> None:
     watched = _Watched(create_app(webserver_only=True, final=True))
     config = uvicorn.Config(watched, host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
-    reason = ["told to stop (SIGTERM)"]
+    reason = ["told to stop"]
 
     async def watch() -> None:
         while not server.started:
@@ -318,15 +361,19 @@ def serve(port: int, idle: float) -> None:
             await asyncio.sleep(min(idle / 4, 30))
             if time.monotonic() - watched.last_used > idle:
                 reason[0] = f"idle for {idle:.0f} s ({IDLE_SETTING})"
-                server.should_exit = True
+                server.should_exit = watched.stopping = True
 
     async def main() -> None:
         watcher = asyncio.create_task(watch())
         await server.serve()
         watcher.cancel()
 
+    def told_to_stop(number: int, _frame: Any) -> None:
+        reason[0] = f"told to stop ({signal.Signals(number).name})"
+
     # uvicorn raises the signal that stopped it again once stopped: caught, to record the stop.
-    signal.signal(signal.SIGTERM, lambda *_: None)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, told_to_stop)
     asyncio.run(main())
     if not server.started:
         sys.exit(3)  # as uvicorn does; the command that started it shows its output

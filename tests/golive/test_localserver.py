@@ -15,6 +15,7 @@ from typing import Any
 from golive.demo.fleet import DemoFleet
 from golive.entries import checked
 from golive.store import SERVERS, NewEntry, open_store
+from tests.flows.test_golive import serving
 from tests.golive.test_cli import golive
 from tests.runstore import runs
 
@@ -85,6 +86,24 @@ def test_an_idle_server_stops_itself_and_records_why(
     assert done.returncode == 0, done.stderr
     assert ended(started["pid"])
     assert server_entries()[-1][1]["reason"] == "idle for 15 s (GOLIVE_SERVER_IDLE_SECONDS)"
+
+
+def test_a_rollback_quieter_than_the_idle_limit_keeps_its_server_until_it_ends(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=1)
+    targets = fleet.template["targets"]
+    slow = targets | {"restart": targets["restart"] + " && sleep 6"}  # no request meanwhile
+    waves = [{"name": "all", "hosts": 1}]
+    plan = fleet.write_plan("2.0.0", gates={}, waves=waves, soak=None, backups=[], targets=slow)
+    live = embedded(tmp_path, "run", str(plan), GOLIVE_SERVER_IDLE_SECONDS="2")
+    [run] = runs()
+
+    back = embedded(tmp_path, "rollback", run.run_id, "--yes", GOLIVE_SERVER_IDLE_SECONDS="2")
+
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert serving(fleet) == {"web1": "1.0.0/1.0.0/ok"}
 
 
 def test_a_stale_server_is_passed_over_with_a_word_and_a_fresh_one_started(
