@@ -290,35 +290,49 @@ def run(bench: Bench) -> None:
 
 
 def where_time_goes(run_id: str, seconds: float) -> str:
-    """golive's run split, from its entries in the run store: the hosts' own steps (per wave,
-    its slowest host's deploy and smoke check: what a tool without overhead would wait for),
-    and the rest (Prefect's flow and task runs, store writes, the terminal view, start and
-    end of the run)."""
+    """golive's run split, from its entries in the run store: the stages before the waves
+    (preflight and the hosts' backups, which fabric's script does inside each host's thread),
+    each wave beside its slowest host's deploy and smoke steps (what a tool without overhead
+    would wait for), the gaps between waves, the close of the run, and the rest: Prefect's
+    flow run start and end around the entries."""
     from golive.journal import RunJournal
 
     entries = RunJournal.find(run_id).entries()
     waves, hosts = _wave_seconds(entries)
-    host_work = sum(hosts.values())
-    lines = [f"\n  where golive's {seconds:.2f} s went (from its run store entries):"]
+    marks = {kind: [at(e) for e in entries if e["kind"] == kind] for kind in _MARKS}
+    before = marks["wave.started"][0] - marks["run.started"][0]
+    gaps = sum(
+        b - a for a, b in zip(marks["wave.finished"], marks["wave.started"][1:], strict=False)
+    )
+    closing = marks["run.finished"][-1] - marks["wave.finished"][-1]
+    inside = marks["run.finished"][-1] - marks["run.started"][0]
+    lines = [
+        f"\n  where golive's {seconds:.2f} s went (from its run store entries):",
+        f"    preflight and backups, every host, before the waves  {before:6.2f} s",
+    ]
     for wave, wall in waves.items():
         lines.append(
             f"    wave {wave:<8} {wall:6.2f} s; its slowest host's steps {hosts[wave]:6.2f} s"
         )
-    lines.append(f"    hosts' own steps, slowest per wave: {host_work:6.2f} s")
-    lines.append(
-        f"    the rest (before, between and after the waves' host steps): "
-        f"{seconds - host_work:6.2f} s"
-    )
+    lines += [
+        f"    between waves                                        {gaps:6.2f} s",
+        f"    closing the run (record, report, artifacts)          {closing:6.2f} s",
+        f"    Prefect's flow run start and end, outside the entries {seconds - inside:6.2f} s",
+    ]
     return "\n".join(lines)
+
+
+_MARKS = ("run.started", "wave.started", "wave.finished", "run.finished")
+
+
+def at(entry: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(entry["at"]).timestamp()
 
 
 def _wave_seconds(entries: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
     """Each wave's wall time, and its slowest host's deploy plus smoke-check time."""
-    from datetime import datetime
-
-    def at(entry: dict[str, Any]) -> float:
-        return datetime.fromisoformat(entry["at"]).timestamp()
-
     waves: dict[str, float] = {}
     hosts: dict[str, dict[str, float]] = {}
     started: dict[tuple[str, str], float] = {}
