@@ -5,7 +5,8 @@ before a 1-host plan's first step. So the first command that needs an API (with 
 configured) starts one in a session of its own, out of the terminal's reach, and records it in
 the run store's `local-servers` chain; later runs, rollbacks and approvals on this machine find
 it there and reuse it. It stops itself once no request has come for `GOLIVE_SERVER_IDLE_SECONDS`
-(30 minutes by default): a run in progress talks to it all the time.
+(30 minutes by default); a command using it says so now and then (`keep_alive`), so a quiet
+step of a run or rollback does not count as idle.
 
 A recorded server is reused only if it answers as that server (its own pid, at its own
 address) and belongs to this user; otherwise the user is told why, the store records the server
@@ -40,7 +41,8 @@ from golive.store import SERVERS, NewEntry, RunStore, open_store
 
 IDLE_SETTING = "GOLIVE_SERVER_IDLE_SECONDS"
 IDENTITY_PATH = "/golive-server"  # answered by the server itself, not by Prefect's API
-# Its URLs are plain http on loopback: `verify=False` spares loading the CA bundle (~25 ms).
+# Local servers speak plain http on loopback: `verify=False` below spares loading the CA
+# bundle, 25 ms a request.
 _RECORDED = ("url", "pid", "machine", "uid", "user", "started_at")
 
 
