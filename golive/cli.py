@@ -694,12 +694,14 @@ def server_status() -> None:
     if not found:
         console.print("No golive server is running on this machine; the next run starts one.")
         return
-    table = Table("address", "pid", "user", "started", "state")
-    for each in found:
-        identity = each.identity() if each.mine() else None
-        state = each.problem() or f"answering; idle {identity['idle'] if identity else '?'} s"
-        table.add_row(each.address, str(each.pid), each.user, each.started_at, escape(state))
-    console.print(table)
+    for each in found:  # a line each, never cut: the address is what to open in a browser
+        state = each.problem() or f"answering; idle {(each.identity() or {}).get('idle', '?')} s"
+        console.print(
+            f"{each.address}  pid {each.pid}, {escape(each.user)}, started {each.started_at}: "
+            f"{escape(state)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"An idle server stops after {idle_seconds():.0f} s (GOLIVE_SERVER_IDLE_SECONDS)."
     )
