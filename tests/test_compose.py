@@ -44,6 +44,7 @@ from tests.runstore import runs
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 WAVES = [{"name": "canary", "hosts": 1}, {"name": "rest", "hosts": "100%"}]
 EMBEDDED_RUNS_PER_WORKER = 4  # README, "Many machines"
+EMBEDDED_CLIENT_TRIES = "12"  # the same: Prefect's client tries 5 times by default
 ONE_WAVE = [{"name": "all", "hosts": "100%"}]
 
 
@@ -94,10 +95,11 @@ def golive_settings(api_url: str, store_url: str) -> dict[str, str]:
 
 @contextmanager
 def cluster_of(
-    folder: Path, server: dict[str, str], store_url: str, *worker_options: str
+    folder: Path, server: dict[str, str], store_url: str, *worker_options: str, **workers: str
 ) -> Iterator[Cluster]:
     """`prefect server start` with these settings, a fresh checkout deployed there, and two
-    workers, machines of their own that share only the Prefect API and the run store."""
+    workers with these options and settings, machines of their own that share only the
+    Prefect API and the run store."""
     environment = base_environment() | {"PREFECT_HOME": str(folder / "server-home")}
     checked(environment | server | {"GOLIVE_HOME": str(folder / "server-golive")})
     with server_started(environment | server, folder / "server.log") as url:
@@ -116,7 +118,8 @@ def cluster_of(
             pool("deploy", "--all")
             checked(pool.environment)  # as compose.yaml does before each worker
             for number in (1, 2):
-                pool.start_worker(*worker_options, GOLIVE_HOME=str(folder / f"worker-{number}"))
+                home = str(folder / f"worker-{number}")
+                pool.start_worker(*worker_options, **workers, GOLIVE_HOME=home)
             with temporary_settings({PREFECT_API_URL: url}):
                 yield Cluster(pool, url, store_url)
         finally:
@@ -152,7 +155,9 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     locked until its server answers 503 and a worker reports a run Crashed before it began."""
     folder = tmp_path_factory.mktemp("embedded")
     store = f"sqlite:///{folder / 'store.db'}"
-    with cluster_of(folder, {}, store, "--limit", str(EMBEDDED_RUNS_PER_WORKER)) as cluster:
+    limit = ("--limit", str(EMBEDDED_RUNS_PER_WORKER))
+    tries = {"PREFECT_CLIENT_MAX_RETRIES": EMBEDDED_CLIENT_TRIES}
+    with cluster_of(folder, {}, store, *limit, **tries) as cluster:
         yield cluster
 
 
