@@ -73,9 +73,17 @@ class HostReleases:
         self.directory = directory
         self.releases = f"{directory}/releases"
 
-    def check(self, needed_bytes: int, backup: list[str] | None = None) -> HostCheck:
+    def check(
+        self,
+        needed_bytes: int,
+        backup: list[str] | None = None,
+        keep_as: str | None = None,
+        keep: int = 5,
+    ) -> HostCheck:
         """Is the deploy directory there, writable, with room? If so and `backup` names
-        paths, pack them into the host's backup file for `fetch_backup`."""
+        paths, pack them into the host's backup file for `fetch_backup`; with `keep_as` (a
+        run id) that file is the host's own copy of the run's backup, kept among its newest
+        `keep` so a rollback from another machine can fetch it back. In one command."""
         d = quote(self.directory)
         pack, confine = "", ""
         if backup:
@@ -83,8 +91,8 @@ class HostReleases:
             confine = f"cd {d} && {_confinement_script(backup)} && "
             pack = (
                 f" && if [ $free -ge {needed_bytes // 1024} ]; then cd {d} && existing=$(for "
-                f'p in {names}; do [ -e "$p" ] && echo "$p"; done; true) && umask 077 && tar chf - '
-                f"-T /dev/null $existing | gzip -1 > {quote(self._backup_file)}; fi"
+                f'p in {names}; do [ -e "$p" ] && echo "$p"; done; true) && umask 077 && '
+                f"{self._packing(keep_as, keep)}; fi"
             )
         try:
             output = self.shell.run(
@@ -108,29 +116,33 @@ class HostReleases:
             )
         return HostCheck(self.host.name, problems, free)
 
+    def _packing(self, keep_as: str | None, keep: int) -> str:
+        """Shell that packs $existing into the backup file (and, for a kept copy, removes
+        the host's copies beyond the newest `keep`)."""
+        if keep_as is None:
+            return f"tar chf - -T /dev/null $existing | gzip -1 > {quote(self._backup_file)}"
+        kept = quote(f"{self.directory}/{KEPT_BACKUPS}")
+        return (
+            f"mkdir -p {kept} && tar chf - -T /dev/null $existing | gzip -1 > "
+            f"{quote(self._kept(keep_as))} && (cd {kept} && "
+            f"ls -t | tail -n +{keep + 1} | xargs -r rm -f --)"
+        )
+
     @property
     def _backup_file(self) -> str:
         return f"{self.directory}/.golive-backup.tar.gz"
 
-    def fetch_backup(self, destination: Path, keep_as: str | None = None, keep: int = 5) -> Archive:
-        """Bring the backup `check` packed here. With `keep_as` (a run id) the host keeps it
-        too, among its newest `keep`, so a rollback from another machine can fetch it back;
-        otherwise it is removed from the host."""
+    def fetch_backup(self, destination: Path, keep_as: str | None = None) -> Archive:
+        """Bring the backup `check` packed here (with the same `keep_as`). The host's kept
+        copy stays; any other is removed from the host."""
+        packed = self._backup_file if keep_as is None else self._kept(keep_as)
         try:
-            self.shell.get(self._backup_file, reserve_private(destination))
+            self.shell.get(packed, reserve_private(destination))
         except BaseException:
-            self.shell.remove(self._backup_file)
+            self.shell.remove(packed)
             raise
         if keep_as is None:
-            self.shell.remove(self._backup_file)
-        else:
-            kept = quote(f"{self.directory}/{KEPT_BACKUPS}")
-            self.shell.run(
-                f"umask 077 && mkdir -p {kept} && mv -f {quote(self._backup_file)} "
-                f"{quote(self._kept(keep_as))} && cd {kept} && "
-                f"ls -t | tail -n +{keep + 1} | xargs -r rm -f --",
-                QUICK,
-            )
+            self.shell.remove(packed)
         return Archive(destination, sha256_of(destination), destination.stat().st_size)
 
     def fetch_kept_backup(self, run_id: str, destination: Path) -> Archive:

@@ -56,9 +56,15 @@ _TIMED_OUT = (124, 137)  # coreutils `timeout`: TERM did it, or KILL had to
 def within(seconds: float, command: str) -> str:
     """The command as the host runs it: under coreutils `timeout`, in the login shell, so
     that past its time the host stops it with every process it started (its process group),
-    not only the channel golive was listening on."""
+    not only the channel golive was listening on.
+
+    The login shell waits for `timeout` (`; exit $?`) rather than turning into it: the shell
+    under it then knows it is not the top one (SHLVL 2), and bash does not read ~/.bashrc a
+    second time, which it does for a top shell run by sshd. On a host whose ~/.bashrc does
+    real work (pyenv's, here: 0.1 s) that was half of every command's cost."""
     return (
-        f'timeout --kill-after={_GRACE} {seconds:g} "${{SHELL:-/bin/sh}}" -c {shlex.quote(command)}'
+        f'timeout --kill-after={_GRACE} {seconds:g} "${{SHELL:-/bin/sh}}" -c '
+        f"{shlex.quote(command)}; exit $?"
     )
 
 

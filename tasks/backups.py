@@ -17,15 +17,13 @@ def backup_paths(plan: Plan) -> list[str]:
     return ["current", *(path for backup in files for path in backup.paths)]
 
 
-def fetch_backup(
-    host: Host, releases: HostReleases, journal: RunJournal, keep: int
-) -> dict[str, object]:
+def fetch_backup(host: Host, releases: HostReleases, journal: RunJournal) -> dict[str, object]:
     """Bring the backup the host packed during its check here, and verify it; the host keeps
-    a copy among its newest `keep`, for a rollback from another machine."""
+    its copy, for a rollback from another machine."""
     with journal.step("backup", host=host.name) as result:
         destination = journal.run_dir / "backups" / f"{host.name}.tar.gz"
         try:
-            archive = releases.fetch_backup(destination, keep_as=journal.run_id, keep=keep)
+            archive = releases.fetch_backup(destination, keep_as=journal.run_id)
         except OSError as error:
             reason = describe_os_error(error, f"fetching the backup into {destination}")
             raise BackupError(host.name, reason) from error

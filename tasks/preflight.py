@@ -60,11 +60,12 @@ def prepare_host(
     paths = backup_paths(plan) if back_up else None
     try:
         releases = connect(plan, host, journal.run_id)
-        problems = releases.check(needed_bytes, backup=paths).problems
+        keep = plan.targets.keep_releases
+        problems = releases.check(needed_bytes, paths, keep_as=journal.run_id, keep=keep).problems
     except (HostUnreachable, HostCommandError) as error:
         return [str(error).removeprefix(f"on host {host.name!r}, ")]
     if paths and not problems:
-        fetch_backup(host, releases, journal, keep=plan.targets.keep_releases)
+        fetch_backup(host, releases, journal)
     return problems
 
 
