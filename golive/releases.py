@@ -28,8 +28,10 @@ from golive.shell import Shell
 
 QUICK = 60.0  # seconds allowed for golive's own bookkeeping commands
 REFUSED = 97  # exit code of a host step that refused a path outside the deploy root
+RESTART_FAILED = 96  # exit code of a script that switched `current`, then failed to restart
 _HASH_FILES = f"find . -type f ! -name {MANIFEST_NAME} -print0 | xargs -0 -r sha256sum"
 _SWITCHED = "golive: current switched"
+_RESTART_EXITED = "golive: the restart exited"
 KEPT_BACKUPS = ".golive-backups"  # each host keeps its newest backups here, owner-only
 
 
@@ -64,6 +66,10 @@ class SwitchFailed(DeployError):
     def __init__(self, host: str, version: str, reason: str, switched: bool) -> None:
         self.switched = switched
         super().__init__(host, f"activate release {version}", reason)
+
+
+class RestartFailed(HostCommandError):
+    """The release went live (`current` switched), then the plan's restart command failed."""
 
 
 class HostReleases:
@@ -293,10 +299,14 @@ class HostReleases:
         switch: bool,
         keep: int = 0,
         protect: tuple[str | None, ...] = (),
+        restart: str | None = None,
+        restart_timeout: float = 0.0,
     ) -> list[str]:
         """Assemble the staged release, check every file against the artifact, prune to the
-        newest `keep` releases, and (if `switch`) point `current` at it; in one command.
-        Returns the releases pruned."""
+        newest `keep` releases, and (if `switch`) point `current` at it and run `restart`;
+        in one command, as one round trip a host. Returns the releases pruned. Raises
+        SwitchFailed if the release did not go live, RestartFailed if it did and then its
+        restart failed."""
         v, staging = quote(version), quote(f".{version}")
         link = (
             f"cp -al {quote(transfer.linked_from)}/. {staging}.partial/ && "
@@ -315,15 +325,19 @@ class HostReleases:
             f"mv {staging}.partial {v} && touch {v}"
             + (f" && {self._prune_script(keep, (*protect, version))}" if keep else "")
             + (f" && {self._switch_script(version)} && echo '{_SWITCHED}'" if switch else "")
+            + (f" && {self._restart_script(restart)}" if switch and restart else "")
         )
         try:
-            output = self.shell.run(script, QUICK * 5)
+            output = self.shell.run(script, QUICK * 5 + restart_timeout)
         except HostCommandError as error:
+            if restart and error.exit_code == RESTART_FAILED:
+                raise self._restart_failed(restart, error) from None
             moved = switch and self._may_have_moved(version)
             if not moved:
                 self.shell.run(f"rm -rf {quote(self.releases)}/{staging}.*", QUICK)
             raise SwitchFailed(self.host.name, version, str(error), moved) from error
-        return [line for line in output.splitlines() if line and _SWITCHED not in line]
+        pruned, _, _ = output.partition(_SWITCHED)  # the restart's own output follows
+        return [line for line in pruned.splitlines() if line]
 
     def _may_have_moved(self, version: str) -> bool:
         """After a failed activation, whether `current` moved: read from the host, never
@@ -354,15 +368,31 @@ class HostReleases:
         """Point `current` at `version`, then run `restart`, in one command: a rollback's hot
         path, one round trip a host. A failure names which of the two failed."""
         try:
-            self.run(f"{self._switch_script(version)} && echo '{_SWITCHED}' && {restart}", timeout)
+            self.shell.run(
+                f"{self._switch_script(version)} && {self._restart_script(restart)}", timeout
+            )
         except HostCommandError as error:
-            if any(_SWITCHED in line for line in error.output_tail):
-                output = "\n".join(line for line in error.output_tail if _SWITCHED not in line)
-                raise HostCommandError(
-                    self.host.name, restart, error.exit_code, output, error.reason
-                ) from None
+            if error.exit_code == RESTART_FAILED:
+                raise self._restart_failed(restart, error) from None
             reason = "that release is not there" if error.exit_code == 1 else str(error)
             raise DeployError(self.host.name, f"switch to {version}", reason) from error
+
+    def _restart_script(self, restart: str) -> str:
+        """Shell that runs the plan's `restart` as `run` does, and exits RESTART_FAILED,
+        having said with which code, if it fails."""
+        return (
+            f"{{ {self._in_deploy_dir(restart)} || "
+            f'{{ echo "{_RESTART_EXITED} $?"; exit {RESTART_FAILED}; }}; }}'
+        )
+
+    def _restart_failed(self, restart: str, error: HostCommandError) -> RestartFailed:
+        """The restart's failure as `run` names it: its command, exit code and own output."""
+        lines = error.output_tail
+        lines = lines[lines.index(_SWITCHED) + 1 :] if _SWITCHED in lines else lines
+        said = [line for line in lines if line.startswith(_RESTART_EXITED)]
+        code = int(said[-1].split()[-1]) if said else None
+        output = "\n".join(line for line in lines if not line.startswith(_RESTART_EXITED))
+        return RestartFailed(self.host.name, restart, code, output, error.reason)
 
     def _switch_script(self, version: str) -> str:
         target, temp = quote(f"releases/{version}"), quote(f".current.{version}.tmp")
@@ -387,15 +417,21 @@ class HostReleases:
 
     def run(self, command: str, timeout: float) -> str:
         """Run a plan's command in the deploy directory, with the host's name in its env."""
-        exports = (
-            f"export GOLIVE_HOST={quote(self.host.name)} GOLIVE_DEPLOY_DIR={quote(self.directory)}"
-        )
         try:
-            return self.shell.run(f"cd {quote(self.directory)} && {exports} && {command}", timeout)
+            return self.shell.run(self._in_deploy_dir(command), timeout)
         except HostCommandError as error:  # name the plan's command, not golive's wrapping
             raise HostCommandError(
                 self.host.name, command, error.exit_code, "\n".join(error.output_tail), error.reason
             ) from None
+
+    def _in_deploy_dir(self, command: str) -> str:
+        """Shell that runs a plan's command in the deploy directory, with the host's name in
+        its env, in a subshell of its own: an `||` or `;` in it cannot reach the script
+        around it, nor a `#` comment swallow what follows."""
+        exports = (
+            f"export GOLIVE_HOST={quote(self.host.name)} GOLIVE_DEPLOY_DIR={quote(self.directory)}"
+        )
+        return f"cd {quote(self.directory)} && {exports} && (\n{command}\n)"
 
 
 def _confinement_script(paths: list[str]) -> str:

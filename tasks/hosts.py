@@ -21,7 +21,7 @@ from golive.hostlist import in_short
 from golive.journal import RunJournal
 from golive.manifest import manifest_of
 from golive.plan import SAFE_NAME, Host, Plan
-from golive.releases import HostReleases, SwitchFailed
+from golive.releases import HostReleases, RestartFailed, SwitchFailed
 from golive.transport import connect
 from tasks.backups import backup_paths
 
@@ -31,8 +31,8 @@ T = TypeVar("T")
 def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[str, Any]:
     """Send what the host lacks of the release, then in one step assemble it, check it against
     the artifact, prune beyond `keep_releases` (sparing the release the host had, which a
-    rollback returns to) and switch `current` to it; then restart. The switch is journaled
-    before and after."""
+    rollback returns to), switch `current` to it and restart. The switch is journaled before
+    and, once `current` is read back, after (a failed restart comes after the switch)."""
     version = plan.release.version
     with journal.step("deploy", host=host.name, wave=wave) as result:
         started = time.monotonic()
@@ -55,16 +55,25 @@ def deploy_host(plan: Plan, host: Host, wave: int, journal: RunJournal) -> dict[
                 switch=True,
                 keep=plan.targets.keep_releases,
                 protect=(before,),
+                restart=host.fill(plan.targets.restart),
+                restart_timeout=plan.targets.command_timeout,
             )
         except SwitchFailed as failed:
             if not failed.switched:
                 journal.write("host.switch_abandoned", **switch)
             raise
-        transport.confirm_release(version, f"switch to {version}")
-        journal.write("host.switched", **switch)
-        transport.run(host.fill(plan.targets.restart), plan.targets.command_timeout)
+        except RestartFailed:
+            _switched(transport, journal, switch)
+            raise
+        _switched(transport, journal, switch)
         result["seconds"] = round(time.monotonic() - started, 3)
     return result
+
+
+def _switched(transport: HostReleases, journal: RunJournal, switch: dict[str, Any]) -> None:
+    """`current` read back from the host, then the switch journaled as done."""
+    transport.confirm_release(switch["to"], f"switch to {switch['to']}")
+    journal.write("host.switched", **switch)
 
 
 def restore_host(

@@ -45,12 +45,18 @@ class Fault:
         return True
 
 
-def step_of(command: str) -> str | None:
-    if "gzip -1 >" in command:
-        return "backup"
-    if "tar xzf ../" in command:
-        return "switch" if "golive: current switched" in command else "unpack"
-    return "restart" if "app.py restart" in command else None
+def steps_of(command: str) -> set[str]:
+    """The deploy steps a host command takes (a release is unpacked, switched to and restarted
+    in one command, a rollback's switch back and restart in another)."""
+    steps = {"backup"} if "gzip -1 >" in command else set()
+    steps |= {"unpack"} if "tar xzf ../" in command else set()
+    steps |= {"switch"} if "mv -T" in command else set()
+    return steps | ({"restart"} if "app.py restart" in command else set())
+
+
+def restart_failing(command: str) -> str:
+    """The command with its restart failing, as a real one would, with the switch done."""
+    return "\n".join("false" if "app.py restart" in line else line for line in command.split("\n"))
 
 
 class FaultyShell:
@@ -58,11 +64,13 @@ class FaultyShell:
         self.inner, self.host, self.fault = inner, host, fault
 
     def run(self, command: str, timeout: float) -> str:
-        step = step_of(command)
-        if step == "switch" and self.fault.hits(self.host, "unpack"):
-            raise HostCommandError(self.host, command, 2, "tar: unexpected end of file")
-        if step is None or not self.fault.hits(self.host, step):
+        step = self.fault.step
+        if step not in steps_of(command) or not self.fault.hits(self.host, step):
             return self.inner.run(command, timeout)
+        if step == "unpack":
+            raise HostCommandError(self.host, command, 2, "tar: unexpected end of file")
+        if step == "restart" and not self.fault.after:
+            return self.inner.run(restart_failing(command), timeout)
         if self.fault.after:
             self.inner.run(command, timeout)
         raise HostCommandError(self.host, command, 255, "", reason="lost the connection")

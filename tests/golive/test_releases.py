@@ -22,7 +22,7 @@ from golive.errors import DeployError, HostCommandError
 from golive.local import LocalShell
 from golive.manifest import MANIFEST_NAME, UnsafeArtifact, changes_tarball, manifest_of
 from golive.plan import Host
-from golive.releases import HostReleases, SwitchFailed
+from golive.releases import HostReleases, RestartFailed, SwitchFailed
 from golive.shell import Shell
 from golive.ssh import SshShell
 from golive.transport import ssh_settings
@@ -146,6 +146,54 @@ def test_a_release_that_does_not_match_the_artifact_on_the_host_is_refused_befor
     assert failed.value.switched is False
     assert host.current_release() == "1.0.0"
     assert sorted(p.name for p in (Path(host.directory) / "releases").iterdir()) == ["1.0.0"]
+
+
+def test_a_release_goes_live_and_restarts_in_one_command_whose_restart_output_is_not_pruned(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    manifest = manifest_of(build_artifact(tmp_path / "a", "2.0.0"))
+    restart = 'echo "restarted $GOLIVE_HOST in $(pwd)" > restarted.txt; echo 1.0.0'
+
+    pruned = host.activate(
+        host.stage(manifest, "2.0.0"), manifest, "2.0.0", switch=True, keep=1, restart=restart
+    )
+
+    assert pruned == []
+    assert host.current_release() == "2.0.0"
+    said = (Path(host.directory) / "restarted.txt").read_text()
+    assert said == f"restarted web1 in {Path(host.directory).resolve()}\n"
+
+
+def test_a_failed_restart_after_the_switch_names_the_plans_command_and_its_exit_code(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    manifest = manifest_of(build_artifact(tmp_path / "a", "2.0.0"))
+    restart = "echo cannot bind port 8080; exit 3 # the service's own words"
+
+    with pytest.raises(RestartFailed) as failed:
+        host.activate(
+            host.stage(manifest, "2.0.0"), manifest, "2.0.0", switch=True, restart=restart
+        )
+
+    assert host.current_release() == "2.0.0"
+    assert failed.value.command == restart and failed.value.exit_code == 3
+    assert failed.value.output_tail == ["cannot bind port 8080"]
+
+
+def test_a_restart_that_ends_in_or_true_cannot_hide_a_failed_activation(
+    host: HostReleases, tmp_path: Path
+) -> None:
+    real = manifest_of(build_artifact(tmp_path / "a", "2.0.0"))
+    lying = replace(
+        real, files=real.files | {"app.py": replace(real.files["app.py"], sha256="0" * 64)}
+    )
+
+    with pytest.raises(SwitchFailed) as failed:
+        host.activate(
+            host.stage(lying, "2.0.0"), lying, "2.0.0", switch=True, restart="true || true"
+        )
+
+    assert failed.value.switched is False and host.current_release() is None
 
 
 def test_switching_replaces_the_link_without_ever_removing_it(
