@@ -7,8 +7,10 @@ A release is assembled in releases/.<version>.partial, checked file by file agai
 artifact on the host, and renamed into place; `current` is replaced by rename(2) (`mv -T`).
 Neither is ever seen half-written. The host needs a POSIX shell, GNU coreutils and tar.
 
-Each command run on an SSH host costs a session (about 0.1 s on a quiet loopback), while
-file transfers share one SFTP channel; so each step is one command, and files travel by SFTP.
+Each command run on an SSH host costs a session (about 0.1 s on this machine's loopback, most
+of it the login shell reading ~/.bashrc), while file transfers share one SFTP channel; so each
+step is one command, and files travel by SFTP: a deploy is three commands a host (check and
+back up; list what the host has; assemble, switch and restart).
 """
 
 from __future__ import annotations

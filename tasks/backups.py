@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tarfile
 
 from golive.errors import BackupError, describe_os_error
@@ -40,11 +41,14 @@ def fetch_backup(host: Host, releases: HostReleases, journal: RunJournal) -> dic
 
 
 def verify(host: str, archive: Archive) -> None:
-    """A backup counts only if it reads back whole: same checksum, every member listable."""
+    """A backup counts only if it reads back whole: same checksum, every member listed by
+    `tar`. (Listed in a process of its own: Python's gzip and tarfile hold the GIL, and made
+    verifying 200 hosts' backups at once the slowest part of their preflight.)"""
     if sha256_of(archive.path) != archive.sha256:
         raise BackupError(host, f"{archive.path} changed after it was written (sha256 mismatch)")
-    try:
-        with tarfile.open(archive.path) as tar:
-            tar.getmembers()
-    except (OSError, tarfile.TarError) as error:
-        raise BackupError(host, f"{archive.path} does not read back: {error}") from error
+    listed = subprocess.run(
+        ["tar", "-tzf", str(archive.path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    if listed.returncode != 0:
+        said = listed.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise BackupError(host, f"{archive.path} does not read back: {' '.join(said)}")

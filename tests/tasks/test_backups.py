@@ -1,0 +1,60 @@
+"""A host's backup counts only once it reads back whole."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from golive.errors import BackupError
+from golive.manifest import sha256_of
+from golive.releases import Archive
+from tasks.backups import verify
+
+
+def backup_of(path: Path, files: int = 50) -> Archive:
+    with tarfile.open(path, "w:gz") as tar:
+        for n in range(files):
+            data = bytes([n]) * 10_000
+            info = tarfile.TarInfo(f"current/file{n}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return Archive(path, sha256_of(path), path.stat().st_size)
+
+
+def test_a_whole_backup_verifies(tmp_path: Path) -> None:
+    verify("web1", backup_of(tmp_path / "web1.tar.gz"))
+
+
+def test_a_backup_changed_after_it_was_fetched_is_refused(tmp_path: Path) -> None:
+    archive = backup_of(tmp_path / "web1.tar.gz")
+    archive.path.write_bytes(archive.path.read_bytes() + b"\0")
+
+    with pytest.raises(BackupError, match="changed after it was written"):
+        verify("web1", archive)
+
+
+def test_a_backup_cut_short_on_the_host_does_not_read_back_even_with_its_own_checksum(
+    tmp_path: Path,
+) -> None:
+    whole = backup_of(tmp_path / "whole.tar.gz").path.read_bytes()
+    cut = tmp_path / "web1.tar.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+
+    with pytest.raises(BackupError, match=r"web1\.tar\.gz does not read back: .*gzip"):
+        verify("web1", Archive(cut, sha256_of(cut), cut.stat().st_size))
+
+
+def test_a_backup_whose_data_was_damaged_does_not_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "web1.tar.gz"
+    raw = bytearray(gzip.decompress(backup_of(path).path.read_bytes()))
+    raw[600] ^= 0xFF  # inside the first member's data: only the gzip checksum can tell
+    damaged = bytearray(gzip.compress(bytes(raw)))
+    damaged[-8:-4] = gzip.compress(bytes(gzip.decompress(path.read_bytes())))[-8:-4]
+    path.write_bytes(bytes(damaged))
+
+    with pytest.raises(BackupError, match=r"does not read back: .*crc error"):
+        verify("web1", Archive(path, sha256_of(path), path.stat().st_size))
