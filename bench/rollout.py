@@ -35,6 +35,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -144,41 +145,43 @@ class Bench:
     # --- plain fabric: the same steps, a thread per host, no Prefect ---
 
     def fabric_host(self, name: str) -> float:
-        if self.local:
-            return self.fabric_local_host(name)
+        if self.local:  # fabric's local runner (invoke), files copied
+            local = Context()
+            return self.fabric_steps(
+                name,
+                lambda command: local.run(command, hide=True),
+                shutil.copyfile,
+                shutil.copyfile,
+            )
+        with self.connect(name) as c:
+            return self.fabric_steps(
+                name,
+                lambda command: c.run(command, hide=True),
+                lambda remote, here: c.get(remote, str(here)),
+                lambda here, remote: c.put(str(here), remote),
+            )
+
+    def fabric_steps(
+        self,
+        name: str,
+        run: Callable[[str], object],
+        get: Callable[[str, Path], object],
+        put: Callable[[Path, str], object],
+    ) -> float:
+        """The script's steps on one host, through `run`, `get` and `put`; its seconds."""
         started = time.perf_counter()
         d = self.host_dir(name)
-        with self.connect(name) as c:
-            c.run(f"df -Pk {d} > /dev/null", hide=True)
-            c.run(f"cd {d} && tar czhf .backup.tar.gz current", hide=True)
-            c.get(f"{d}/.backup.tar.gz", str(self.work / f"backup-{name}.tar.gz"))
-            c.put(str(self.v2), f"{d}/releases/.2.0.0.tar.gz")
-            c.run(
-                f"cd {d}/releases && rm -rf .2.0.0.partial && mkdir .2.0.0.partial && "
-                f"tar xzf .2.0.0.tar.gz -C .2.0.0.partial && mv .2.0.0.partial 2.0.0 && "
-                f"rm .2.0.0.tar.gz && cd {d} && ln -sfn releases/2.0.0 .current.tmp && "
-                f"mv -T .current.tmp current && rm -f .backup.tar.gz && {RESTART}",
-                hide=True,
-            )
-            c.run(f"cd {d}/releases && ls -1t | tail -n +6 | xargs -r rm -rf", hide=True)
-        return time.perf_counter() - started
-
-    def fabric_local_host(self, name: str) -> float:
-        """The same steps through fabric's local runner (invoke), files copied."""
-        started = time.perf_counter()
-        d, c = self.host_dir(name), Context()
-        c.run(f"df -Pk {d} > /dev/null", hide=True)
-        c.run(f"cd {d} && tar czhf .backup.tar.gz current", hide=True)
-        shutil.copyfile(d / ".backup.tar.gz", self.work / f"backup-{name}.tar.gz")
-        shutil.copyfile(self.v2, d / "releases" / ".2.0.0.tar.gz")
-        c.run(
+        run(f"df -Pk {d} > /dev/null")
+        run(f"cd {d} && tar czhf .backup.tar.gz current")
+        get(f"{d}/.backup.tar.gz", self.work / f"backup-{name}.tar.gz")
+        put(self.v2, f"{d}/releases/.2.0.0.tar.gz")
+        run(
             f"cd {d}/releases && rm -rf .2.0.0.partial && mkdir .2.0.0.partial && "
             f"tar xzf .2.0.0.tar.gz -C .2.0.0.partial && mv .2.0.0.partial 2.0.0 && "
             f"rm .2.0.0.tar.gz && cd {d} && ln -sfn releases/2.0.0 .current.tmp && "
-            f"mv -T .current.tmp current && rm -f .backup.tar.gz && {RESTART}",
-            hide=True,
+            f"mv -T .current.tmp current && rm -f .backup.tar.gz && {RESTART}"
         )
-        c.run(f"cd {d}/releases && ls -1t | tail -n +6 | xargs -r rm -rf", hide=True)
+        run(f"cd {d}/releases && ls -1t | tail -n +6 | xargs -r rm -rf")
         return time.perf_counter() - started
 
     def fabric(self) -> float:
