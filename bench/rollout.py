@@ -101,8 +101,9 @@ class Bench:
         self.last_run = ""  # golive's latest run id, to read where its time went
         self.names = [f"web{i}" for i in range(1, hosts + 1)]
         self.sshd = None if local else SshdFleet(work / "ssh")
-        for name in self.names if self.sshd else []:
-            self.sshd.start(name)
+        if self.sshd:
+            for name in self.names:
+                self.sshd.start(name)
         if local:  # in memory, as other machines' disks would be (see bench/fleet.py)
             memory = "/dev/shm" if Path("/dev/shm").is_dir() else None
             (work / "hosts").symlink_to(tempfile.mkdtemp(prefix="golive-hosts-", dir=memory))
