@@ -31,6 +31,7 @@ from golive.postgres import Database
 from golive.registry import environment
 from golive.store import open_store
 from tasks.approvals import decide_gate
+from tests.disks import small_filesystem
 from tests.pg import database, empty_database, password_server, postgres_server
 from tests.registry import register
 from tests.sshd import SshdFleet, require_sshd
@@ -185,6 +186,14 @@ def make_ssh_fleet(
 def pg_server() -> Iterator[tuple[str, int, str]]:
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a filesystem of its own with 8 KiB left: a full disk, for real."""
+    with small_filesystem(tmp_path / "full-disk", kib=256) as folder:
+        (folder / "filler").write_bytes(bytes(248 * 1024))
+        yield folder
 
 
 PG_PASSWORD = "planted-pg-password-8f3a"  # also searched for in everything a run leaves

@@ -52,6 +52,13 @@ def password_server(password: str) -> Iterator[tuple[str, int, str]]:
         yield "127.0.0.1", port, "postgres"
 
 
+@contextmanager
+def throwaway_server() -> Iterator[tuple[str, int, str]]:
+    """(host, port, superuser) of a cluster of the test's own, to change as it likes."""
+    with _throwaway_cluster(_server_binaries()) as port:
+        yield "127.0.0.1", port, "postgres"
+
+
 def _server_binaries() -> Path:
     initdb = shutil.which("initdb") or next(
         iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None

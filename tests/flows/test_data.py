@@ -255,6 +255,25 @@ def test_a_database_that_cannot_be_backed_up_stops_the_run_before_any_change(
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
 
 
+def test_a_full_backup_storage_stops_the_run_before_any_change_and_leaves_no_partial_dump(
+    make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path, full_disk: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = Path(data_plan(fleet, shop_db, tmp_path, "2.0.0"))
+    sections = yaml.safe_load(plan.read_text())
+    sections["backup_storage"]["directory"] = str(full_disk)
+    plan.write_text(yaml.safe_dump(sections))
+
+    with pytest.raises(RunFailed, match=r"the backup storage is full .*partial dump was removed"):
+        go_live(str(plan))
+
+    journal, _ = only_run()
+    assert "migration.applying" not in kinds(journal) and "host.switching" not in kinds(journal)
+    assert any("the backup storage is full" in json.dumps(e) for e in journal.entries())
+    assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
+    assert [file.name for file in full_disk.rglob("*") if file.is_file()] == ["filler"]
+
+
 def test_a_database_and_its_backup_storage_can_come_from_blocks(
     make_fleet: Callable[..., DemoFleet], shop_db: Database, tmp_path: Path
 ) -> None:

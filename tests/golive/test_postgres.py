@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from golive.migrations import MigrationFailed
 from golive.plan import Migration
 from golive.postgres import Database, DatabaseError
 from tasks.databases import from_dsn
-from tests.pg import fingerprint
+from tests.disks import small_filesystem
+from tests.pg import database, fingerprint, throwaway_server
 
 
 def test_a_dump_records_its_checksum_and_the_row_counts_it_holds(
@@ -93,6 +96,38 @@ def test_verification_leaves_no_scratch_database_behind(shop_db: Database, tmp_p
     assert scratch == (0,)
 
 
+KEYS_AND_VIEWS = """
+CREATE SCHEMA "Sales Q4";
+CREATE TABLE "Sales Q4".regions (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text);
+INSERT INTO "Sales Q4".regions (name) VALUES ('north'), ('south');
+CREATE TABLE "Sales Q4".sales (region int REFERENCES "Sales Q4".regions, amount int);
+INSERT INTO "Sales Q4".sales SELECT 1 + i % 2, i FROM generate_series(1, 300) i;
+CREATE MATERIALIZED VIEW "Sales Q4".totals AS
+    SELECT region, sum(amount) FROM "Sales Q4".sales GROUP BY region;
+"""
+
+PARTITIONS = """
+CREATE TABLE days (day date PRIMARY KEY);
+INSERT INTO days SELECT date '2026-10-01' + i FROM generate_series(0, 60) i;
+CREATE TABLE visits (day date REFERENCES days, n int) PARTITION BY RANGE (day);
+CREATE TABLE visits_oct PARTITION OF visits FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');
+CREATE TABLE visits_nov PARTITION OF visits FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');
+INSERT INTO visits SELECT day, 1 FROM days WHERE day < '2026-12-01';
+"""
+
+
+@pytest.mark.parametrize("schema", [KEYS_AND_VIEWS, PARTITIONS], ids=["keys", "partitions"])
+def test_foreign_keys_identities_views_and_partitions_restore_in_verification(
+    shop_db: Database, tmp_path: Path, schema: str
+) -> None:
+    with shop_db.connect() as conn:
+        conn.execute(schema.encode())
+    backup = postgres.dump(shop_db, tmp_path / "shop.dump", jobs=2)
+
+    assert postgres.verify(shop_db, backup) == backup.row_counts
+    assert sum(backup.row_counts.values()) > 550  # customers and orders, and the new rows
+
+
 def test_a_backup_changed_after_it_was_written_is_caught(shop_db: Database, tmp_path: Path) -> None:
     backup = postgres.dump(shop_db, tmp_path / "shop.dump")
     data = bytearray(data_file(backup).read_bytes())
@@ -116,6 +151,49 @@ def test_a_corrupt_backup_that_still_matches_its_checksum_fails_the_scratch_rest
         DatabaseError, match=r"database 'shop', (pg_restore --list|scratch restore)"
     ):
         postgres.verify(shop_db, truncated)
+
+
+def test_a_server_with_no_room_for_the_scratch_copy_fails_verification_and_says_so(
+    tmp_path: Path,
+) -> None:
+    room = Path(tempfile.mkdtemp(prefix="golive-room-"))  # where the server's user reaches
+    room.chmod(0o755)
+    with (
+        small_filesystem(room / "disk", kib=24 * 1024) as disk,
+        throwaway_server() as server,
+        database(server) as db,
+    ):
+        with db.connect() as conn:  # about 30 MB
+            conn.execute(
+                "CREATE TABLE notes AS SELECT i, repeat('x', 100) AS note "
+                "FROM generate_series(1, 200000) i"
+            )
+        backup = postgres.dump(db, tmp_path / "shop.dump")
+        scratch_space_on(db, disk)  # 24 MB, in which an empty database takes 7.5
+
+        with pytest.raises(
+            DatabaseError,
+            match=r"the database server's disk is full \(.*No space left on device.*"
+            r"what was restored was dropped",
+        ):
+            postgres.verify(db, backup)
+
+        assert databases_named(db, "golive_verify_%") == 0
+    shutil.rmtree(room, ignore_errors=True)
+
+
+def scratch_space_on(db: Database, disk: Path) -> None:
+    """New databases (the scratch one among them) are made on `disk` from now on."""
+    shutil.chown(disk, "postgres")
+    with db.connect("postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE TABLESPACE small LOCATION '{disk}'".encode())
+        admin.execute("ALTER DATABASE template1 SET TABLESPACE small")
+
+
+def databases_named(db: Database, pattern: str) -> int:
+    with db.connect("postgres") as conn:
+        row = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [pattern])
+        return int(row.fetchone()[0])  # type: ignore[index]
 
 
 def test_a_restore_puts_the_data_back_and_proves_it(shop_db: Database, tmp_path: Path) -> None:
