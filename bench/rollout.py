@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.sshd, the sshd launcher the tests use
 
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+# Prefect's temporary server: 90 s to start, as `golive run` gives it (20 s is too few when busy).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import yaml  # noqa: E402
 from fabric import Connection  # noqa: E402

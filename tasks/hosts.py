@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from golive.errors import DeployError, HostCommandError
 from golive.hostlist import in_short
 from golive.journal import RunJournal
-from golive.manifest import manifest_of
+from golive.manifest import manifest_of, sha256_of
 from golive.plan import SAFE_NAME, Host, Plan
 from golive.releases import HostReleases, RestartFailed, SwitchFailed
 from golive.transport import connect
@@ -91,9 +91,8 @@ def restore_host(
         # (but `current`, switched below), put back before the old release restarts on them.
         started = next(journal.of_kind("run.started"), {})
         paths = started.get("backup_paths", backup_paths(plan))[1:]
-        if paths and not backup.exists():
-            kept_backup(transport, host, journal, backup)
         if paths:
+            checked_backup(transport, host, journal, backup)
             result["files_restored"] = transport.restore_paths(backup, paths)
         if release is None:
             transport.switch(None)
@@ -188,9 +187,10 @@ def _every_host(
     return results, errors
 
 
-def kept_backup(transport: HostReleases, host: Host, journal: RunJournal, backup: Path) -> None:
-    """This run's backup of the host, fetched from the host's own copy when this machine has
-    none (a rollback from another machine), and checked against the sha256 in the store."""
+def checked_backup(transport: HostReleases, host: Host, journal: RunJournal, backup: Path) -> None:
+    """This run's backup of the host, as the run store's sha256 says it was: this machine's
+    copy, or else (none here, as in a rollback from another machine, or one changed since)
+    the host's own copy, fetched and checked."""
     recorded = next(
         (
             e["result"].get("sha256")
@@ -199,13 +199,19 @@ def kept_backup(transport: HostReleases, host: Host, journal: RunJournal, backup
         ),
         None,
     )
+    here = "it is not on this machine"
+    if backup.exists():
+        if recorded is not None and sha256_of(backup) == recorded:
+            return
+        here = "this machine's copy was changed after the backup"
+        backup.unlink()
     try:
         archive = transport.fetch_kept_backup(journal.run_id, backup)
     except (OSError, HostCommandError) as error:
         raise DeployError(
             host.name,
             "fetch this run's backup",
-            f"it is not on this machine, and the host's copy could not be read ({error}); "
+            f"{here}, and the host's copy could not be read ({error}); "
             "roll back from the machine that ran the go-live",
         ) from None
     if recorded is None or archive.sha256 != recorded:

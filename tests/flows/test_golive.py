@@ -256,30 +256,23 @@ def test_a_canary_soak_over_its_latency_limit_rolls_the_canary_back(
     assert "| drop the old column | dba | 2026-12-20 |" in report
 
 
-def test_rollback_puts_backed_up_files_back_as_they_were_before_the_run(
-    make_fleet: Callable[..., DemoFleet],
-) -> None:
-    fleet = make_fleet(hosts=2)
-    # The broken release rewrites a shared file as it starts; rollback must undo that too.
+def drifting(fleet: DemoFleet) -> dict[str, Any]:
+    """The fleet's targets, whose broken release 3.0.0 rewrites a shared file as it starts."""
     restart = (
         fleet.template["targets"]["restart"] + " && (! grep -q 3.0.0 current/release.json"
         " || echo drifted > shared/override.conf)"
     )
-    targets = fleet.template["targets"] | {"restart": restart}
-    settings = {
+    return dict(fleet.template["targets"]) | {"restart": restart}
+
+
+def settings_of(fleet: DemoFleet) -> dict[str, str]:
+    return {
         host: (fleet.host_dir(host) / "shared" / "settings.json").read_text()
         for host in ("web1", "web2")
     }
 
-    with pytest.raises(RunFailed):
-        go_live(
-            str(
-                fleet.write_plan(
-                    "3.0.0", targets=targets, gates={}, soak=None, waves=THREE_WAVES[::2]
-                )
-            )
-        )
 
+def assert_files_back(fleet: DemoFleet, settings: dict[str, str]) -> None:
     for host in ("web1", "web2"):
         shared = fleet.host_dir(host) / "shared"
         assert not (shared / "override.conf").exists()
@@ -287,6 +280,45 @@ def test_rollback_puts_backed_up_files_back_as_they_were_before_the_run(
     _, record = only_run()
     restores = [s for s in record["steps"] if s["stage"] == "restore"]
     assert {tuple(s["result"]["files_restored"]) for s in restores} == {("shared",)}
+
+
+def test_rollback_puts_backed_up_files_back_as_they_were_before_the_run(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    settings = settings_of(fleet)
+    plan = fleet.write_plan(
+        "3.0.0", targets=drifting(fleet), gates={}, soak=None, waves=THREE_WAVES[::2]
+    )
+
+    with pytest.raises(RunFailed):
+        go_live(str(plan))
+
+    assert_files_back(fleet, settings)
+
+
+def test_a_backup_changed_on_this_machine_is_restored_from_the_hosts_own_copy(
+    make_fleet: Callable[..., DemoFleet],
+) -> None:
+    fleet = make_fleet(hosts=2)
+    settings = settings_of(fleet)
+    plan = fleet.write_plan(
+        "3.0.0", targets=drifting(fleet), gates={}, soak=None, waves=THREE_WAVES[::2]
+    )
+
+    def tamper(entry: journal.Entry) -> None:
+        if entry["kind"] == "host.switched":
+            for copy in RunJournal.find(entry["run_id"]).run_dir.glob("backups/*.tar.gz"):
+                copy.write_bytes(b"not the backup")
+
+    unsubscribe = journal.subscribe(tamper)
+    try:
+        with pytest.raises(RunFailed):
+            go_live(str(plan))
+    finally:
+        unsubscribe()
+
+    assert_files_back(fleet, settings)
 
 
 def test_a_gate_that_passes_on_timeout_lets_the_run_complete(
