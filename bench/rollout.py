@@ -309,6 +309,12 @@ def main() -> None:
         "--without", nargs="*", default=[], choices=["ansible-playbook"], help="tools left out"
     )
     args = parser.parse_args()
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    if "ansible-playbook" not in args.without and not playbook.exists():
+        sys.exit(
+            f"{playbook} is not installed: `.venv/bin/pip install -r bench/requirements.txt`, "
+            "or leave it out with --without ansible-playbook"
+        )
     if not args.local:
         require_sshd()
     with tempfile.TemporaryDirectory(prefix="golive-bench-") as work:

@@ -32,6 +32,7 @@ from golive.manifest import sha256_of
 from golive.private import private_dir
 
 RowCounts = dict[str, int]
+NO_SPACE = "No space left on device"  # how pg_dump and the server say a disk is full
 
 
 class DatabaseError(GoLiveError):
@@ -168,9 +169,6 @@ def _dump_failed(code: int, errors: str) -> str:
             "dump was removed: free space there, or set backup_storage to a larger place"
         )
     return f"pg_dump exited with code {code}: {_tail(errors)}"
-
-
-NO_SPACE = "No space left on device"
 
 
 def jobs_with_room(conn: psycopg.Connection[Any], wanted: int) -> tuple[int, str | None]:
@@ -402,7 +400,7 @@ def _run(db: Database, step: str, command: list[str], options: str = "") -> str:
             reason = (
                 f"the database server's disk is full ({_tail(done.stderr)}): it needs room for "
                 "another copy of the database while golive restores into it; what was restored "
-                f"was dropped and nothing was changed. Free space on {db.host}'s disk, then run "
+                f"was dropped and nothing was changed. Free space on {db.host}'s disk, then try "
                 "again"
             )
         raise DatabaseError(db.name, step, reason)
