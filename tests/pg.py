@@ -53,9 +53,10 @@ def password_server(password: str) -> Iterator[tuple[str, int, str]]:
 
 
 @contextmanager
-def throwaway_server() -> Iterator[tuple[str, int, str]]:
-    """(host, port, superuser) of a cluster of the test's own, to change as it likes."""
-    with _throwaway_cluster(_server_binaries()) as port:
+def throwaway_server(settings: str = "") -> Iterator[tuple[str, int, str]]:
+    """(host, port, superuser) of a cluster of the test's own, to change as it likes, started
+    with `settings` (`-c name=value ...`)."""
+    with _throwaway_cluster(_server_binaries(), settings=settings) as port:
         yield "127.0.0.1", port, "postgres"
 
 
@@ -79,7 +80,9 @@ def _answers(host: str, port: int) -> bool:
 
 
 @contextmanager
-def _throwaway_cluster(bin_dir: Path, password: str | None = None) -> Iterator[int]:
+def _throwaway_cluster(
+    bin_dir: Path, password: str | None = None, settings: str = ""
+) -> Iterator[int]:
     data = Path(tempfile.mkdtemp(prefix="golive-pg-"))
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:
@@ -106,7 +109,7 @@ def _throwaway_cluster(bin_dir: Path, password: str | None = None) -> Iterator[i
         "-l",
         str(data / "log"),
         "-o",
-        f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 {settings}",
         "start",
     )
     try:

@@ -22,7 +22,7 @@ from golive.home import golive_home
 from golive.postgres import Database
 from tests.conftest import PG_PASSWORD, decision
 from tests.flows.test_golive import kinds, only_run, serving
-from tests.pg import fingerprint
+from tests.pg import database, fingerprint, throwaway_server
 from tests.runstore import runs
 
 MIGRATION = """
@@ -272,6 +272,36 @@ def test_a_full_backup_storage_stops_the_run_before_any_change_and_leaves_no_par
     assert any("the backup storage is full" in json.dumps(e) for e in journal.entries())
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
     assert [file.name for file in full_disk.rglob("*") if file.is_file()] == ["filler"]
+
+
+def test_more_backup_jobs_than_the_server_has_connections_for_run_as_many_as_it_has_and_say_so(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=1)
+    (tmp_path / "noop.sql").write_text("SELECT 1;")
+    with throwaway_server("-c max_connections=8") as server, database(server) as db:
+        plan = Path(
+            data_plan(
+                fleet,
+                db,
+                tmp_path,
+                "2.0.0",
+                waves=[{"name": "all", "hosts": 1}],
+                sql=str(tmp_path / "noop.sql"),
+                checks=[],
+            )
+        )
+        sections = yaml.safe_load(plan.read_text())
+        sections["backups"][1]["jobs"] = 8
+        plan.write_text(yaml.safe_dump(sections))
+
+        go_live(str(plan))
+
+    journal, _ = only_run()
+    [backed_up] = journal.of_kind("database.backed_up")
+    assert 1 <= backed_up["jobs"] < 8 and backed_up["verified"] is True
+    assert "8 jobs asked for, but the server has" in backed_up["jobs_note"]
+    assert f"{backed_up['jobs']} job(s) ran" in backed_up["jobs_note"]
 
 
 def test_a_database_and_its_backup_storage_can_come_from_blocks(
