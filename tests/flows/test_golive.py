@@ -256,13 +256,14 @@ def test_a_canary_soak_over_its_latency_limit_rolls_the_canary_back(
     assert "| drop the old column | dba | 2026-12-20 |" in report
 
 
-def drifting(fleet: DemoFleet) -> dict[str, Any]:
-    """The fleet's targets, whose broken release 3.0.0 rewrites a shared file as it starts."""
+def drifting_plan(fleet: DemoFleet) -> Path:
+    """A plan of 3.0.0, a broken release that rewrites a shared file as it starts."""
     restart = (
         fleet.template["targets"]["restart"] + " && (! grep -q 3.0.0 current/release.json"
         " || echo drifted > shared/override.conf)"
     )
-    return dict(fleet.template["targets"]) | {"restart": restart}
+    targets = fleet.template["targets"] | {"restart": restart}
+    return fleet.write_plan("3.0.0", targets=targets, gates={}, soak=None, waves=THREE_WAVES[::2])
 
 
 def settings_of(fleet: DemoFleet) -> dict[str, str]:
@@ -287,9 +288,7 @@ def test_rollback_puts_backed_up_files_back_as_they_were_before_the_run(
 ) -> None:
     fleet = make_fleet(hosts=2)
     settings = settings_of(fleet)
-    plan = fleet.write_plan(
-        "3.0.0", targets=drifting(fleet), gates={}, soak=None, waves=THREE_WAVES[::2]
-    )
+    plan = drifting_plan(fleet)
 
     with pytest.raises(RunFailed):
         go_live(str(plan))
@@ -302,9 +301,7 @@ def test_a_backup_changed_on_this_machine_is_restored_from_the_hosts_own_copy(
 ) -> None:
     fleet = make_fleet(hosts=2)
     settings = settings_of(fleet)
-    plan = fleet.write_plan(
-        "3.0.0", targets=drifting(fleet), gates={}, soak=None, waves=THREE_WAVES[::2]
-    )
+    plan = drifting_plan(fleet)
 
     def tamper(entry: journal.Entry) -> None:
         if entry["kind"] == "host.switched":

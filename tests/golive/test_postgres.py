@@ -156,13 +156,13 @@ def test_a_corrupt_backup_that_still_matches_its_checksum_fails_the_scratch_rest
 def test_a_server_with_no_room_for_the_scratch_copy_fails_verification_and_says_so(
     tmp_path: Path,
 ) -> None:
-    room = Path(tempfile.mkdtemp(prefix="golive-room-"))  # where the server's user reaches
-    room.chmod(0o755)
     with (
-        small_filesystem(room / "disk", kib=24 * 1024) as disk,
+        tempfile.TemporaryDirectory(prefix="golive-room-") as room,  # the server's user reaches
+        small_filesystem(Path(room) / "disk", kib=24 * 1024) as disk,
         throwaway_server() as server,
         database(server) as db,
     ):
+        Path(room).chmod(0o755)
         with db.connect() as conn:  # about 30 MB
             conn.execute(
                 "CREATE TABLE notes AS SELECT i, repeat('x', 100) AS note "
@@ -179,7 +179,6 @@ def test_a_server_with_no_room_for_the_scratch_copy_fails_verification_and_says_
             postgres.verify(db, backup)
 
         assert databases_named(db, "golive_verify_%") == 0
-    shutil.rmtree(room, ignore_errors=True)
 
 
 def scratch_space_on(db: Database, disk: Path) -> None:
