@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-.PHONY: demo test lint sshd postgres redis chromium bench
+.PHONY: demo test lint sshd postgres redis chromium zstd bench
 
 $(BIN)/golive: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,15 @@ redis:
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium; }
 
-test: lint sshd postgres redis chromium
+# Host backups are packed by zstd where this machine and the host have it (gzip otherwise);
+# the tests check both.
+zstd:
+	@command -v zstd >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) zstd; }
+
+test: lint sshd postgres redis chromium zstd
 	$(BIN)/pytest
 
-bench: $(BIN)/golive sshd
+bench: $(BIN)/golive sshd zstd
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/rollout.py

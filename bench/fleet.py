@@ -110,7 +110,7 @@ def bare_steps(work: Path, hosts: int) -> float:
     def one(name: str) -> None:
         releases = HostReleases(Host(name=name), LocalShell(name), str(work / "hosts" / name))
         releases.check(10 * 2**20, backup=["current"])
-        releases.fetch_backup(backups / f"{name}.tar.gz")
+        releases.fetch_backup(backups / name)
         transfer = releases.stage(manifest, VERSION)
         releases.activate(
             transfer, manifest, VERSION, switch=True, keep=3, protect=(None,), restart="true"

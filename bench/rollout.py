@@ -8,7 +8,10 @@ releases/<version>, switch `current` atomically, restart, prune old releases. Th
 1 host, then up to 60% of the fleet, then the rest.
 
   ideal          per wave, the slowest single host deployed alone; summed over the waves
-  plain fabric   the same steps in a thread per host, no Prefect, full copies
+  plain fabric   the same steps in a thread per host, no Prefect, full copies; the backup
+                 packed by tar's gzip, as scripts usually do
+  fabric + zstd  the same script with its backups packed by `zstd -1`, as golive packs them
+                 where host and controller have zstd: golive's own cost, with the packing alike
   ansible        ansible-playbook with `serial` set to the same waves, pipelining on
   golive         the go-live flow with a real Prefect API
 
@@ -37,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,10 @@ from tests.sshd import SshdFleet, require_sshd  # noqa: E402
 
 FILES, FILE_BYTES = 200, 20_000  # a 4 MB artifact that does not compress
 RESTART = "echo restarted"
+PACK = {  # the script's backup step, by how it packs
+    "gzip": "tar czhf .backup current",
+    "zstd": "tar chf - current | zstd -1 -q > .backup",
+}
 
 
 def artifact(directory: Path, version: str, based_on: str = "", changed: int = FILES) -> Path:
@@ -147,11 +155,12 @@ class Bench:
 
     # --- plain fabric: the same steps, a thread per host, no Prefect ---
 
-    def fabric_host(self, name: str) -> float:
+    def fabric_host(self, name: str, pack: str = "gzip") -> float:
         if self.local:  # fabric's local runner (invoke), files copied
             local = Context()
             return self.fabric_steps(
                 name,
+                pack,
                 lambda command: local.run(command, hide=True),
                 shutil.copyfile,
                 shutil.copyfile,
@@ -159,6 +168,7 @@ class Bench:
         with self.connect(name) as c:
             return self.fabric_steps(
                 name,
+                pack,
                 lambda command: c.run(command, hide=True),
                 lambda remote, here: c.get(remote, str(here)),
                 lambda here, remote: c.put(str(here), remote),
@@ -167,6 +177,7 @@ class Bench:
     def fabric_steps(
         self,
         name: str,
+        pack: str,
         run: Callable[[str], object],
         get: Callable[[str, Path], object],
         put: Callable[[Path, str], object],
@@ -175,23 +186,23 @@ class Bench:
         started = time.perf_counter()
         d = self.host_dir(name)
         run(f"df -Pk {d} > /dev/null")
-        run(f"cd {d} && tar czhf .backup.tar.gz current")
-        get(f"{d}/.backup.tar.gz", self.work / f"backup-{name}.tar.gz")
+        run(f"cd {d} && {PACK[pack]}")
+        get(f"{d}/.backup", self.work / f"backup-{name}")
         put(self.v2, f"{d}/releases/.2.0.0.tar.gz")
         run(
             f"cd {d}/releases && rm -rf .2.0.0.partial && mkdir .2.0.0.partial && "
             f"tar xzf .2.0.0.tar.gz -C .2.0.0.partial && mv .2.0.0.partial 2.0.0 && "
             f"rm .2.0.0.tar.gz && cd {d} && ln -sfn releases/2.0.0 .current.tmp && "
-            f"mv -T .current.tmp current && rm -f .backup.tar.gz && {RESTART}"
+            f"mv -T .current.tmp current && rm -f .backup && {RESTART}"
         )
         run(f"cd {d}/releases && ls -1t | tail -n +6 | xargs -r rm -rf")
         return time.perf_counter() - started
 
-    def fabric(self) -> float:
+    def fabric(self, pack: str = "gzip") -> float:
         started = time.perf_counter()
         for wave in self.waves:
             with ThreadPoolExecutor(len(wave)) as pool:
-                list(pool.map(self.fabric_host, wave))
+                list(pool.map(partial(self.fabric_host, pack=pack), wave))
         return time.perf_counter() - started
 
     def ideal(self) -> float:
@@ -339,6 +350,7 @@ def run(bench: Bench, repeat: int, without: list[str]) -> None:
     timings = {"ideal": bench.ideal()}
     tools = {
         "plain fabric": bench.fabric,
+        "fabric + zstd": partial(bench.fabric, pack="zstd"),
         "ansible-playbook": bench.ansible,
         "golive": bench.golive,
     }
@@ -355,6 +367,7 @@ def run(bench: Bench, repeat: int, without: list[str]) -> None:
     g = timings["golive"]
     print(f"\n  golive / ideal            {g / timings['ideal']:.2f}x   (aim: <= 1.3x)")
     print(f"  golive / plain fabric     {g / timings['plain fabric']:.2f}x   (aim: <= 1.1x)")
+    print(f"  golive / fabric + zstd    {g / timings['fabric + zstd']:.2f}x   (shown)")
     if "ansible-playbook" in timings:
         print(f"  golive / ansible-playbook {g / timings['ansible-playbook']:.2f}x   (aim: < 1x)")
     print(where_time_goes(bench.last_run, runs["golive"][-1]))

@@ -5,7 +5,8 @@
 
 A release is assembled in releases/.<version>.partial, checked file by file against the
 artifact on the host, and renamed into place; `current` is replaced by rename(2) (`mv -T`).
-Neither is ever seen half-written. The host needs a POSIX shell, GNU coreutils and tar.
+Neither is ever seen half-written. The host needs a POSIX shell, GNU coreutils and tar (and
+zstd, if it has it, packs its backups).
 
 Each command run on an SSH host costs a session (about 0.1 s on this machine's loopback, most
 of it the login shell reading ~/.bashrc), while file transfers share one SFTP channel; so each
@@ -16,6 +17,8 @@ back up; list what the host has; assemble, switch and restart).
 from __future__ import annotations
 
 import errno
+import shutil
+import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +38,8 @@ _HASH_FILES = f"find . -type f ! -name {MANIFEST_NAME} -print0 | xargs -0 -r sha
 _SWITCHED = "golive: current switched"
 _RESTART_EXITED = "golive: the restart exited"
 KEPT_BACKUPS = ".golive-backups"  # each host keeps its newest backups here, owner-only
+ZSTD, GZIP = ".tar.zst", ".tar.gz"  # a backup's suffix says how it was packed
+_PACKED = "golive: packed"
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class HostReleases:
         self.shell = shell
         self.directory = directory
         self.releases = f"{directory}/releases"
+        self._packed_as = GZIP  # the suffix of the backup `check` packed last
 
     def check(
         self,
@@ -91,7 +97,9 @@ class HostReleases:
         """Is the deploy directory there, writable, with room? If so and `backup` names
         paths, pack them into the host's backup file for `fetch_backup`; with `keep_as` (a
         run id) that file is the host's own copy of the run's backup, kept among its newest
-        `keep` so a rollback from another machine can fetch it back. In one command."""
+        `keep` so a rollback from another machine can fetch it back. In one command.
+        The backup is packed by zstd where the host and this machine both have it (a
+        third of gzip -1's time, and smaller), by gzip -1 elsewhere."""
         d = quote(self.directory)
         pack, confine = "", ""
         if backup:
@@ -117,6 +125,7 @@ class HostReleases:
             state = "does not exist" if output == "missing" else "is not writable"
             return HostCheck(self.host.name, [f"deploy directory {self.directory} {state}"], 0)
         free = int(output.split()[0]) * 1024
+        self._packed_as = ZSTD if f"{_PACKED} {ZSTD}" in output else GZIP
         problems = []
         if free < needed_bytes:
             problems.append(
@@ -127,23 +136,29 @@ class HostReleases:
     def _packing(self, keep_as: str | None, keep: int) -> str:
         """Shell that packs $existing into the backup file (and, for a kept copy, removes
         the host's copies beyond the newest `keep`)."""
+        packed = quote(self._backup_file("") if keep_as is None else self._kept(keep_as, ""))
+        pack = (
+            f"{_choose_compressor()} && tar chf - -T /dev/null $existing | $compress > "
+            f'{packed}$suffix && echo "{_PACKED} $suffix"'
+        )
         if keep_as is None:
-            return f"tar chf - -T /dev/null $existing | gzip -1 > {quote(self._backup_file)}"
+            return pack
         kept = quote(f"{self.directory}/{KEPT_BACKUPS}")
         return (
-            f"mkdir -p {kept} && tar chf - -T /dev/null $existing | gzip -1 > "
-            f"{quote(self._kept(keep_as))} && (cd {kept} && "
+            f"mkdir -p {kept} && {pack} && (cd {kept} && "
             f"ls -t | tail -n +{keep + 1} | xargs -r rm -f --)"
         )
 
-    @property
-    def _backup_file(self) -> str:
-        return f"{self.directory}/.golive-backup.tar.gz"
+    def _backup_file(self, suffix: str) -> str:
+        return f"{self.directory}/.golive-backup{suffix}"
 
-    def fetch_backup(self, destination: Path, keep_as: str | None = None) -> Archive:
-        """Bring the backup `check` packed here (with the same `keep_as`). The host's kept
-        copy stays; any other is removed from the host."""
-        packed = self._backup_file if keep_as is None else self._kept(keep_as)
+    def fetch_backup(self, stem: Path, keep_as: str | None = None) -> Archive:
+        """Bring the backup `check` packed here (with the same `keep_as`), as `stem` plus
+        the suffix that says how it was packed. The host's kept copy stays; any other is
+        removed from the host."""
+        suffix = self._packed_as
+        destination = stem.with_name(stem.name + suffix)
+        packed = self._backup_file(suffix) if keep_as is None else self._kept(keep_as, suffix)
         try:
             self.shell.get(packed, reserve_private(destination))
         except BaseException:
@@ -154,17 +169,18 @@ class HostReleases:
         return Archive(destination, sha256_of(destination), destination.stat().st_size)
 
     def fetch_kept_backup(self, run_id: str, destination: Path) -> Archive:
-        """The host's own copy of a run's backup, brought here."""
-        self.shell.get(self._kept(run_id), reserve_private(destination))
+        """The host's own copy of a run's backup, brought here (packed as `destination`'s
+        suffix says)."""
+        self.shell.get(self._kept(run_id, suffix_of(destination)), reserve_private(destination))
         return Archive(destination, sha256_of(destination), destination.stat().st_size)
 
-    def _kept(self, run_id: str) -> str:
-        return f"{self.directory}/{KEPT_BACKUPS}/{run_id}.tar.gz"
+    def _kept(self, run_id: str, suffix: str) -> str:
+        return f"{self.directory}/{KEPT_BACKUPS}/{run_id}{suffix}"
 
-    def archive(self, paths: list[str], destination: Path) -> Archive:
+    def archive(self, paths: list[str], stem: Path) -> Archive:
         """Pack the given paths (those that exist) on the host and bring the archive here."""
         self.check(0, backup=paths)
-        return self.fetch_backup(destination)
+        return self.fetch_backup(stem)
 
     def restore_paths(self, archive: Path, paths: list[str]) -> list[str]:
         """Put `paths` back as `archive` holds them; a path it lacks did not exist then, and
@@ -178,10 +194,10 @@ class HostReleases:
                 raise DeployError(self.host.name, f"restore {path!r}", str(refused)) from None
         held = _archive_names(self.host.name, archive)
         present = [p for p in paths if p in held]
-        upload = f"{self.directory}/.golive-restore.tar.gz"
+        upload = f"{self.directory}/.golive-restore{suffix_of(archive)}"
         self.shell.put(archive, upload)
-        extract = (
-            f" && tar xzf {quote(upload)} -- {' '.join(quote(p) for p in present)}"
+        extract = (  # GNU tar tells gzip from zstd by itself
+            f" && tar xf {quote(upload)} -- {' '.join(quote(p) for p in present)}"
             if present
             else ""
         )
@@ -458,8 +474,14 @@ def _refusal(error: HostCommandError) -> str:
 def _archive_names(host: str, archive: Path) -> set[str]:
     """The names a host backup holds, once every member is known to stay inside the deploy
     root (no absolute names, no '..', no links leading out)."""
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
+    if suffix_of(archive) == ZSTD and shutil.which("zstd") is None:
+        raise DeployError(
+            host,
+            "restore backed-up paths",
+            f"{archive} is packed by zstd, which this machine lacks: install zstd here "
+            "(`apt install zstd`) and roll back again; nothing was restored",
+        )
+    members = _members(archive)
     for member in members:
         name = PurePosixPath(member.name)
         target = PurePosixPath(member.linkname) if member.issym() or member.islnk() else None
@@ -474,3 +496,37 @@ def _archive_names(host: str, archive: Path) -> set[str]:
                 "leads outside the deploy root; nothing was restored from it",
             )
     return {str(PurePosixPath(m.name)) for m in members}
+
+
+def _members(archive: Path) -> list[tarfile.TarInfo]:
+    """The members of a host backup, packed by gzip or (read through `zstd`) by zstd."""
+    if suffix_of(archive) == GZIP:
+        with tarfile.open(archive) as tar:
+            return tar.getmembers()
+    with subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdout=subprocess.PIPE) as unzstd:
+        assert unzstd.stdout is not None
+        with tarfile.open(fileobj=unzstd.stdout, mode="r|") as tar:
+            members = list(tar)
+        while unzstd.stdout.read(2**16):  # the end-of-archive padding, so zstd can finish
+            pass
+    if unzstd.returncode != 0:
+        raise tarfile.ReadError(f"zstd could not read {archive} (exit code {unzstd.returncode})")
+    return members
+
+
+def suffix_of(archive: Path | str) -> str:
+    """How a host backup was packed, from its name: .tar.zst, or else .tar.gz (as every
+    backup was before zstd)."""
+    return ZSTD if str(archive).endswith(ZSTD) else GZIP
+
+
+def _choose_compressor() -> str:
+    """Shell that sets $compress and $suffix: zstd if this machine (which verifies and lists
+    backups) and the host (which packs and restores them) both have it, else gzip -1."""
+    gzip = f"compress='gzip -1' suffix={GZIP}"
+    if shutil.which("zstd") is None:
+        return gzip
+    return (
+        f"if command -v zstd >/dev/null 2>&1; then compress='zstd -1 -q' suffix={ZSTD}; "
+        f"else {gzip}; fi"
+    )

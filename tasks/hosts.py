@@ -21,7 +21,7 @@ from golive.hostlist import in_short
 from golive.journal import RunJournal
 from golive.manifest import manifest_of, sha256_of
 from golive.plan import SAFE_NAME, Host, Plan
-from golive.releases import HostReleases, RestartFailed, SwitchFailed
+from golive.releases import HostReleases, RestartFailed, SwitchFailed, suffix_of
 from golive.transport import connect
 from tasks.backups import backup_paths
 
@@ -83,7 +83,6 @@ def restore_host(
     up paths back as this run's backup holds them, and restart."""
     release = releases[host.name]
     transport = connect(plan, host, journal.run_id)
-    backup = journal.run_dir / "backups" / f"{host.name}.tar.gz"
     with journal.step("restore", host=host.name) as result:
         if release is not None and not SAFE_NAME.match(release):
             raise DeployError(host.name, f"switch back to {release!r}", "not a release name")
@@ -92,7 +91,7 @@ def restore_host(
         started = next(journal.of_kind("run.started"), {})
         paths = started.get("backup_paths", backup_paths(plan))[1:]
         if paths:
-            checked_backup(transport, host, journal, backup)
+            backup = checked_backup(transport, host, journal)
             result["files_restored"] = transport.restore_paths(backup, paths)
         if release is None:
             transport.switch(None)
@@ -187,22 +186,24 @@ def _every_host(
     return results, errors
 
 
-def checked_backup(transport: HostReleases, host: Host, journal: RunJournal, backup: Path) -> None:
+def checked_backup(transport: HostReleases, host: Host, journal: RunJournal) -> Path:
     """This run's backup of the host, as the run store's sha256 says it was: this machine's
     copy, or else (none here, as in a rollback from another machine, or one changed since)
     the host's own copy, fetched and checked."""
-    recorded = next(
+    done = next(
         (
-            e["result"].get("sha256")
+            e["result"]
             for e in journal.of_kind("step.finished")
             if e["stage"] == "backup" and e.get("host") == host.name
         ),
-        None,
+        {},
     )
+    recorded = done.get("sha256")
+    backup = journal.run_dir / "backups" / f"{host.name}{suffix_of(done.get('archive', ''))}"
     here = "it is not on this machine"
     if backup.exists():
         if recorded is not None and sha256_of(backup) == recorded:
-            return
+            return backup
         here = "this machine's copy was changed after the backup"
         backup.unlink()
     try:
@@ -222,3 +223,4 @@ def checked_backup(transport: HostReleases, host: Host, journal: RunJournal, bac
             "the host's copy does not match the sha256 the run store recorded: it was changed "
             "after the backup; nothing was restored from it",
         )
+    return backup

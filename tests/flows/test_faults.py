@@ -48,7 +48,7 @@ class Fault:
 def steps_of(command: str) -> set[str]:
     """The deploy steps a host command takes (a release is unpacked, switched to and restarted
     in one command, a rollback's switch back and restart in another)."""
-    steps = {"backup"} if "gzip -1 >" in command else set()
+    steps = {"backup"} if "| $compress >" in command else set()
     steps |= {"unpack"} if "tar xzf ../" in command else set()
     steps |= {"switch"} if "mv -T" in command else set()
     return steps | ({"restart"} if "app.py restart" in command else set())

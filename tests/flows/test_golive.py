@@ -305,7 +305,7 @@ def test_a_backup_changed_on_this_machine_is_restored_from_the_hosts_own_copy(
 
     def tamper(entry: journal.Entry) -> None:
         if entry["kind"] == "host.switched":
-            for copy in RunJournal.find(entry["run_id"]).run_dir.glob("backups/*.tar.gz"):
+            for copy in RunJournal.find(entry["run_id"]).run_dir.glob("backups/*.tar.*"):
                 copy.write_bytes(b"not the backup")
 
     unsubscribe = journal.subscribe(tamper)

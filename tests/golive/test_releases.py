@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import golive.local
 from golive.demo.fleet import build_artifact
 from golive.errors import DeployError, HostCommandError
 from golive.local import LocalShell
@@ -291,10 +292,72 @@ def test_an_archive_holds_the_paths_that_exist_and_reads_back(
 ) -> None:
     (Path(host.directory) / "shared").mkdir()
     (Path(host.directory) / "shared" / "settings.json").write_text("{}")
-    archive = host.archive(["shared", "current"], tmp_path / "backup.tar.gz")
-    with tarfile.open(archive.path) as tar:
-        assert tar.getnames() == ["shared", "shared/settings.json"]
+    archive = host.archive(["shared", "current"], tmp_path / "backup")
+
+    assert archive.path.name == "backup.tar.zst"  # this machine and the host have zstd
+    assert listing(archive.path) == ["shared/", "shared/settings.json"]
     assert len(archive.sha256) == 64
+
+
+def test_a_host_without_zstd_packs_its_backup_with_gzip_and_gets_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_zstd = {"PATH": str(no_zstd(tmp_path))}
+    monkeypatch.setattr(golive.local, "host_environment", lambda: without_zstd)
+    (tmp_path / "web1" / "shared").mkdir(parents=True)
+    (tmp_path / "web1" / "shared" / "settings.json").write_text("before")
+    host = HostReleases(Host(name="web1"), LocalShell("web1"), str(tmp_path / "web1"))
+
+    archive = host.archive(["shared"], tmp_path / "backup")
+    (tmp_path / "web1" / "shared" / "settings.json").write_text("after")
+    restored = host.restore_paths(archive.path, ["shared"])
+
+    assert archive.path.name == "backup.tar.gz"
+    assert listing(archive.path) == ["shared/", "shared/settings.json"]
+    assert restored == ["shared"]
+    assert (tmp_path / "web1" / "shared" / "settings.json").read_text() == "before"
+
+
+def test_a_backup_is_packed_with_gzip_when_this_machine_has_no_zstd_to_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_zstd = {"PATH": "/usr/bin:/bin"}
+    monkeypatch.setattr(golive.local, "host_environment", lambda: with_zstd)
+    monkeypatch.setenv("PATH", str(no_zstd(tmp_path)))
+    (tmp_path / "web1" / "shared").mkdir(parents=True)
+    host = HostReleases(Host(name="web1"), LocalShell("web1"), str(tmp_path / "web1"))
+
+    archive = host.archive(["shared"], tmp_path / "backup")
+
+    assert archive.path.name == "backup.tar.gz"
+
+
+def test_a_zstd_backup_on_a_machine_without_zstd_is_refused_with_what_to_install(
+    host: HostReleases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (Path(host.directory) / "shared").mkdir()
+    archive = host.archive(["shared"], tmp_path / "backup")
+    monkeypatch.setenv("PATH", str(no_zstd(tmp_path)))  # a rollback from another machine
+
+    with pytest.raises(DeployError, match=r"packed by zstd, which this machine lacks: install"):
+        host.restore_paths(archive.path, ["shared"])
+    assert (Path(host.directory) / "shared").is_dir()  # nothing was touched
+
+
+def no_zstd(tmp_path: Path) -> Path:
+    """A PATH with every program this machine has but zstd: a host without it."""
+    programs = tmp_path / "bin-without-zstd"
+    programs.mkdir()
+    for program in Path("/usr/bin").iterdir():
+        if not program.name.startswith(("zstd", "unzstd")):
+            (programs / program.name).symlink_to(program)
+    return programs
+
+
+def listing(archive: Path) -> list[str]:
+    return subprocess.run(
+        ["tar", "-tf", archive], capture_output=True, check=True, text=True
+    ).stdout.split()
 
 
 def test_a_missing_deploy_directory_is_reported_by_the_check(tmp_path: Path) -> None:
@@ -347,7 +410,7 @@ def test_nested_backed_up_paths_come_back_and_ones_that_did_not_exist_go(
     root = Path(host.directory)
     (root / "shared" / "uploads").mkdir(parents=True)
     (root / "shared" / "uploads" / "a.png").write_text("before")
-    archive = host.archive(["shared/uploads", "shared/cache"], tmp_path / "backup.tar.gz")
+    archive = host.archive(["shared/uploads", "shared/cache"], tmp_path / "backup")
     (root / "shared" / "uploads" / "a.png").write_text("after")
     (root / "shared" / "cache").mkdir()
 

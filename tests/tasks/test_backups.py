@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -50,3 +51,16 @@ def test_a_backup_whose_data_was_damaged_does_not_read_back(tmp_path: Path) -> N
 
     with pytest.raises(BackupError, match=r"does not read back: .*crc error"):
         verify("web1", Archive(path, sha256_of(path), path.stat().st_size))
+
+
+def test_a_zstd_backup_verifies_and_one_damaged_does_not_read_back(tmp_path: Path) -> None:
+    plain = backup_of(tmp_path / "web1.tar.gz").path
+    packed = tmp_path / "web1.tar.zst"
+    subprocess.run(["sh", "-c", f"gunzip -c {plain} | zstd -1 -q > {packed}"], check=True)
+    verify("web1", Archive(packed, sha256_of(packed), packed.stat().st_size))
+    damaged = bytearray(packed.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    packed.write_bytes(bytes(damaged))
+
+    with pytest.raises(BackupError, match=r"web1\.tar\.zst does not read back: "):
+        verify("web1", Archive(packed, sha256_of(packed), packed.stat().st_size))
