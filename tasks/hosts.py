@@ -190,7 +190,7 @@ def checked_backup(transport: HostReleases, host: Host, journal: RunJournal) -> 
     """This run's backup of the host, as the run store's sha256 says it was: this machine's
     copy, or else (none here, as in a rollback from another machine, or one changed since)
     the host's own copy, fetched and checked."""
-    done = next(
+    done: dict[str, Any] = next(
         (
             e["result"]
             for e in journal.of_kind("step.finished")
