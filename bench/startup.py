@@ -11,6 +11,10 @@ On the embedded default (no PREFECT_API_URL), for a 1-host local plan:
                  the run store; aim: under 2 s), and to its end
   golive, cold   the same with no server up: the first run starts the local server
 
+and `golive validate PLAN` in a fresh process (aim: under 0.5 s), beside its own floor: a bare
+`python -c` importing the libraries validate stands on (click, rich, pydantic, PyYAML,
+SQLAlchemy for the environment registry in the run store, cryptography).
+
 Medians of `--repeat`, and golive's ratio to the floor.
 """
 
@@ -34,6 +38,7 @@ from golive.demo.fleet import build_artifact  # noqa: E402
 
 BIN = Path(sys.executable).parent
 BARE_FLOW = "from prefect import flow\n@flow\ndef bare() -> None:\n    pass\nbare()\n"
+LIBRARIES = "import click, rich.console, rich.table, pydantic, yaml, sqlalchemy, cryptography"
 
 
 def main() -> None:
@@ -51,9 +56,16 @@ def main() -> None:
             cold = [golive_run(work, stop_first=True) for _ in range(args.repeat)]
             warm = [golive_run(work) for _ in range(args.repeat)]
             floor = [bare_flow() for _ in range(args.repeat)]
+            validate = [seconds([BIN / "golive", "validate", plan_file(work, 1)]) for _ in floor]
+            imports = [seconds([sys.executable, "-c", LIBRARIES]) for _ in floor]
         finally:
             subprocess.run([BIN / "golive", "server", "stop"], capture_output=True)
         report(cold, warm, statistics.median(floor))
+        validating, importing = statistics.median(validate), statistics.median(imports)
+        print(
+            f"golive validate, fresh process: {validating:5.2f} s ({validating / importing:.2f}x "
+            f"its libraries' imports alone, {importing:.2f} s)  (aim: under 0.5 s)"
+        )
 
 
 def report(cold: list[tuple[float, float]], warm: list[tuple[float, float]], floor: float) -> None:
@@ -82,6 +94,12 @@ def golive_run(work: Path, stop_first: bool = False) -> tuple[float, float]:
     if done.returncode != 0:
         sys.exit(f"golive run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return first_step_at() - started_at, end
+
+
+def seconds(command: list[str | Path]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=True)
+    return time.perf_counter() - started
 
 
 def first_step_at() -> float:

@@ -6,6 +6,7 @@ Prefect is imported only by the commands that run or resume flows: `golive valid
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -73,6 +74,10 @@ SUSPENDED_FATE_SECONDS = 300
 def console_main() -> None:
     """The `golive` command. Click answers misuse (exit 2); golive's own errors are one clear
     message (exit 1); anything else is golive's fault: one line, and the trace in a file."""
+    # What the imports built lives as long as the process: the collector need not walk it
+    # again, during the command or at exit, where it cost a short command like `golive
+    # validate` a fifth of its time.
+    gc.freeze()
     try:
         main(standalone_mode=True)
     except GoLiveError as error:
