@@ -196,10 +196,11 @@ class HostReleases:
         present = [p for p in paths if p in held]
         upload = f"{self.directory}/.golive-restore{suffix_of(archive)}"
         self.shell.put(archive, upload)
-        extract = (  # GNU tar tells gzip from zstd by itself
-            f" && tar xf {quote(upload)} -- {' '.join(quote(p) for p in present)}"
-            if present
-            else ""
+        unpack = f"tar xzf {quote(upload)}"
+        if suffix_of(archive) == ZSTD:
+            unpack = f"zstd -dcq -- {quote(upload)} | tar xf -"
+        extract = (  # zstd by name: tars older than 1.31 cannot find it
+            f" && {unpack} -- {' '.join(quote(p) for p in present)}" if present else ""
         )
         try:
             self.shell.run(

@@ -6,6 +6,7 @@ import gzip
 import io
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,24 @@ def test_a_backup_whose_data_was_damaged_does_not_read_back(tmp_path: Path) -> N
         verify("web1", Archive(path, sha256_of(path), path.stat().st_size))
 
 
-def test_a_zstd_backup_verifies_and_one_damaged_does_not_read_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda raw: raw[: len(raw) // 2], "premature end"),
+        (lambda raw: raw[:100] + bytes([raw[100] ^ 0xFF]) + raw[101:], "Decoding error"),
+        # the end of the frame is zstd's checksum: tar would read every member and see nothing
+        (lambda raw: raw[:-1] + bytes([raw[-1] ^ 0xFF]), "doesn't match checksum"),
+    ],
+    ids=["cut short", "data changed", "checksum changed"],
+)
+def test_a_zstd_backup_verifies_and_one_damaged_does_not_read_back(
+    tmp_path: Path, damage: Callable[[bytes], bytes], said: str
+) -> None:
     plain = backup_of(tmp_path / "web1.tar.gz").path
     packed = tmp_path / "web1.tar.zst"
     subprocess.run(["sh", "-c", f"gunzip -c {plain} | zstd -1 -q > {packed}"], check=True)
     verify("web1", Archive(packed, sha256_of(packed), packed.stat().st_size))
-    damaged = bytearray(packed.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF
-    packed.write_bytes(bytes(damaged))
+    packed.write_bytes(damage(packed.read_bytes()))
 
-    with pytest.raises(BackupError, match=r"web1\.tar\.zst does not read back: "):
+    with pytest.raises(BackupError, match=rf"web1\.tar\.zst does not read back: .*{said}"):
         verify("web1", Archive(packed, sha256_of(packed), packed.stat().st_size))
