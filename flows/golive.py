@@ -20,6 +20,7 @@ from prefect import Flow, State, flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause, TerminationSignal
+from prefect.logging.handlers import APILogWorker
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed
 
@@ -98,9 +99,17 @@ def roll_back_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> 
         logger.error("run %s died and was not rolled back: %s", flow_run.id, error)
 
 
+def send_logs(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+    """The failure's own logs, sent before the process ends: left to Prefect's drain at
+    exit, a worker's run that failed at once sometimes lost them (and with them the reason
+    its Logs tab gives)."""
+    APILogWorker.drain_all(timeout=5)
+
+
 @flow(
     name="go-live",
     flow_run_name=_run_name,
+    on_failure=[send_logs],
     on_crashed=[roll_back_crashed],
     on_cancellation=[roll_back_crashed],
 )
