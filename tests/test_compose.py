@@ -20,12 +20,13 @@ from uuid import UUID
 
 import pytest
 import yaml
+from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from golive.demo.fleet import DemoFleet
 from golive.journal import RunJournal, run_store
 from tests.conftest import free_port
-from tests.flows.test_golive import serving
+from tests.flows.test_golive import logs_of, serving
 from tests.pg import empty_database, postgres_server
 from tests.prefect_server import (
     ROOT,
@@ -232,9 +233,16 @@ def test_a_run_whose_worker_is_killed_mid_run_is_rolled_back_by_the_other_worker
     status = golive("status", run_id, env=distributed.machine(tmp_path / "auditor"), timeout=120)
 
     assert mixed == {"web1": "2.0.0/2.0.0/ok", "web2": "1.0.0/1.0.0/ok"}
-    assert undone.state_name == "Completed"
+    assert undone.state_name == "Completed", story_of(undone)
     assert set(serving(fleet).values()) == {"1.0.0/1.0.0/ok"}
     assert "rolled back" in status.stdout, status.stdout + status.stderr
+
+
+def story_of(run: FlowRun) -> str:
+    """How a flow run ended and its logs: what a failed assertion about it should show (a
+    rollback here once failed under load, and CI kept only the assertion)."""
+    said = logs_of(str(run.id), until="Finished in state", seconds=30)
+    return f"{run.state_name}: {run.state.message if run.state else ''}\n{said}"
 
 
 @pytest.mark.parametrize("setup", ["distributed", "embedded"])
