@@ -56,8 +56,11 @@ def main() -> None:
             cold = [golive_run(work, stop_first=True) for _ in range(args.repeat)]
             warm = [golive_run(work) for _ in range(args.repeat)]
             floor = [bare_flow() for _ in range(args.repeat)]
-            validate = [seconds([BIN / "golive", "validate", plan_file(work, 1)]) for _ in floor]
-            imports = [seconds([sys.executable, "-c", LIBRARIES]) for _ in floor]
+            validate = [
+                seconds([BIN / "golive", "validate", plan_file(work, 1)])
+                for _ in range(args.repeat)
+            ]
+            imports = [seconds([sys.executable, "-c", LIBRARIES]) for _ in range(args.repeat)]
         finally:
             subprocess.run([BIN / "golive", "server", "stop"], capture_output=True)
         report(cold, warm, statistics.median(floor))
