@@ -48,6 +48,7 @@ from golive.plan import Migration, Plan, PostgresBackup, Soak
 from golive.planfile import PlanFile, load_plan
 from golive.record import (
     hosts_to_restore,
+    left_undone,
     live_hosts,
     migrated_databases,
     plan_to_store,
@@ -58,7 +59,6 @@ from golive.rehearsal import result as rehearsal_result
 from golive.runbook import Runbook, come_back, suspended_run
 from golive.transport import close_run
 from golive.trigger import Releaser, golive_version, proven_releaser, trigger, whoami
-from golive.undo import left_undone
 from golive.waves import ResolvedWave
 from tasks.approvals import SUSPEND_GRACE_SECONDS, wait_for_gate
 from tasks.backups import backup_paths

@@ -18,13 +18,18 @@ from golive.errors import NothingToRollBack, RollbackIncomplete
 from golive.journal import RollbackJournal, RunJournal
 from golive.lease import environment_lease, holder
 from golive.plan import Plan
-from golive.record import hosts_to_restore, migrated_databases, point_of_no_return, stored_plan
+from golive.record import (
+    hosts_to_restore,
+    migrated_databases,
+    point_of_no_return,
+    since_last_rollback,
+    stored_plan,
+)
 from golive.transport import resolve_blocks
 from golive.trigger import golive_version, trigger, whoami
 from golive.undo import (
     Undo,
     abandoned_rollbacks,
-    since_last_rollback,
     undone_run,
     what_to_undo,
 )

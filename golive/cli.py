@@ -37,7 +37,7 @@ from golive.errors import (
 from golive.home import golive_home
 from golive.hostlist import in_short
 from golive.journal import Entry, RunJournal, refused_imports, run_store
-from golive.lease import with_crashes
+from golive.lease import changed_something, with_crashes
 from golive.plan import SAFE_NAME, parse_duration
 from golive.planfile import PlanFile, load_plan
 from golive.private import private_dir, write_private
@@ -398,7 +398,12 @@ def status(run_id: str | None) -> None:
     [row] = with_crashes(
         journal.store, [r for r in journal.store.run_rows() if r.run_id == journal.run_id]
     )
-    if row.state == "crashed":
+    if row.state == "crashed" and not changed_something(journal):
+        console.print(
+            f"[bold]Run {journal.run_id} crashed before it changed any host or database:[/] "
+            "every host and database is as it was, and its environment takes the next run"
+        )
+    elif row.state == "crashed":
         console.print(
             f"[bold red]Run {journal.run_id} crashed:[/] it never finished and its process no "
             "longer holds the environment. Its hosts may be on mixed releases; roll it back: "

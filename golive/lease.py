@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from golive.errors import EnvironmentBusy, UnfinishedRun
+from golive.errors import EnvironmentBusy, RecordTampered, UnfinishedRun
 from golive.journal import RunJournal
+from golive.record import left_undone
 from golive.store import Lease, RunRow, RunStore
 
 LEASE_SETTING = "GOLIVE_LEASE_SECONDS"
@@ -139,8 +140,9 @@ def crashed_runs(
 ) -> list[str]:
     """Runs of the environment, started before the runs in `exclude`, that left its hosts in
     an unknown state: those that never finished and hold no live lease (their process died or
-    was killed mid-run), and those whose rollback failed. (A run that started at the same
-    moment and lost the race for the lease is refused, not crashed.)"""
+    was killed mid-run) after changing a host or a database, and those whose rollback failed.
+    (A run that started at the same moment and lost the race for the lease is refused, not
+    crashed.)"""
     held = store.lease(environment)
     alive = held.run_id if held is not None and held.expires > now else None
     rows = [row for row in store.run_rows() if row.environment == environment]
@@ -151,8 +153,30 @@ def crashed_runs(
         for row in rows
         if row.started_at < started
         and row.run_id not in (alive, *exclude)
-        and (row.state == "rollback failed" or (row.state == "running" and _gone(store, row, now)))
+        and (row.state == "rollback failed" or _crashed_mid_change(store, row, now))
     ]
+
+
+def _crashed_mid_change(store: RunStore, row: RunRow, now: float) -> bool:
+    return (
+        row.state == "running"
+        and _gone(store, row, now)
+        and changed_something(RunJournal(row.run_id, store))
+    )
+
+
+def changed_something(journal: RunJournal) -> bool:
+    """Whether a go-live that died left a host or a database changed that no rollback has put
+    back. One that died before announcing a switch or a migration (in preflight, during its
+    backups) left them all as they were, and does not hold up its environment. A rollback that
+    died always counts: the run it was undoing is half put back. A chain that does not verify
+    is taken to have changed everything: deleted entries must not free it."""
+    try:
+        entries = journal.verified().with_rollbacks(journal.rollback_runs())
+    except RecordTampered:
+        return True
+    started = next((e for e in entries if e["kind"] == "run.started"), {})
+    return bool(started.get("rolls_back") or left_undone(entries))
 
 
 def _gone(store: RunStore, row: RunRow, now: float) -> bool:

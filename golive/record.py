@@ -175,6 +175,22 @@ def migrated_databases(entries: Iterable[Entry]) -> list[str]:
     return [f"database {name}" for name in names]
 
 
+def since_last_rollback(entries: list[Entry]) -> list[Entry]:
+    """The entries after the run's last complete rollback: what it left undone since."""
+    done = [i for i, e in enumerate(entries) if e["kind"] == "rollback.finished" and e["complete"]]
+    return entries[done[-1] + 1 :] if done else entries
+
+
+def left_undone(entries: list[Entry]) -> list[str]:
+    """Hosts and databases the run changed that no rollback has put back yet."""
+    since = since_last_rollback(entries)
+    restored = {e["database"] for e in since if e["kind"] == "database.restored" and e["ok"]}
+    databases = [
+        name for name in migrated_databases(since) if name.removeprefix("database ") not in restored
+    ]
+    return [host for _, host, _ in hosts_to_restore(since)] + databases
+
+
 def point_of_no_return(entries: Iterable[Entry]) -> Entry | None:
     return next((e for e in entries if e["kind"] == "migration.point_of_no_return"), None)
 

@@ -14,7 +14,13 @@ from golive.errors import NothingToRollBack
 from golive.journal import Entry, RunJournal
 from golive.lease import with_crashes
 from golive.plan import Plan
-from golive.record import hosts_to_restore, migrated_databases, point_of_no_return, stored_plan
+from golive.record import (
+    hosts_to_restore,
+    migrated_databases,
+    point_of_no_return,
+    since_last_rollback,
+    stored_plan,
+)
 from golive.store import RunStore
 
 
@@ -78,22 +84,6 @@ def abandoned_rollbacks(journal: RunJournal) -> list[str]:
         for run_id in journal.rollback_runs()
         if run_id in crashed and any(e.kind == "lease.taken" for e in store.entries(run_id))
     ]
-
-
-def since_last_rollback(entries: list[Entry]) -> list[Entry]:
-    """The entries after the run's last complete rollback: what it left undone since."""
-    done = [i for i, e in enumerate(entries) if e["kind"] == "rollback.finished" and e["complete"]]
-    return entries[done[-1] + 1 :] if done else entries
-
-
-def left_undone(entries: list[Entry]) -> list[str]:
-    """Hosts and databases the run changed that no rollback has put back yet."""
-    since = since_last_rollback(entries)
-    restored = {e["database"] for e in since if e["kind"] == "database.restored" and e["ok"]}
-    databases = [
-        name for name in migrated_databases(since) if name.removeprefix("database ") not in restored
-    ]
-    return [host for _, host, _ in hosts_to_restore(since)] + databases
 
 
 def _nothing(run_id: str, entries: list[Entry]) -> str:

@@ -125,8 +125,9 @@ def wait_for_gate(seconds: float = 60) -> str:
     return wait_for_entry("gate.opened", seconds)
 
 
-def wait_for_entry(kind: str, seconds: float = 60) -> str:
-    """The id of the first run in the store to write an entry of this kind, once it has."""
+def wait_for_entry(kind: str, seconds: float = 60, **fields: Any) -> str:
+    """The id of the first run in the store to write an entry of this kind (with these
+    fields), once it has."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -134,10 +135,10 @@ def wait_for_entry(kind: str, seconds: float = 60) -> str:
         except StoreError:  # not created yet
             found = []
         for run in found:
-            if any(e["kind"] == kind for e in run.entries()):
+            if any(e.items() >= fields.items() for e in run.of_kind(kind)):
                 return run.run_id
         time.sleep(0.2)
-    raise AssertionError(f"the run never wrote {kind}")
+    raise AssertionError(f"the run never wrote {kind} {fields or ''}")
 
 
 def go_live_in_background(plan: Path) -> tuple[threading.Thread, dict[str, Any]]:

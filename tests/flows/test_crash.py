@@ -23,6 +23,7 @@ from prefect.states import Cancelling, Crashed
 from flows.golive import go_live, roll_back_crashed
 from golive.demo.fleet import DemoFleet
 from golive.errors import StoreError
+from golive.postgres import Database
 from tests.flows.test_golive import flow_runs_named, serving
 from tests.runstore import runs, wait_for_entry, wait_for_gate
 
@@ -110,6 +111,42 @@ def test_a_killed_go_live_is_crashed_refuses_the_next_and_rolls_back_from_anothe
     assert golive(tmp_path, "machine-b", "audit", "verify").returncode == 0
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(UUID(run_id)).state_name == "Crashed"
+
+
+def test_a_go_live_killed_before_it_changed_anything_leaves_its_environment_to_the_next(
+    make_fleet: Callable[..., DemoFleet],
+    shop_db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GOLIVE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    fleet = make_fleet(hosts=2)
+    where = {"host": shop_db.host, "port": shop_db.port, "dbname": shop_db.dbname}
+    plan = fleet.write_plan(
+        "2.0.0",
+        gates={},
+        soak=None,
+        waves=[{"name": "all", "hosts": "100%"}],
+        databases={"shop": where | {"user": shop_db.user}},
+        backups=[{"kind": "postgres", "database": "shop"}],
+        backup_storage={"directory": str(tmp_path / "backups")},
+    )
+    with shop_db.connect() as holding:  # the dump waits on this lock: killed mid-backup
+        holding.execute(b"LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        running = start_run(tmp_path, plan, "machine-a", GOLIVE_LEASE_SECONDS="3")
+        run_id = wait_for_entry("step.started", 120, stage="backup", host="database shop")
+        os.killpg(running.pid, signal.SIGKILL)  # golive and its pg_dump
+        running.wait(timeout=30)
+    time.sleep(4)  # the lease runs out: nobody renews it
+    status = golive(tmp_path, "machine-b", "status", run_id[:8])
+    rolled_back = golive(tmp_path, "machine-b", "rollback", run_id[:8], "--yes")
+    next_run = golive(tmp_path, "machine-b", "run", str(plan))
+
+    assert "crashed before it changed any host or database" in status.stdout, status.stdout
+    assert rolled_back.returncode == 1
+    assert "changed no host and no database: nothing to roll back" in rolled_back.stderr
+    assert next_run.returncode == 0, next_run.stdout + next_run.stderr
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
 
 
 def test_two_go_lives_on_one_environment_at_the_same_moment_one_proceeds(
