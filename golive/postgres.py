@@ -171,21 +171,36 @@ def _dump_failed(code: int, errors: str) -> str:
     return f"pg_dump exited with code {code}: {_tail(errors)}"
 
 
+# Connections free under each limit PostgreSQL enforces on a new connection (NULL: none; a
+# superuser is held only by max_connections), for the role and database of this session.
+FREE_CONNECTIONS = """
+SELECT current_setting('max_connections')::int
+         - current_setting('superuser_reserved_connections')::int
+         - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       (SELECT rolconnlimit - (SELECT count(*) FROM pg_stat_activity
+                               WHERE usename = current_user AND backend_type = 'client backend')
+          FROM pg_roles WHERE rolname = current_user AND rolconnlimit >= 0 AND NOT rolsuper),
+       (SELECT datconnlimit - (SELECT count(*) FROM pg_stat_activity
+                               WHERE datname = current_database()
+                                 AND backend_type = 'client backend')
+          FROM pg_database WHERE datname = current_database() AND datconnlimit >= 0
+           AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))
+"""
+LIMITS = ("max_connections", "the role's CONNECTION LIMIT", "the database's CONNECTION LIMIT")
+
+
 def jobs_with_room(conn: psycopg.Connection[Any], wanted: int) -> tuple[int, str | None]:
-    """As many jobs as asked for, if the server has a connection free for each (and for
-    pg_dump's or pg_restore's own); otherwise as many as it has, and why."""
-    row = conn.execute(
-        "SELECT current_setting('max_connections')::int"
-        " - current_setting('superuser_reserved_connections')::int"
-        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
-    ).fetchone()
-    free = int(row[0]) if row else 0
+    """As many jobs as asked for, if the server, the role and the database each have a
+    connection free for each (and for pg_dump's or pg_restore's own); otherwise as many as
+    the tightest of them has, and why."""
+    row = conn.execute(FREE_CONNECTIONS).fetchone() or (0, None, None)
+    free, limit = min((int(n), name) for n, name in zip(row, LIMITS, strict=True) if n is not None)
     if wanted + 1 <= free:
         return wanted, None
     room = max(1, free - 1)
     return room, (
-        f"{wanted} jobs asked for, but the server has {max(free, 0)} connection(s) free "
-        f"(max_connections): {room} job(s) ran"
+        f"{wanted} jobs asked for, but {max(free, 0)} connection(s) are free under {limit}: "
+        f"{room} job(s) ran"
     )
 
 

@@ -219,6 +219,9 @@ def test_only_the_newest_verified_backups_are_kept_and_the_pruning_is_recorded(
 ) -> None:
     fleet = make_fleet(hosts=1)
     (tmp_path / "noop.sql").write_text("SELECT 1;")
+    killed_while_verifying = tmp_path / "backups" / "demo" / "shop" / "0killed.dump"
+    killed_while_verifying.mkdir(parents=True)
+    (killed_while_verifying / "toc.dat").write_bytes(b"never verified")
     for version in ("2.0.0", "2.1.0"):
         go_live(
             data_plan(
@@ -235,7 +238,8 @@ def test_only_the_newest_verified_backups_are_kept_and_the_pruning_is_recorded(
     dumps = list((tmp_path / "backups" / "demo" / "shop").glob("*.dump"))
     assert len(dumps) == 1
     pruned = [e for journal in runs() for e in journal.of_kind("backup.pruned")]
-    assert len(pruned) == 1 and pruned[0]["database"] == "shop"
+    assert [e["database"] for e in pruned] == ["shop", "shop"]
+    assert pruned[0]["removed"] == ["0killed"] and not killed_while_verifying.exists()
 
 
 def test_a_database_that_cannot_be_backed_up_stops_the_run_before_any_change(
@@ -300,7 +304,8 @@ def test_more_backup_jobs_than_the_server_has_connections_for_run_as_many_as_it_
     journal, _ = only_run()
     [backed_up] = journal.of_kind("database.backed_up")
     assert 1 <= backed_up["jobs"] < 8 and backed_up["verified"] is True
-    assert "8 jobs asked for, but the server has" in backed_up["jobs_note"]
+    assert "8 jobs asked for, but" in backed_up["jobs_note"]
+    assert "free under max_connections" in backed_up["jobs_note"]
     assert f"{backed_up['jobs']} job(s) ran" in backed_up["jobs_note"]
 
 

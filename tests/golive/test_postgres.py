@@ -46,6 +46,30 @@ def test_more_jobs_than_the_server_has_connections_for_run_as_many_as_it_has(
     assert note is not None and "10000 jobs asked for" in note and "max_connections" in note
 
 
+def test_a_role_with_a_connection_limit_dumps_and_verifies_by_as_many_jobs_as_it_may_open(
+    shop_db: Database, tmp_path: Path
+) -> None:
+    with shop_db.connect("postgres", autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS golive_limited")
+        admin.execute("CREATE ROLE golive_limited LOGIN CONNECTION LIMIT 3")
+    with shop_db.connect(autocommit=True) as conn:
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO golive_limited")
+        conn.execute("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO golive_limited")
+    limited = Database("shop", shop_db.host, shop_db.port, shop_db.dbname, "golive_limited")
+    try:
+        backup = postgres.dump(limited, tmp_path / "shop.dump", jobs=8)
+        verified = postgres.verify(shop_db, backup)
+    finally:
+        with shop_db.connect(autocommit=True) as conn:
+            conn.execute("DROP OWNED BY golive_limited")
+        with shop_db.connect("postgres", autocommit=True) as admin:
+            admin.execute("DROP ROLE golive_limited")
+
+    assert backup.jobs == 1  # its counting session, pg_dump's own and one job: its 3
+    assert backup.jobs_note is not None and "under the role's CONNECTION LIMIT" in backup.jobs_note
+    assert verified == backup.row_counts
+
+
 def test_a_dump_that_fails_midway_leaves_no_partial_dump_behind(
     shop_db: Database, tmp_path: Path
 ) -> None:
