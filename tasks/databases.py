@@ -100,7 +100,11 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
         backup = postgres.dump(db, storage / f"{journal.run_id}.dump", jobs=dump_jobs(plan, name))
         if backup.jobs_note:
             get_run_logger().warning("Backup of database %s: %s", name, backup.jobs_note)
-        postgres.verify(db, backup)
+        try:
+            postgres.verify(db, backup)
+        except BaseException:  # failed or interrupted: a dump that never verified is no backup
+            _remove_dump(backup.path)
+            raise
         sidecar = backup.path.with_suffix(".json")
         sidecar_text = json.dumps(asdict(backup) | {"path": str(backup.path)}, indent=2)
         write_private(sidecar, sidecar_text.encode())
@@ -119,7 +123,7 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
             "tables": len(backup.row_counts),
             "jobs": backup.jobs,
         }
-        pruned = _prune(storage, keep)
+        pruned = _prune(storage, keep, journal.run_id)
         if pruned:
             journal.write("backup.pruned", database=name, removed=pruned)
     return result
@@ -134,19 +138,27 @@ def dump_jobs(plan: Plan, name: str) -> int:
     return asked or os.cpu_count() or 1
 
 
-def _prune(storage: Path, keep: int) -> list[str]:
-    """Only verified backups (those with a sidecar) count; the oldest beyond `keep` go."""
+def _prune(storage: Path, keep: int, run_id: str) -> list[str]:
+    """Only verified backups (those with a sidecar) count; the oldest beyond `keep` go, and
+    so do dumps that never verified (a run killed while verifying one): no rollback may use
+    them. The environment's lease keeps other runs from writing here meanwhile."""
     verified = sorted(storage.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    removed = []
-    for sidecar in verified[keep:]:
-        dump = sidecar.with_suffix(".dump")
-        if dump.is_dir():
-            shutil.rmtree(dump)
-        else:  # an older dump: one file
-            dump.unlink(missing_ok=True)
-        sidecar.unlink()
-        removed.append(sidecar.stem)
-    return removed
+    unverified = [
+        dump.with_suffix(".json")
+        for dump in storage.glob("*.dump")
+        if dump.stem != run_id and not dump.with_suffix(".json").exists()
+    ]
+    for sidecar in [*verified[keep:], *unverified]:
+        _remove_dump(sidecar.with_suffix(".dump"))
+        sidecar.unlink(missing_ok=True)
+    return sorted(sidecar.stem for sidecar in [*verified[keep:], *unverified])
+
+
+def _remove_dump(dump: Path) -> None:
+    if dump.is_dir():
+        shutil.rmtree(dump)
+    else:  # an older dump: one file
+        dump.unlink(missing_ok=True)
 
 
 @task(name="migrate", task_run_name="migrate {migration.sql.name}", cache_policy=NO_CACHE)

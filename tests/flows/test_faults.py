@@ -260,6 +260,8 @@ def test_a_fault_at_any_stage_over_ssh_leaves_hosts_files_and_data_as_before_the
     assert record["state"] == "failed"
     if moved or migrated:
         assert record["rollback"]["complete"] is True
+    if stage == "database backup":  # a dump that never verified is not kept
+        assert not list((tmp_path / "backups").rglob("*.dump"))
 
 
 def dump_that_does_not_verify(db: Database, backup: Any) -> None:
