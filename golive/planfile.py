@@ -291,10 +291,23 @@ def _unwrap(annotation: Any, part: Any) -> Any:
     model = _model_in(annotation)
     if model is not None and isinstance(part, str) and part in model.model_fields:
         return model.model_fields[part].annotation
+    for arg in _type_args(annotation):  # a tagged union's branch, named by its tag
+        branch = _model_in(arg)
+        if branch is not None and isinstance(part, str) and _tagged(branch, part):
+            return branch
     for arg in _type_args(annotation):
         if _model_in(arg) is not None or typing.get_origin(arg) in (list, dict):
             return arg if _model_in(arg) else typing.get_args(arg)[-1]
     return annotation
+
+
+def _tagged(model: type[BaseModel], tag: str) -> bool:
+    """Whether `tag` is the value of one of the model's Literal fields (a backup's `kind`)."""
+    return any(
+        typing.get_origin(field.annotation) is typing.Literal
+        and tag in typing.get_args(field.annotation)
+        for field in model.model_fields.values()
+    )
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
