@@ -9,17 +9,23 @@ it there and reuse it. It stops itself once no request has come for `GOLIVE_SERV
 step of a run or rollback does not count as idle.
 
 A recorded server is reused only if it answers as that server (its own pid, at its own
-address) and belongs to this user; otherwise the user is told why, the store records the server
+address, proving it holds the key its starter wrote to an owner-only file: a process of
+another user that takes the port of a server that died cannot pass for it) and belongs to
+this user; otherwise the user is told why, the store records the server
 passed over, and a fresh one is started. `golive server status|stop` show and end it.
 
-    python -m golive.localserver PORT IDLE_SECONDS   (what `golive run` starts; not for users)
+    python -m golive.localserver PORT IDLE_SECONDS KEY_FILE   (what `golive run` starts)
 """
 
 from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
+import hmac
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,7 +35,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 
@@ -43,7 +51,7 @@ IDLE_SETTING = "GOLIVE_SERVER_IDLE_SECONDS"
 IDENTITY_PATH = "/golive-server"  # answered by the server itself, not by Prefect's API
 # Local servers speak plain http on loopback: `verify=False` below spares loading the CA
 # bundle, 25 ms a request.
-_RECORDED = ("url", "pid", "machine", "uid", "user", "started_at")
+_RECORDED = ("url", "pid", "machine", "uid", "user", "started_at", "log")
 
 
 @dataclass(frozen=True)
@@ -56,34 +64,55 @@ class LocalServer:
     uid: int
     user: str
     started_at: str
+    log: str  # its output; its key is beside it
 
     @property
     def address(self) -> str:
         return self.url.removesuffix("/api")
 
+    @property
+    def key_file(self) -> Path:
+        return Path(self.log).with_suffix(".key")
+
     def mine(self) -> bool:
         return self.machine == socket.gethostname() and self.uid == os.getuid()
 
-    def identity(self, to_use: bool = False) -> dict[str, Any] | None:
-        """What the server at this address says it is, if anything answers there; `to_use`
-        tells it a command is about to use it, so it does not stop as idle in the meantime."""
+    def identity(self, to_use: bool = False, nonce: str = "") -> dict[str, Any] | None:
+        """What the server at this address says it is (None if nothing answers there; {} if
+        something else does), with its proof of the key for `nonce`; `to_use` tells it a
+        command is about to use it, so it does not stop as idle in the meantime."""
+        query = {"nonce": nonce} | ({"use": ""} if to_use else {})
         try:
-            query = "?use" if to_use else ""
-            answer = httpx.get(self.address + IDENTITY_PATH + query, timeout=3, verify=False)
-            return dict(answer.json()) if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            url = self.address + IDENTITY_PATH
+            answer = httpx.get(url, params=query, timeout=3, verify=False)
+        except httpx.HTTPError:
             return None
+        try:
+            return dict(answer.json()) if answer.status_code == 200 else {}
+        except ValueError:
+            return {}
 
     def problem(self, to_use: bool = False) -> str | None:
         """Why this server cannot be used, if it cannot."""
         if not self.mine():
             return f"it belongs to {self.user} (uid {self.uid})"
-        identity = self.identity(to_use)
+        nonce = secrets.token_hex(16)
+        identity = self.identity(to_use, nonce)
         if identity is None:
             return "it does not answer: stale (its process ended without a word)"
         if identity.get("pid") != self.pid:
-            return f"another process (pid {identity.get('pid')}) answers at its address"
+            return f"another process (pid {identity.get('pid', '?')}) answers at its address"
+        try:
+            key = self.key_file.read_bytes()
+        except OSError as error:
+            return f"its key {self.key_file} cannot be read ({error.strerror})"
+        if not hmac.compare_digest(str(identity.get("proof", "")), _proof(key, nonce)):
+            return "the process at its address does not hold its key: not the server it started"
         return None
+
+
+def _proof(key: bytes, nonce: str) -> str:
+    return hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()
 
 
 def api_configured() -> bool:
@@ -240,11 +269,14 @@ def _starting_alone() -> Iterator[None]:
 def _start(store: RunStore) -> LocalServer:
     port = _free_port()
     log = golive_home() / "server" / f"server-{port}.log"
-    if log.exists():
-        log.unlink()
+    key = log.with_suffix(".key")
+    for old in (log, key):
+        old.unlink(missing_ok=True)
+    with os.fdopen(create_private(key), "wb") as secret:
+        secret.write(secrets.token_bytes(32))
     with os.fdopen(create_private(log), "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "golive.localserver", str(port), str(idle_seconds())],
+            [sys.executable, "-m", "golive.localserver", str(port), str(idle_seconds()), str(key)],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -257,6 +289,7 @@ def _start(store: RunStore) -> LocalServer:
         os.getuid(),
         getpass.getuser(),
         time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        str(log),
     )
     try:
         _wait_until_up(server, process, log)
@@ -309,8 +342,8 @@ def _write(store: RunStore, kind: str, server: LocalServer, **more: Any) -> None
 class _Watched:
     """Prefect's app, answering who it is at IDENTITY_PATH and noting when it was last used."""
 
-    def __init__(self, app: Any) -> None:
-        self.app, self.last_used = app, time.monotonic()
+    def __init__(self, app: Any, key: bytes) -> None:
+        self.app, self.last_used, self.key = app, time.monotonic(), key
         self.stopping = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -318,18 +351,20 @@ class _Watched:
             await _respond(send, 503, b'{"stopping": true}')  # not to be taken up now
             return
         if scope["type"] == "http" and scope["path"] == IDENTITY_PATH:
-            if scope["query_string"] == b"use":  # asked by a command that is to use it
+            asked = parse_qs(scope["query_string"].decode(), keep_blank_values=True)
+            if "use" in asked:  # asked by a command that is to use it
                 self.last_used = time.monotonic()
-            await self._identify(send)
+            await self._identify(send, asked.get("nonce", [""])[0])
             return
         if scope["type"] == "http":
             self.last_used = time.monotonic()
         await self.app(scope, receive, send)
 
-    async def _identify(self, send: Any) -> None:
+    async def _identify(self, send: Any, nonce: str) -> None:
         idle = time.monotonic() - self.last_used
-        body = f'{{"pid": {os.getpid()}, "uid": {os.getuid()}, "idle": {idle:.1f}}}'.encode()
-        await _respond(send, 200, body)
+        said = {"pid": os.getpid(), "uid": os.getuid(), "idle": round(idle, 1)}
+        proof = {"proof": _proof(self.key, nonce)} if nonce else {}
+        await _respond(send, 200, json.dumps(said | proof).encode())
 
 
 async def _respond(send: Any, status: int, body: bytes) -> None:
@@ -338,7 +373,7 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(port: int, idle: float) -> None:
+def serve(port: int, idle: float, key: bytes) -> None:
     """Serve Prefect's API and UI (no background services, as Prefect's temporary server)
     until idle for `idle` seconds or told to stop; then record why it stopped."""
     import asyncio
@@ -346,7 +381,7 @@ def serve(port: int, idle: float) -> None:
     import uvicorn
     from prefect.server.api.server import create_app
 
-    watched = _Watched(create_app(webserver_only=True, final=True))
+    watched = _Watched(create_app(webserver_only=True, final=True), key)
     config = uvicorn.Config(watched, host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
     reason = ["told to stop"]
@@ -375,9 +410,11 @@ def serve(port: int, idle: float) -> None:
     asyncio.run(main())
     if not server.started:
         sys.exit(3)  # as uvicorn does; the command that started it shows its output
-    me = LocalServer(f"http://127.0.0.1:{port}/api", os.getpid(), socket.gethostname(), 0, "", "")
+    me = LocalServer(
+        f"http://127.0.0.1:{port}/api", os.getpid(), socket.gethostname(), 0, "", "", ""
+    )
     _write(open_store(), "server.stopped", me, reason=reason[0])
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), float(sys.argv[2]))
+    serve(int(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3]).read_bytes())

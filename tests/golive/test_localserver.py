@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from golive.demo.fleet import DemoFleet
 from golive.entries import checked
@@ -126,6 +129,57 @@ def test_a_stale_server_is_passed_over_with_a_word_and_a_fresh_one_started(
     assert kinds == ["server.started", "server.passed_over", "server.started"]
     assert stale["url"] in api_urls() and len(set(api_urls())) == 2
     assert "Traceback" not in again.stderr
+
+
+# A process that answers as a golive server would, naming the dead server's pid, without its key.
+IMPOSTOR = """
+import http.server, json, sys
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"pid": pid, "uid": 0, "idle": 0, "proof": "0" * 64}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Answer).serve_forever()
+"""
+
+
+def test_a_process_that_takes_a_dead_servers_port_cannot_pass_for_it(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    plan = one_host_plan(make_fleet)
+    embedded(tmp_path, "run", plan)
+    [(_, dead)] = server_entries()
+    os.kill(dead["pid"], signal.SIGKILL)
+    assert ended(dead["pid"])
+    port = dead["url"].removesuffix("/api").rsplit(":", 1)[1]
+    impostor = subprocess.Popen([sys.executable, "-c", IMPOSTOR, port, str(dead["pid"])])
+    try:
+        wait_until_answering(dead["url"].removesuffix("/api"))
+        again = embedded(tmp_path, "run", plan)
+        status = embedded(tmp_path, "server", "status")
+    finally:
+        impostor.kill()
+
+    assert again.returncode == 0, again.stderr
+    assert "does not hold its key: not the server it started" in again.stderr
+    assert api_urls()[0] != dead["url"]  # the newest run's
+    assert status.stdout.count("answering") == 1
+
+
+def wait_until_answering(address: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(address + "/golive-server", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answers at {address}")
 
 
 def test_another_users_server_is_left_to_them_and_one_of_your_own_started(
