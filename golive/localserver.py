@@ -24,6 +24,7 @@ import getpass
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import signal
@@ -160,9 +161,15 @@ def answers(api_url: str) -> bool:
 def idle_seconds() -> float:
     value = os.environ.get(IDLE_SETTING, "1800")
     try:
-        return max(float(value), 1.0)
+        seconds = float(value)
     except ValueError:
-        raise GoLiveError(f"{IDLE_SETTING}={value!r}: a number of seconds, like 1800") from None
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:  # nan and inf: a server that never stops
+        raise GoLiveError(
+            f"{IDLE_SETTING}={value!r} is not accepted; accepted: a number of seconds above 0, "
+            "like 1800"
+        )
+    return max(seconds, 1.0)
 
 
 def servers(store: RunStore) -> list[LocalServer]:

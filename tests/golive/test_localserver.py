@@ -91,6 +91,21 @@ def test_an_idle_server_stops_itself_and_records_why(
     assert server_entries()[-1][1]["reason"] == "idle for 15 s (GOLIVE_SERVER_IDLE_SECONDS)"
 
 
+def test_an_idle_limit_that_is_no_number_of_seconds_starts_no_server_and_runs_nothing(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    plan = one_host_plan(make_fleet)
+
+    refused = [
+        embedded(tmp_path, "run", plan, GOLIVE_SERVER_IDLE_SECONDS=v) for v in ("nan", "inf")
+    ]
+
+    for done in refused:
+        assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
+        assert "is not accepted; accepted: a number of seconds above 0" in done.stderr
+    assert server_entries() == [] and runs() == []
+
+
 def test_a_rollback_quieter_than_the_idle_limit_keeps_its_server_until_it_ends(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
