@@ -127,7 +127,12 @@ def _describe(stage: str, result: dict[str, Any]) -> str:
     if stage == "deploy":
         return f"{result.get('before') or 'nothing'} → {result.get('after')} ({_change(result)})"
     if stage == "backup":
-        return f"{result.get('bytes')} bytes, sha256 {str(result.get('sha256'))[:12]}…, verified"
+        jobs = f", {result['jobs']} job(s)" if "jobs" in result else ""
+        fewer = f" ({result['jobs_note']})" if result.get("jobs_note") else ""
+        return (
+            f"{result.get('bytes')} bytes, sha256 {str(result.get('sha256'))[:12]}…, verified"
+            f"{jobs}{fewer}"
+        )
     if stage == "smoke":
         return ", ".join(
             f"{c['check']} {c['status']} in {c['latency_ms']:.0f} ms"
@@ -138,6 +143,9 @@ def _describe(stage: str, result: dict[str, Any]) -> str:
             f"{result.get('probes')} probes, {result.get('errors')} errors, "
             f"p95 {result.get('p95_ms')} ms"
         )
+    if stage == "restore" and "row_counts" in result:  # a database
+        tables, kept = len(result["row_counts"]), result.get("kept_as")
+        return f"{tables} table(s) as backed up; the database it replaced kept as {kept}"
     if stage == "restore":
         return f"back on {result.get('release')}"
     return ""
@@ -213,7 +221,7 @@ _LINES: dict[str, Callable[[Entry, str | None], str]] = {
         f"redone: {', '.join(e['done']) or 'nothing'}"
     ),
     "rollback.started": lambda e, _: (
-        f"[bold red]↩ rolling back[/] {in_short(e['hosts']) or 'nothing (no host was changed)'}"
+        f"[bold red]↩ rolling back[/] {in_short(e['hosts']) or 'no host (none was changed)'}"
         + (_STOPPING if e["reason"].startswith("the run was stopped by") else "")
     ),
     "host.restored": lambda e, _: (

@@ -122,7 +122,7 @@ def back_up_database(plan: Plan, name: str, journal: RunJournal) -> dict[str, An
             "seconds": round(backup.seconds, 2),
             "tables": len(backup.row_counts),
             "jobs": backup.jobs,
-        }
+        } | ({"jobs_note": backup.jobs_note} if backup.jobs_note else {})
         pruned = _prune(storage, keep, journal.run_id)
         if pruned:
             journal.write("backup.pruned", database=name, removed=pruned)

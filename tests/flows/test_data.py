@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
 from blocks.postgres import BackupStorage, PostgresDatabase
 from flows.golive import go_live
@@ -20,6 +22,7 @@ from golive.demo.fleet import DemoFleet
 from golive.errors import RunFailed
 from golive.home import golive_home
 from golive.postgres import Database
+from golive.progress import LiveProgress
 from tests.conftest import PG_PASSWORD, decision
 from tests.flows.test_golive import kinds, only_run, serving
 from tests.pg import database, fingerprint, throwaway_server
@@ -298,8 +301,10 @@ def test_more_backup_jobs_than_the_server_has_connections_for_run_as_many_as_it_
         sections = yaml.safe_load(plan.read_text())
         sections["backups"][1]["jobs"] = 8
         plan.write_text(yaml.safe_dump(sections))
+        terminal = Console(file=io.StringIO(), width=400)
 
-        go_live(str(plan))
+        with LiveProgress(terminal, ui_url=None):
+            go_live(str(plan))
 
     journal, _ = only_run()
     [backed_up] = journal.of_kind("database.backed_up")
@@ -307,6 +312,7 @@ def test_more_backup_jobs_than_the_server_has_connections_for_run_as_many_as_it_
     assert "8 jobs asked for, but" in backed_up["jobs_note"]
     assert "free under max_connections" in backed_up["jobs_note"]
     assert f"{backed_up['jobs']} job(s) ran" in backed_up["jobs_note"]
+    assert backed_up["jobs_note"] in terminal.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_database_and_its_backup_storage_can_come_from_blocks(
