@@ -69,6 +69,7 @@ EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_ROLLBACK_FAILED = 1, 2, 3, 4
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a fault in golive itself, not in what it was given
 # How long `golive approve` waits for a suspended run to be taken up again and judge a decision.
 SUSPENDED_FATE_SECONDS = 300
+OPENING_SECONDS = 90  # how long an approval waits for a run to pause at the gate it opened
 
 
 def console_main() -> None:
@@ -395,9 +396,7 @@ def status(run_id: str | None) -> None:
     journal = _find(run_id)
     record = summarize(journal.entries())
     _print_summary(record, journal.run_dir / "record.json")
-    [row] = with_crashes(
-        journal.store, [r for r in journal.store.run_rows() if r.run_id == journal.run_id]
-    )
+    row = _row_with_crash(journal)
     if row.state == "crashed" and not changed_something(journal):
         console.print(
             f"[bold]Run {journal.run_id} crashed before it changed any host or database:[/] "
@@ -955,7 +954,10 @@ def _decide(
     try:
         check_api()
         key = load_private_key(key_file, passphrase) if key_file else None
-        submitted = decide_gate(journal, decision, approver, comment, key, gate=gate)
+        opening = OPENING_SECONDS if _about_to_pause(journal) else 0
+        submitted = decide_gate(
+            journal, decision, approver, comment, key, gate=gate, wait_seconds=opening
+        )
     except GoLiveError as refused:
         _bad_input(str(refused))
     if submitted.suspended:
@@ -1010,6 +1012,21 @@ def _passphrase(variable: str | None) -> str | None:
         state = "is empty" if variable in os.environ else "is not set"
         _bad_input(f"--passphrase-env {variable}: the variable {state}; nothing was done")
     return passphrase
+
+
+def _row_with_crash(journal: RunJournal) -> RunRow:
+    """The run's row in the store, "crashed" if it is running with no live lease."""
+    [row] = with_crashes(
+        journal.store, [r for r in journal.store.run_rows() if r.run_id == journal.run_id]
+    )
+    return row
+
+
+def _about_to_pause(journal: RunJournal) -> bool:
+    """Whether the run, alive, has opened a gate it may not have paused at yet: it is a
+    moment away, or retrying while its Prefect API restarts."""
+    row = _row_with_crash(journal)
+    return row.state == "running" and _open_gate(journal) is not None
 
 
 def _open_gate(journal: RunJournal) -> dict[str, Any] | None:
@@ -1108,7 +1125,7 @@ def _use_prefect_api(run_api: str | None = None) -> None:
         return
     url = local_api_url(tell=_warn)
     use_api(url)
-    keep_alive(url)
+    keep_alive(url, tell=_warn)
 
 
 def _warn(message: str) -> None:

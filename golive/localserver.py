@@ -133,19 +133,38 @@ def use_api(url: str) -> None:
     refresh_global_settings_context()
 
 
-def keep_alive(server_url: str) -> None:
+def keep_alive(server_url: str, tell: Callable[[str], None]) -> None:
     """Tell the server, while this process lives, that it is in use: a quiet step (a wave's
-    pause, a long dump) sends no request, and the server must not stop under the run."""
-    every = min(idle_seconds() / 3, 60)
+    pause, a long dump) sends no request, and the server must not stop under the run. One that
+    died under the command (killed, its machine's OOM killer) is started again at its address,
+    on the same Prefect database, so the run waiting on it goes on."""
+    every = min(idle_seconds() / 3, 10)
     identity = server_url.removesuffix("/api") + IDENTITY_PATH + "?use"
 
     def ping() -> None:
         while True:
             time.sleep(every)
-            with suppress(httpx.HTTPError):
+            try:
                 httpx.get(identity, timeout=3, verify=False)
+            except httpx.ConnectError:
+                _revive(server_url, tell)
+            except httpx.HTTPError:
+                pass
 
     threading.Thread(target=ping, name="golive-server-keep-alive", daemon=True).start()
+
+
+def _revive(server_url: str, tell: Callable[[str], None]) -> None:
+    port = int(server_url.removesuffix("/api").rsplit(":", 1)[1])
+    with _starting_alone():
+        if answers(server_url):  # another command started it again meanwhile
+            return
+        try:
+            _start(open_store(create=True), port)
+        except Exception as error:  # told, not raised: this thread has nobody to raise to
+            tell(f"golive server {server_url} stopped answering, and did not start again: {error}")
+            return
+    tell(f"golive server {server_url} stopped answering under this command: started again there")
 
 
 def answers(api_url: str) -> bool:
@@ -273,8 +292,8 @@ def _starting_alone() -> Iterator[None]:
         yield
 
 
-def _start(store: RunStore) -> LocalServer:
-    port = _free_port()
+def _start(store: RunStore, port: int = 0) -> LocalServer:
+    port = port or _free_port()
     log = golive_home() / "server" / f"server-{port}.log"
     key = log.with_suffix(".key")
     for old in (log, key):

@@ -19,8 +19,8 @@ from golive.demo.fleet import DemoFleet
 from golive.entries import checked
 from golive.store import SERVERS, NewEntry, open_store
 from tests.flows.test_golive import serving
-from tests.golive.test_cli import golive
-from tests.runstore import runs
+from tests.golive.test_cli import GOLIVE, golive
+from tests.runstore import runs, wait_for_gate
 
 
 def embedded(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -89,6 +89,37 @@ def test_an_idle_server_stops_itself_and_records_why(
     assert done.returncode == 0, done.stderr
     assert ended(started["pid"])
     assert server_entries()[-1][1]["reason"] == "idle for 15 s (GOLIVE_SERVER_IDLE_SECONDS)"
+
+
+def test_a_server_killed_while_a_run_waits_at_its_gate_is_started_again_and_the_run_goes_on(
+    make_fleet: Callable[..., DemoFleet], tmp_path: Path
+) -> None:
+    fleet = make_fleet(hosts=2)
+    plan = fleet.write_plan("2.0.0", soak=None, backups=[])  # canary, gate go-ahead, the rest
+    environment = os.environ | {"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect")}
+    running = subprocess.Popen(
+        [GOLIVE, "run", str(plan)],
+        env=environment | {"COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        run_id = wait_for_gate(seconds=120)
+        [(_, killed)] = server_entries()
+        os.kill(killed["pid"], signal.SIGKILL)
+        assert ended(killed["pid"])
+        wait_until_answering(killed["url"].removesuffix("/api"), seconds=60)
+        approved = embedded(tmp_path, "approve", run_id, "--as", "demo-approver")
+        said = running.communicate(timeout=300)[0]
+    finally:
+        running.kill()
+
+    assert approved.returncode == 0, approved.stdout + approved.stderr + said
+    assert running.returncode == 0, said
+    assert "stopped answering under this command: started again there" in said
+    assert set(serving(fleet).values()) == {"2.0.0/2.0.0/ok"}
+    assert [kind for kind, _ in server_entries()] == ["server.started", "server.started"]
 
 
 def test_an_idle_limit_that_is_no_number_of_seconds_starts_no_server_and_runs_nothing(
