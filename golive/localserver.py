@@ -105,8 +105,8 @@ class LocalServer:
             return f"another process (pid {identity.get('pid', '?')}) answers at its address"
         try:
             key = self.key_file.read_bytes()
-        except OSError as error:
-            return f"its key {self.key_file} cannot be read ({error.strerror})"
+        except (OSError, ValueError) as error:  # ValueError: no log on record, so no key
+            return f"its key beside {self.log!r} cannot be read ({error})"
         if not hmac.compare_digest(str(identity.get("proof", "")), _proof(key, nonce)):
             return "the process at its address does not hold its key: not the server it started"
         return None
