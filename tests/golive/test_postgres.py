@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,21 +51,10 @@ def test_more_jobs_than_the_server_has_connections_for_run_as_many_as_it_has(
 def test_a_role_with_a_connection_limit_dumps_and_verifies_by_as_many_jobs_as_it_may_open(
     shop_db: Database, tmp_path: Path
 ) -> None:
-    with shop_db.connect("postgres", autocommit=True) as admin:
-        admin.execute("DROP ROLE IF EXISTS golive_limited")
-        admin.execute("CREATE ROLE golive_limited LOGIN CONNECTION LIMIT 3")
-    with shop_db.connect(autocommit=True) as conn:
-        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO golive_limited")
-        conn.execute("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO golive_limited")
-    limited = Database("shop", shop_db.host, shop_db.port, shop_db.dbname, "golive_limited")
-    try:
+    grants = ["ALL TABLES IN SCHEMA public", "ALL SEQUENCES IN SCHEMA public"]
+    with role(shop_db, "golive_limited", grants, "CONNECTION LIMIT 3") as limited:
         backup = postgres.dump(limited, tmp_path / "shop.dump", jobs=8)
         verified = postgres.verify(shop_db, backup)
-    finally:
-        with shop_db.connect(autocommit=True) as conn:
-            conn.execute("DROP OWNED BY golive_limited")
-        with shop_db.connect("postgres", autocommit=True) as admin:
-            admin.execute("DROP ROLE golive_limited")
 
     assert backup.jobs == 1  # its counting session, pg_dump's own and one job: its 3
     assert backup.jobs_note is not None and "under the role's CONNECTION LIMIT" in backup.jobs_note
@@ -73,22 +64,31 @@ def test_a_role_with_a_connection_limit_dumps_and_verifies_by_as_many_jobs_as_it
 def test_a_dump_that_fails_midway_leaves_no_partial_dump_behind(
     shop_db: Database, tmp_path: Path
 ) -> None:
-    with shop_db.connect("postgres", autocommit=True) as admin:
-        admin.execute("DROP ROLE IF EXISTS golive_half_reader")
-        admin.execute("CREATE ROLE golive_half_reader LOGIN")
-    with shop_db.connect(autocommit=True) as conn:
-        conn.execute("GRANT SELECT ON customers TO golive_half_reader")  # not orders
-    half_reader = Database("shop", shop_db.host, shop_db.port, shop_db.dbname, "golive_half_reader")
-    try:
-        with pytest.raises(DatabaseError, match=r"database 'shop', (count rows|pg_dump)"):
-            postgres.dump(half_reader, tmp_path / "shop.dump", jobs=2)
-    finally:
-        with shop_db.connect(autocommit=True) as conn:
-            conn.execute("REVOKE ALL ON customers FROM golive_half_reader")
-        with shop_db.connect("postgres", autocommit=True) as admin:
-            admin.execute("DROP ROLE golive_half_reader")
+    with (
+        role(shop_db, "golive_half_reader", ["customers"]) as half_reader,  # not orders
+        pytest.raises(DatabaseError, match=r"database 'shop', (count rows|pg_dump)"),
+    ):
+        postgres.dump(half_reader, tmp_path / "shop.dump", jobs=2)
 
     assert list(tmp_path.iterdir()) == []
+
+
+@contextmanager
+def role(db: Database, name: str, readable: list[str], options: str = "") -> Iterator[Database]:
+    """`db` as a login role of its own that may read only `readable`; dropped afterwards."""
+    with db.connect("postgres", autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {name}".encode())
+        admin.execute(f"CREATE ROLE {name} LOGIN {options}".encode())
+    with db.connect(autocommit=True) as conn:
+        for what in readable:
+            conn.execute(f"GRANT SELECT ON {what} TO {name}".encode())
+    try:
+        yield Database(db.name, db.host, db.port, db.dbname, name)
+    finally:
+        with db.connect(autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {name}".encode())
+        with db.connect("postgres", autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {name}".encode())
 
 
 def test_a_single_file_dump_of_an_earlier_golive_still_restores(
