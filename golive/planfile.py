@@ -197,6 +197,10 @@ def _problem(annotation: Any, section: str, error: Any, raw: Any = None) -> Prob
         return Problem(path, f"unknown field; accepted: {accepted}")
     if kind == "missing":
         return Problem(path, "required field is missing")
+    if kind in ("greater_than_equal", "less_than_equal") and (
+        span := _span(annotation, error["loc"])
+    ):
+        return Problem(path, f"{error.get('input')!r} is not accepted; accepted: {span}")
     if kind == "literal_error":
         return Problem(
             path, f"{error['input']!r} is not accepted; accepted: {error['ctx']['expected']}"
@@ -207,6 +211,19 @@ def _problem(annotation: Any, section: str, error: Any, raw: Any = None) -> Prob
         "" if isinstance(found, dict | list) or repr(found) in message else f" (found {found!r})"
     )
     return Problem(path, f"{message}{shown}")
+
+
+def _span(annotation: Any, loc: tuple[Any, ...]) -> str | None:
+    """A bounded field's accepted values ("1 to 64"), where the field has both bounds."""
+    model = _model_in(_at(annotation, loc[:-1]))
+    field = model.model_fields.get(str(loc[-1])) if model else None
+    bounds = {
+        bound: getattr(constraint, bound)
+        for constraint in (field.metadata if field else [])
+        for bound in ("ge", "le")
+        if hasattr(constraint, bound)
+    }
+    return f"{bounds['ge']} to {bounds['le']}" if len(bounds) == 2 else None
 
 
 def _most_precise(found: list[Problem]) -> list[Problem]:
@@ -280,11 +297,15 @@ def _yaml_path(loc: tuple[Any, ...]) -> str:
 
 def _fields_at(annotation: Any, loc: tuple[Any, ...]) -> list[str]:
     """The field names a model accepts at a location inside a section's type."""
-    current = annotation
-    for part in loc:
-        current = _unwrap(current, part)
-    model = _model_in(current)
+    model = _model_in(_at(annotation, loc))
     return [f.alias or n for n, f in model.model_fields.items()] if model else []
+
+
+def _at(annotation: Any, loc: tuple[Any, ...]) -> Any:
+    """The type at a location inside a section's type."""
+    for part in loc:
+        annotation = _unwrap(annotation, part)
+    return annotation
 
 
 def _unwrap(annotation: Any, part: Any) -> Any:

@@ -175,7 +175,7 @@ def test_bad_durations_rates_and_numbers_say_what_is_accepted(tmp_path: Path) ->
         "text like '250ms', '30s', '10m', '4h', '1h30m'" in found
     )
     assert "soak.max_error_rate: 'lots' is not a rate; accepted: a percentage like '1%'" in found
-    assert "smoke[0].expect_status: Input should be less than or equal to 599 (found 700)" in found
+    assert "smoke[0].expect_status: 700 is not accepted; accepted: 100 to 599" in found
 
 
 def test_names_that_cannot_be_used_on_disk_are_refused(tmp_path: Path) -> None:
