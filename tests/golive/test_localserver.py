@@ -55,6 +55,14 @@ def ended(pid: int, seconds: float = 90) -> bool:
     return False
 
 
+def killed_server() -> dict[str, Any]:
+    """The one recorded server, killed (as by the OOM killer) and gone: its record."""
+    [(_, server)] = server_entries()
+    os.kill(server["pid"], signal.SIGKILL)
+    assert ended(server["pid"])
+    return server
+
+
 def test_the_first_run_starts_a_server_that_the_next_reuses_until_it_is_stopped(
     make_fleet: Callable[..., DemoFleet], tmp_path: Path
 ) -> None:
@@ -106,9 +114,7 @@ def test_a_server_killed_while_a_run_waits_at_its_gate_is_started_again_and_the_
     )
     try:
         run_id = wait_for_gate(seconds=120)
-        [(_, killed)] = server_entries()
-        os.kill(killed["pid"], signal.SIGKILL)
-        assert ended(killed["pid"])
+        killed = killed_server()
         wait_until_answering(killed["url"].removesuffix("/api"), seconds=60)
         approved = embedded(tmp_path, "approve", run_id, "--as", "demo-approver")
         said = running.communicate(timeout=300)[0]
@@ -160,9 +166,7 @@ def test_a_stale_server_is_passed_over_with_a_word_and_a_fresh_one_started(
 ) -> None:
     plan = one_host_plan(make_fleet)
     embedded(tmp_path, "run", plan)
-    [(_, stale)] = server_entries()
-    os.kill(stale["pid"], signal.SIGKILL)
-    assert ended(stale["pid"])
+    stale = killed_server()
 
     again = embedded(tmp_path, "run", plan)
     kinds = [kind for kind, _ in server_entries()]
@@ -199,9 +203,7 @@ def test_a_process_that_takes_a_dead_servers_port_cannot_pass_for_it(
 ) -> None:
     plan = one_host_plan(make_fleet)
     embedded(tmp_path, "run", plan)
-    [(_, dead)] = server_entries()
-    os.kill(dead["pid"], signal.SIGKILL)
-    assert ended(dead["pid"])
+    dead = killed_server()
     port = dead["url"].removesuffix("/api").rsplit(":", 1)[1]
     impostor = subprocess.Popen([sys.executable, "-c", IMPOSTOR, port, str(dead["pid"])])
     try:
